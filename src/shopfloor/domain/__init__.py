@@ -1,0 +1,1 @@
+"""Pure model and logic. Imports nothing of ours; stdlib and msgspec only."""

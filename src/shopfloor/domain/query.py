@@ -1,0 +1,136 @@
+"""Aggregation vocabulary and bucket boundaries (time-zone aware for calendar intervals)."""
+
+from __future__ import annotations
+
+import enum
+import re
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from shopfloor.domain.errors import InvalidInput
+from shopfloor.domain.timeutil import from_us, to_us
+
+MAX_BUCKETS = 20_000
+
+
+class Agg(enum.StrEnum):
+    AVG = "avg"
+    MIN = "min"
+    MAX = "max"
+    SUM = "sum"
+    COUNT = "count"
+    FIRST = "first"
+    LAST = "last"
+    TWA = "twa"  # time-weighted average
+
+
+_INTERVAL_RE = re.compile(r"^(\d+)\s*(s|m|min|h|d|w|mo)$")
+_UNITS_US = {"s": 1_000_000, "m": 60_000_000, "min": 60_000_000, "h": 3_600_000_000}
+
+
+@dataclass(frozen=True, slots=True)
+class Interval:
+    count: int
+    unit: str  # s, m, h (fixed) or d, w, mo (calendar, in the site's zone)
+
+    @property
+    def calendar(self) -> bool:
+        return self.unit in ("d", "w", "mo")
+
+    @property
+    def fixed_us(self) -> int:
+        return self.count * _UNITS_US[self.unit]
+
+
+def parse_interval(text: str) -> Interval:
+    m = _INTERVAL_RE.match(text.strip().lower())
+    if not m or int(m.group(1)) <= 0:
+        raise InvalidInput(f"interval {text!r} is not understood; use e.g. 10s, 5m, 1h, 1d, 1w, 1mo")
+    unit = "m" if m.group(2) == "min" else m.group(2)
+    return Interval(int(m.group(1)), unit)
+
+
+def zone(name: str | None) -> ZoneInfo:
+    try:
+        return ZoneInfo(name or "UTC")
+    except (ZoneInfoNotFoundError, ValueError):
+        raise InvalidInput(f"{name!r} is not an IANA time zone (for example Europe/Berlin)") from None
+
+
+def buckets(start_us: int, end_us: int, interval: Interval, tz: str | None = None) -> list[tuple[int, int]]:
+    """Consecutive [start, end) buckets covering [start_us, end_us).
+
+    Fixed intervals are aligned to the epoch; days, weeks (Monday) and months start at local
+    midnight of ``tz``, so a day bucket across a DST change lasts 23 or 25 hours.
+    """
+    if end_us <= start_us:
+        raise InvalidInput("'to' must be after 'from'")
+    out: list[tuple[int, int]] = []
+    if not interval.calendar:
+        step = interval.fixed_us
+        b = start_us - (start_us % step)
+        if (end_us - b) // step > MAX_BUCKETS:
+            raise InvalidInput(f"that is more than {MAX_BUCKETS} buckets; choose a coarser interval")
+        while b < end_us:
+            out.append((b, b + step))
+            b += step
+        return out
+    z = zone(tz)
+    local = from_us(start_us).astimezone(z)
+    first = local.replace(hour=0, minute=0, second=0, microsecond=0, tzinfo=None)
+    if interval.unit == "w":
+        first -= timedelta(days=first.weekday())
+    elif interval.unit == "mo":
+        first = first.replace(day=1)
+    cur = first
+    while True:
+        nxt = _advance(cur, interval)
+        b0, b1 = to_us(cur.replace(tzinfo=z)), to_us(nxt.replace(tzinfo=z))
+        out.append((b0, b1))
+        if b1 >= end_us:
+            return out
+        if len(out) >= MAX_BUCKETS:
+            raise InvalidInput(f"that is more than {MAX_BUCKETS} buckets; choose a coarser interval")
+        cur = nxt
+
+
+def _advance(naive_local: datetime, interval: Interval) -> datetime:
+    if interval.unit == "d":
+        return naive_local + timedelta(days=interval.count)
+    if interval.unit == "w":
+        return naive_local + timedelta(weeks=interval.count)
+    months = naive_local.month - 1 + interval.count
+    return naive_local.replace(year=naive_local.year + months // 12, month=months % 12 + 1)
+
+
+@dataclass(frozen=True, slots=True)
+class AggRow:
+    start_us: int
+    end_us: int
+    value: float | None
+    count: int
+
+
+@dataclass(frozen=True, slots=True)
+class StoredEvent:
+    seq: int
+    tenant_id: int
+    asset_id: int
+    ts_us: int
+    kind: str
+    type: str
+    data: dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class StoredDeadLetter:
+    id: int
+    tenant_id: int | None
+    device: str
+    topic: str
+    reason: str
+    detail: str
+    payload: bytes
+    received_us: int

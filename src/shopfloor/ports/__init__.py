@@ -1,0 +1,1 @@
+"""Interfaces (typing.Protocol) between services and adapters."""

@@ -1,0 +1,7 @@
+from __future__ import annotations
+
+from typing import Protocol
+
+
+class Clock(Protocol):
+    def now_us(self) -> int: ...

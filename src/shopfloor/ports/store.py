@@ -1,0 +1,80 @@
+"""The historian ports: time series, events, dead letters. Implemented by DuckDB and PostgreSQL.
+
+All calls are synchronous and thread-safe; services run them off the event loop. Timestamps are
+integer epoch microseconds (UTC).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Protocol
+
+from shopfloor.domain.query import Agg, AggRow, StoredDeadLetter, StoredEvent
+from shopfloor.domain.records import IngestBatch, Sample
+
+
+class TimeSeriesStore(Protocol):
+    def commit(self, batch: IngestBatch) -> int:
+        """Write samples, events and dead letters in one transaction; return its ingest sequence.
+
+        Idempotent: a sample whose (series, ts) is already stored, or an identical event, is
+        skipped, so a redelivered message is stored once. Raises ``StoreUnavailable`` when nothing
+        was committed.
+        """
+        ...
+
+    def last_seq(self) -> int: ...
+
+    def raw(self, series_id: int, start_us: int, end_us: int, limit: int = 10_000) -> list[Sample]:
+        """Samples with start <= ts < end, oldest first."""
+        ...
+
+    def aggregate(self, series_id: int, buckets: Sequence[tuple[int, int]], agg: Agg,
+                  staleness_us: int) -> list[AggRow]:
+        """One row per bucket (empty buckets included, value None, count 0).
+
+        For ``Agg.TWA`` each good sample holds its value until the next sample or for at most
+        ``staleness_us``; a bad-quality sample ends the hold and contributes nothing. The sample
+        in force at a bucket's start (even from before it) counts for the overlap.
+        """
+        ...
+
+    def latest(self, series_ids: Sequence[int]) -> dict[int, Sample]: ...
+
+    def count_samples(self, series_ids: Sequence[int] | None = None) -> int: ...
+
+    def delete_before(self, cutoff_us: int, series_ids: Sequence[int] | None = None) -> int:
+        """Retention: drop samples older than ``cutoff_us``; return how many."""
+        ...
+
+    def close(self) -> None: ...
+
+
+class EventLog(Protocol):
+    def events(self, tenant_id: int, *, asset_ids: Sequence[int] | None = None,
+               kinds: Sequence[str] | None = None, start_us: int | None = None,
+               end_us: int | None = None, limit: int = 1000) -> list[StoredEvent]:
+        """Events of one tenant, oldest first within the window (the newest ``limit`` of them)."""
+        ...
+
+    def latest_events(self, tenant_id: int, kind: str,
+                      asset_ids: Sequence[int] | None = None) -> dict[int, StoredEvent]:
+        """The newest event of ``kind`` per asset."""
+        ...
+
+    def delete_events_before(self, cutoff_us: int) -> int: ...
+
+
+class DeadLetterLog(Protocol):
+    def dead_letters(self, tenant_id: int | None, *, reason: str | None = None, device: str | None = None,
+                     limit: int = 100) -> list[StoredDeadLetter]:
+        """Newest first. ``tenant_id`` None lists the ones no tenant could be found for."""
+        ...
+
+    def dead_letter_counts(self, tenant_id: int | None) -> list[tuple[str, str, int]]:
+        """(device, reason, count) for a tenant."""
+        ...
+
+
+class Historian(TimeSeriesStore, EventLog, DeadLetterLog, Protocol):
+    """One object that is all three: what a store adapter provides."""
