@@ -1,0 +1,1 @@
+"""Store adapters: DuckDB (embedded) and PostgreSQL (server mode)."""

@@ -1,0 +1,1 @@
+"""The embedded store: one DuckDB file holds the registry and the historian."""
