@@ -1,0 +1,51 @@
+"""Request dependencies: the services bundle and the tenant context (auth in one place)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Annotated
+
+from fastapi import Depends, Request
+
+from shopfloor.domain.tenancy import TenantContext
+from shopfloor.services.auth import TokenAuthenticator
+from shopfloor.services.history import HistoryService
+from shopfloor.services.plant import PlantService
+from shopfloor.services.registry import RegistryService
+from shopfloor.services.stats import IngestStats
+
+
+@dataclass
+class ApiServices:
+    registry: RegistryService
+    plant: PlantService
+    history: HistoryService
+    auth: TokenAuthenticator
+    stats: IngestStats
+    ready: Callable[[], dict[str, bool]] = field(default=lambda: {"store": True})
+    invalidate: Callable[[], None] = field(default=lambda: None)
+
+
+def services(request: Request) -> ApiServices:
+    svc: ApiServices = request.app.state.services
+    return svc
+
+
+Services = Annotated[ApiServices, Depends(services)]
+
+SESSION_COOKIE = "shopfloor_session"
+
+
+def tenant_context(request: Request, svc: Services) -> TenantContext:
+    """The one place a request becomes a tenant context: bearer token (or session cookie)."""
+    header = request.headers.get("authorization", "")
+    secret: str | None = None
+    if header.lower().startswith("bearer "):
+        secret = header[7:].strip()
+    elif SESSION_COOKIE in request.cookies:
+        secret = request.cookies[SESSION_COOKIE]
+    return svc.auth.context_for(secret)
+
+
+Ctx = Annotated[TenantContext, Depends(tenant_context)]

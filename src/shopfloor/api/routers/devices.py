@@ -1,0 +1,62 @@
+"""Devices: credentials shown once, rotation, enable/disable, status."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, status
+
+from shopfloor.api.deps import ApiServices, Ctx, Services
+from shopfloor.api.schemas import DeviceCreated, DeviceIn, DeviceOut, DevicePatch
+from shopfloor.api.timeparams import iso
+from shopfloor.domain.assets import Device
+
+router = APIRouter(tags=["devices"])
+
+
+def _out(svc: ApiServices, d: Device) -> DeviceOut:
+    ts = svc.stats.tenant(d.tenant_id)
+    last = ts.last_seen_us.get(d.username)
+    rejects = sum(n for (dev, _), n in ts.rejects.items() if dev == d.username)
+    return DeviceOut.of(d, online=d.username in svc.stats.online, last_message=iso(last) if last else None,
+                        rejects=rejects)
+
+
+@router.get("/devices", response_model=list[DeviceOut])
+def list_devices(ctx: Ctx, svc: Services) -> list[DeviceOut]:
+    return [_out(svc, d) for d in svc.registry.list_devices(ctx)]
+
+
+@router.post("/devices", status_code=status.HTTP_201_CREATED, response_model=DeviceCreated)
+def create_device(body: DeviceIn, ctx: Ctx, svc: Services) -> DeviceCreated:
+    """Create a device; the response carries its MQTT username and secret, shown this once."""
+    dev, secret = svc.registry.create_device(ctx, body.name, body.asset_ids, gateway=body.gateway,
+                                             description=body.description)
+    svc.invalidate()
+    return DeviceCreated(**_out(svc, dev).model_dump(), secret=secret)
+
+
+@router.get("/devices/{device_id}", response_model=DeviceOut)
+def get_device(device_id: int, ctx: Ctx, svc: Services) -> DeviceOut:
+    return _out(svc, svc.registry.device(ctx, device_id))
+
+
+@router.patch("/devices/{device_id}", response_model=DeviceOut)
+def patch_device(device_id: int, body: DevicePatch, ctx: Ctx, svc: Services) -> DeviceOut:
+    """Enable or disable (a disabled device's live session is cut), rebind, describe."""
+    dev = svc.registry.update_device(ctx, device_id, enabled=body.enabled, asset_ids=body.asset_ids,
+                                     description=body.description)
+    svc.invalidate()
+    return _out(svc, dev)
+
+
+@router.post("/devices/{device_id}/rotate-secret", response_model=DeviceCreated)
+def rotate_secret(device_id: int, ctx: Ctx, svc: Services) -> DeviceCreated:
+    """A new secret; the old one stops working and the device's live session is cut."""
+    dev, secret = svc.registry.rotate_device_secret(ctx, device_id)
+    svc.invalidate()
+    return DeviceCreated(**_out(svc, dev).model_dump(), secret=secret)
+
+
+@router.delete("/devices/{device_id}", status_code=status.HTTP_204_NO_CONTENT)
+def delete_device(device_id: int, ctx: Ctx, svc: Services) -> None:
+    svc.registry.delete_device(ctx, device_id)
+    svc.invalidate()

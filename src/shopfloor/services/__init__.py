@@ -1,0 +1,1 @@
+"""Use cases. Every call is explicit about its tenant (a ``TenantContext`` or a tenant id)."""

@@ -1,0 +1,92 @@
+"""Hot-path lookups over the registry: device by broker username, machine by topic path.
+
+Entries are dropped whenever the registry's version changes; the version is read at most every
+``check_every_us`` (so a change is seen within that time) or at once after ``invalidate()``.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+
+from shopfloor.domain.assets import Device, Level
+from shopfloor.domain.payloads import MachineInfo, MeasurementSlot
+from shopfloor.domain.topics import asset_prefix
+from shopfloor.ports.clock import Clock
+from shopfloor.ports.registry import RegistryRepository
+
+
+@dataclass(frozen=True, slots=True)
+class DeviceInfo:
+    device: Device
+    tenant_slug: str
+    prefixes: tuple[str, ...]
+
+
+class RegistryCache:
+    def __init__(self, repo: RegistryRepository, clock: Clock, check_every_us: int = 500_000) -> None:
+        self._repo = repo
+        self._clock = clock
+        self._check_every_us = check_every_us
+        self._lock = threading.Lock()
+        self._version = -1
+        self._checked_at = -(10**18)
+        self._devices: dict[str, DeviceInfo | None] = {}
+        self._machines: dict[tuple[int, tuple[str, ...]], MachineInfo | None] = {}
+
+    def invalidate(self) -> None:
+        with self._lock:
+            self._checked_at = -(10**18)
+
+    def _fresh(self) -> None:
+        now = self._clock.now_us()
+        if now - self._checked_at < self._check_every_us:
+            return
+        version = self._repo.version()
+        with self._lock:
+            self._checked_at = now
+            if version != self._version:
+                self._version = version
+                self._devices.clear()
+                self._machines.clear()
+
+    def device(self, username: str) -> DeviceInfo | None:
+        self._fresh()
+        if username in self._devices:
+            return self._devices[username]
+        info = None
+        dev = self._repo.find_device_by_username(username)
+        if dev is not None:
+            tenant = self._repo.get_tenant(dev.tenant_id)
+            if tenant is not None:
+                prefixes = []
+                for aid in dev.asset_ids:
+                    asset = self._repo.get_asset(dev.tenant_id, aid)
+                    if asset is not None:
+                        prefixes.append(asset_prefix(tenant.slug, asset.path))
+                info = DeviceInfo(dev, tenant.slug, tuple(prefixes))
+        with self._lock:
+            self._devices[username] = info
+        return info
+
+    def machine(self, tenant_id: int, path: tuple[str, ...]) -> MachineInfo | None:
+        self._fresh()
+        key = (tenant_id, path)
+        if key in self._machines:
+            return self._machines[key]
+        info = None
+        asset = self._repo.find_asset(tenant_id, path)
+        if asset is not None and asset.level is Level.MACHINE:
+            slots = {s.measurement: MeasurementSlot(s.id, s.type)
+                     for s in self._repo.list_series(tenant_id, asset.id)}
+            events: frozenset[str] = frozenset()
+            if asset.type_name:
+                at = self._repo.get_asset_type(tenant_id, asset.type_name)
+                if at is not None:
+                    events = frozenset(at.events)
+                    declared = {m.name for m in at.measurements}
+                    slots = {k: v for k, v in slots.items() if k in declared}
+            info = MachineInfo(tenant_id, asset.id, slots, events)
+        with self._lock:
+            self._machines[key] = info
+        return info

@@ -1,0 +1,171 @@
+"""Apply a whole plant file to the registry idempotently, and export the registry as one."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from shopfloor.domain.assets import Asset, Level, MeasurementDef, ValueType
+from shopfloor.domain.errors import InvalidInput
+from shopfloor.domain.plant import (
+    AreaSpec,
+    AssetTypeSpec,
+    DeviceSpec,
+    LineSpec,
+    MachineSpec,
+    MeasurementSpec,
+    PlantSpec,
+    SiteSpec,
+)
+from shopfloor.domain.tenancy import Role, TenantContext
+from shopfloor.services.registry import IssuedSecret, RegistryService
+
+
+@dataclass(slots=True)
+class ApplyResult:
+    created: dict[str, int] = field(default_factory=dict)
+    updated: dict[str, int] = field(default_factory=dict)
+    unchanged: dict[str, int] = field(default_factory=dict)
+    device_secrets: list[IssuedSecret] = field(default_factory=list)
+
+    def count(self, what: str, outcome: str) -> None:
+        bucket = {"created": self.created, "updated": self.updated, "unchanged": self.unchanged}[outcome]
+        bucket[what] = bucket.get(what, 0) + 1
+
+
+class PlantService:
+    def __init__(self, registry: RegistryService) -> None:
+        self.registry = registry
+
+    def apply(self, ctx: TenantContext, spec: PlantSpec) -> ApplyResult:
+        """Make the registry contain everything in ``spec``; nothing is deleted.
+
+        New devices get a fresh secret (returned once); existing devices keep theirs.
+        """
+        ctx.require(Role.ENGINEER)
+        tid = ctx.require_tenant()
+        reg, repo = self.registry, self.registry.repo
+        result = ApplyResult()
+        self._check_types_known(tid, spec)
+        for ts in spec.asset_types:
+            measurements = [_measurement(ts.name, m) for m in ts.measurements]
+            existing = repo.get_asset_type(tid, ts.name)
+            new = (ts.description, dict(ts.attributes), tuple(measurements), tuple(ts.events))
+            if existing and (existing.description, existing.attributes, existing.measurements,
+                             existing.events) == new:
+                result.count("asset_types", "unchanged")
+                continue
+            reg.put_asset_type(ctx, ts.name, description=ts.description, attributes=ts.attributes,
+                               measurements=measurements, events=ts.events)
+            result.count("asset_types", "updated" if existing else "created")
+        for site in spec.sites:
+            s = self._asset(ctx, result, None, Level.SITE, site.name, site.display_name, None,
+                            site.attributes, site.timezone)
+            for area in site.areas:
+                a = self._asset(ctx, result, s, Level.AREA, area.name, area.display_name, None, area.attributes)
+                for line in area.lines:
+                    ln = self._asset(ctx, result, a, Level.LINE, line.name, line.display_name, None,
+                                     line.attributes)
+                    for m in line.machines:
+                        self._asset(ctx, result, ln, Level.MACHINE, m.name, m.display_name, m.type,
+                                    m.attributes)
+        for d in spec.devices:
+            self._device(ctx, result, d)
+        return result
+
+    def _check_types_known(self, tenant_id: int, spec: PlantSpec) -> None:
+        known = {t.name for t in spec.asset_types}
+        for s in spec.sites:
+            for a in s.areas:
+                for ln in a.lines:
+                    for m in ln.machines:
+                        if (m.type and m.type not in known
+                                and self.registry.repo.get_asset_type(tenant_id, m.type) is None):
+                            raise InvalidInput(f"machine {s.name}/{a.name}/{ln.name}/{m.name}: asset type "
+                                               f"{m.type!r} is neither in the file nor in the registry")
+
+    def _asset(self, ctx: TenantContext, result: ApplyResult, parent: Asset | None, level: Level, name: str,
+               display_name: str, type_name: str | None, attributes: dict[str, Any],
+               timezone: str | None = None) -> Asset:
+        tid = ctx.require_tenant()
+        path = (*parent.path, name) if parent else (name,)
+        existing = self.registry.repo.find_asset(tid, path)
+        if existing is None:
+            result.count(level.value + "s", "created")
+            return self.registry.create_asset(ctx, level, name, parent_id=parent.id if parent else None,
+                                              display_name=display_name, type_name=type_name,
+                                              attributes=attributes, timezone=timezone)
+        same = (existing.display_name == display_name and existing.type_name == type_name
+                and existing.attributes == attributes and (timezone is None or existing.timezone == timezone))
+        if same:
+            result.count(level.value + "s", "unchanged")
+            return existing
+        result.count(level.value + "s", "updated")
+        return self.registry.update_asset(ctx, existing.id, display_name=display_name, type_name=type_name,
+                                          attributes=attributes, timezone=timezone)
+
+    def _device(self, ctx: TenantContext, result: ApplyResult, d: DeviceSpec) -> None:
+        tid = ctx.require_tenant()
+        asset_ids = []
+        for p in d.assets:
+            asset = self.registry.repo.find_asset(tid, tuple(x for x in p.split("/") if x))
+            if asset is None:
+                raise InvalidInput(f"device {d.name!r}: no asset at path {p!r}")
+            asset_ids.append(asset.id)
+        existing = self.registry.repo.find_device(tid, d.name)
+        if existing is None:
+            dev, secret = self.registry.create_device(ctx, d.name, asset_ids, gateway=d.gateway,
+                                                      description=d.description)
+            if not d.enabled:
+                self.registry.update_device(ctx, dev.id, enabled=False)
+            result.device_secrets.append(IssuedSecret(dev.id, dev.name, secret, dev.username))
+            result.count("devices", "created")
+            return
+        if (list(existing.asset_ids) == asset_ids and existing.enabled == d.enabled
+                and existing.description == d.description):
+            result.count("devices", "unchanged")
+            return
+        self.registry.update_device(ctx, existing.id, enabled=d.enabled, asset_ids=asset_ids,
+                                    description=d.description)
+        result.count("devices", "updated")
+
+    def export(self, ctx: TenantContext) -> PlantSpec:
+        tid = ctx.require_tenant()
+        repo = self.registry.repo
+        types = [
+            AssetTypeSpec(t.name, t.description, dict(t.attributes),
+                          [MeasurementSpec(m.name, m.unit, m.type.value, m.description) for m in t.measurements],
+                          list(t.events))
+            for t in repo.list_asset_types(tid)
+        ]
+        assets = repo.list_assets(tid)
+        children: dict[int | None, list[Asset]] = {}
+        for a in sorted(assets, key=lambda a: a.name):
+            children.setdefault(a.parent_id, []).append(a)
+        sites = []
+        for s in children.get(None, []):
+            areas = []
+            for a in children.get(s.id, []):
+                lines = []
+                for ln in children.get(a.id, []):
+                    machines = [MachineSpec(m.name, m.type_name, m.display_name, dict(m.attributes))
+                                for m in children.get(ln.id, [])]
+                    lines.append(LineSpec(ln.name, ln.display_name, dict(ln.attributes), machines))
+                areas.append(AreaSpec(a.name, a.display_name, dict(a.attributes), lines))
+            sites.append(SiteSpec(s.name, s.timezone or "UTC", s.display_name, dict(s.attributes), areas))
+        by_id = {a.id: a for a in assets}
+        devices = [
+            DeviceSpec(d.name, [by_id[i].path_str for i in d.asset_ids if i in by_id], d.gateway, d.enabled,
+                       d.description)
+            for d in sorted(repo.list_devices(tid), key=lambda d: d.name)
+        ]
+        return PlantSpec(types, sites, devices)
+
+
+def _measurement(type_name: str, m: MeasurementSpec) -> MeasurementDef:
+    try:
+        vt = ValueType(m.type)
+    except ValueError:
+        raise InvalidInput(f"asset type {type_name!r}, measurement {m.name!r}: type {m.type!r} must be "
+                           "numeric, boolean or string") from None
+    return MeasurementDef(m.name, m.unit, vt, m.description)
