@@ -1,0 +1,1 @@
+"""Fakes and contract suites that every port implementation must pass."""
