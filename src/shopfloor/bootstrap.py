@@ -1,0 +1,167 @@
+"""The composition root: builds adapters from settings and wires them into services.
+
+The only module that sees both sides (storage/connectors/api and services).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import uvicorn
+
+from shopfloor.api.app import create_app
+from shopfloor.api.deps import ApiServices
+from shopfloor.config import Settings
+from shopfloor.connectors.mqtt.embedded_broker import EmbeddedBroker
+from shopfloor.domain.assets import Device
+from shopfloor.domain.payloads import Limits
+from shopfloor.services.auth import TokenAuthenticator
+from shopfloor.services.cache import RegistryCache
+from shopfloor.services.clock import SystemClock
+from shopfloor.services.devices import DeviceAccessService
+from shopfloor.services.history import HistoryService
+from shopfloor.services.ingest import IngestService
+from shopfloor.services.plant import PlantService
+from shopfloor.services.registry import RegistryService
+from shopfloor.services.stats import IngestStats
+from shopfloor.storage.duckdb.database import Database
+from shopfloor.storage.duckdb.historian import DuckDBHistorian
+from shopfloor.storage.duckdb.registry import DuckDBRegistry
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Platform:
+    """Everything one embedded shopfloor process runs, wired together."""
+
+    settings: Settings
+    db: Database
+    repo: DuckDBRegistry
+    historian: DuckDBHistorian
+    clock: SystemClock
+    stats: IngestStats
+    cache: RegistryCache
+    registry: RegistryService
+    plant: PlantService
+    history: HistoryService
+    auth: TokenAuthenticator
+    _ingest: IngestService | None = None
+    broker: EmbeddedBroker | None = None
+    _closers: list[Callable[[], None]] = field(default_factory=list)
+
+    @property
+    def ingest(self) -> IngestService:
+        """Created on first use, inside the running event loop."""
+        if self._ingest is None:
+            s = self.settings
+            limits = Limits(future_skew_us=s.future_skew_s * 1_000_000,
+                            max_age_us=s.raw_retention_days * 86_400 * 1_000_000,
+                            max_payload_bytes=s.max_payload_bytes)
+            self._ingest = IngestService(self.historian, self.cache, self.clock, self.stats, limits)
+        return self._ingest
+
+    def api_services(self) -> ApiServices:
+        return ApiServices(self.registry, self.plant, self.history, self.auth, self.stats,
+                           ready=self._ready, invalidate=self.cache.invalidate)
+
+    def _ready(self) -> dict[str, bool]:
+        checks = {"store": True}
+        try:
+            self.historian.last_seq()
+        except Exception:  # noqa: BLE001 - any failure means not ready
+            checks["store"] = False
+        if self.broker is not None:
+            checks["broker"] = self.broker.running
+        return checks
+
+    def close(self) -> None:
+        if self._ingest is not None:
+            self._ingest.close()
+        self.historian.close()
+        self.db.close()
+
+
+def build_platform(settings: Settings) -> Platform:
+    db = Database(settings.db_path)
+    repo = DuckDBRegistry(db)
+    historian = DuckDBHistorian(db)
+    clock = SystemClock()
+    stats = IngestStats(clock)
+    cache = RegistryCache(repo, clock)
+    registry = RegistryService(repo)
+    return Platform(settings, db, repo, historian, clock, stats, cache, registry, PlantService(registry),
+                    HistoryService(registry, historian, settings.staleness_s * 1_000_000),
+                    TokenAuthenticator(repo))
+
+
+@contextlib.contextmanager
+def open_platform(settings: Settings) -> Iterator[Platform]:
+    platform = build_platform(settings)
+    try:
+        yield platform
+    finally:
+        platform.close()
+
+
+class _Server(uvicorn.Server):
+    """uvicorn without its own signal handling: the caller owns Ctrl-C."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
+
+
+async def serve(platform: Platform, stop: asyncio.Event,
+                started: Callable[[Platform], None] | None = None) -> None:
+    """Run broker, ingest and API until ``stop`` is set; then shut down in order, losing nothing."""
+    s = platform.settings
+    loop = asyncio.get_running_loop()
+    access = DeviceAccessService(platform.cache, platform.stats)
+    broker = EmbeddedBroker(s.mqtt_host, s.mqtt_port, platform.ingest, access, max_payload=s.max_payload_bytes)
+    await broker.start()
+    platform.broker = broker
+
+    def kick(device: Device) -> None:
+        platform.cache.invalidate()
+        loop.call_soon_threadsafe(lambda: loop.create_task(broker.disconnect_client(device.username)))
+
+    platform.registry.on_device_revoked(kick)
+    app = create_app(platform.api_services())
+    config = uvicorn.Config(app, host=s.http_host, port=s.http_port, log_level="warning", lifespan="off",
+                            access_log=False)
+    server = _Server(config)
+    server_task = loop.create_task(server.serve())
+    try:
+        while not server.started:
+            if server_task.done():
+                await server_task
+                raise SystemExit(f"the HTTP server could not start on {s.http_host}:{s.http_port} "
+                                 "(port in use?); choose another with --http-port")
+            await asyncio.sleep(0.02)
+        if started is not None:
+            started(platform)
+        stop_task = loop.create_task(stop.wait())
+        await asyncio.wait({server_task, stop_task}, return_when=asyncio.FIRST_COMPLETED)
+        stop_task.cancel()
+    finally:
+        server.should_exit = True
+        with contextlib.suppress(Exception):
+            await server_task
+        await broker.stop()
+        platform.broker = None
+        await platform.ingest.drain()
+
+
+def write_secret_file(path: Path, text: str) -> None:
+    """Write a secret readable by the owner only."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(text + "\n")
