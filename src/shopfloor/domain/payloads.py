@@ -52,6 +52,7 @@ _STATE_DEC = msgspec.json.Decoder(_State | list[_State])
 _COUNT_DEC = msgspec.json.Decoder(_Count | list[_Count])
 _ANY_DEC = msgspec.json.Decoder(dict[str, Any] | list[dict[str, Any]])
 _STATUS_DEC = msgspec.json.Decoder()
+_JSON_DEC = msgspec.json.Decoder()  # any JSON: the slow path, one record at a time
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,15 +94,15 @@ class Decoder:
             return out
         try:
             if kind is Kind.TELEMETRY:
-                _telemetry(ctx, _as_list(_TELEMETRY_DEC.decode(data)))
+                _telemetry(ctx, _records(ctx, data, _TELEMETRY_DEC, _Telemetry, Reason.WRONG_TYPE))
             elif kind is Kind.STATE:
-                _states(ctx, _as_list(_STATE_DEC.decode(data)))
+                _states(ctx, _records(ctx, data, _STATE_DEC, _State, Reason.INVALID_STATE))
             elif kind is Kind.COUNT:
-                _counts(ctx, _as_list(_COUNT_DEC.decode(data)))
+                _counts(ctx, _records(ctx, data, _COUNT_DEC, _Count, Reason.INVALID_COUNT))
             elif kind is Kind.EVENT:
-                _events(ctx, _as_list(_ANY_DEC.decode(data)))
+                _events(ctx, _records(ctx, data, _ANY_DEC, dict[str, Any], Reason.INVALID_EVENT))
             elif kind is Kind.COMMAND_REPLY:
-                _replies(ctx, _as_list(_ANY_DEC.decode(data)))
+                _replies(ctx, _records(ctx, data, _ANY_DEC, dict[str, Any], Reason.INVALID_EVENT))
             elif kind is Kind.STATUS:
                 _status(ctx, data)
             else:
@@ -109,6 +110,30 @@ class Decoder:
         except (msgspec.DecodeError, msgspec.ValidationError) as exc:
             ctx.reject_message(Reason.UNDECODABLE, _short(str(exc)))
         return out
+
+
+def _records(ctx: _Ctx, data: bytes, fast: msgspec.json.Decoder[Any], record_type: Any,
+             reason: Reason) -> list[Any]:
+    """The message's records. One malformed record is a dead letter of its own, not the message's end.
+
+    The typed decoder is the fast path; only when it refuses the message is each record converted
+    alone. Raises (whole message undecodable) only when the bytes are not JSON or not an object or
+    a list.
+    """
+    try:
+        return _as_list(fast.decode(data))
+    except msgspec.ValidationError:
+        decoded = _JSON_DEC.decode(data)
+    if not isinstance(decoded, dict | list):
+        got = type(decoded).__name__
+        raise msgspec.ValidationError(f"expected an object or a list of objects, not {got}")
+    good = []
+    for i, rec in enumerate(_as_list(decoded)):
+        try:
+            good.append(msgspec.convert(rec, record_type))
+        except msgspec.ValidationError as exc:
+            ctx.dead(reason, f"record {i}: {exc}")
+    return good
 
 
 def _as_list(decoded: Any) -> list[Any]:
