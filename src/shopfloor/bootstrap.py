@@ -75,7 +75,7 @@ class Platform:
         checks = {"store": True}
         try:
             self.historian.last_seq()
-        except Exception:  # noqa: BLE001 - any failure means not ready
+        except Exception:
             checks["store"] = False
         if self.broker is not None:
             checks["broker"] = self.broker.running

@@ -14,12 +14,12 @@ import sys
 from pathlib import Path
 from typing import Annotated, Any
 
-import httpx
 import typer
 import yaml
 from rich.console import Console
 from rich.table import Table
 
+from shopfloor.client import ApiClient
 from shopfloor.config import Settings, load_settings
 from shopfloor.domain.errors import ShopfloorError
 
@@ -103,7 +103,8 @@ def serve(data_dir: DataDir = None, http_port: HttpPort = None, mqtt_port: MqttP
           mqtt_host: Annotated[str | None, typer.Option(help="MQTT address [default: 127.0.0.1]")] = None,
           config: ConfigOpt = None) -> None:
     """Run the platform: embedded broker, DuckDB historian, HTTP API. Ctrl-C stops it."""
-    from shopfloor.bootstrap import open_platform, serve as run
+    from shopfloor.bootstrap import open_platform
+    from shopfloor.bootstrap import serve as run
 
     s = _settings(config, data_dir=data_dir, http_port=http_port, mqtt_port=mqtt_port, http_host=http_host,
                   mqtt_host=mqtt_host)
@@ -152,30 +153,6 @@ def simulate(
 
 
 # -- API clients ---------------------------------------------------------------------------------
-class ApiClient:
-    def __init__(self, url: str, token: str | None) -> None:
-        headers = {"Authorization": f"Bearer {token}"} if token else {}
-        self.http = httpx.Client(base_url=url.rstrip("/") + "/api/v1", headers=headers, timeout=60)
-        self.url = url
-
-    def call(self, method: str, path: str, **kwargs: Any) -> Any:
-        try:
-            r = self.http.request(method, path, **kwargs)
-        except httpx.HTTPError as exc:
-            raise ShopfloorError(f"cannot reach {self.url}: {exc} (is 'shopfloor serve' running?)") from None
-        if r.status_code >= 400:
-            try:
-                detail = r.json().get("detail", r.text)
-            except ValueError:
-                detail = r.text
-            raise ShopfloorError(f"{r.status_code}: {detail}")
-        if r.status_code == 204 or not r.content:
-            return None
-        if "json" in r.headers.get("content-type", ""):
-            return r.json()
-        return r.text
-
-
 def _client(url: str | None, token: str | None) -> ApiClient:
     s = _settings()
     secret = token or (s.token.get_secret_value() if s.token else None)

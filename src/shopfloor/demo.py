@@ -6,7 +6,7 @@ import asyncio
 import contextlib
 from importlib import resources
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import yaml
 from rich.console import Console
@@ -14,15 +14,13 @@ from rich.live import Live
 from rich.text import Text
 
 from shopfloor.bootstrap import Platform, build_platform, serve, write_secret_file
+from shopfloor.client import ApiClient
 from shopfloor.config import Settings
 from shopfloor.domain.errors import Unauthenticated
 from shopfloor.domain.plant import PlantSpec, plant_from_obj
 from shopfloor.domain.tenancy import Role
 from shopfloor.services.registry import PLATFORM
 from shopfloor.sim.publisher import Simulator, scaled_plant
-
-if TYPE_CHECKING:
-    from shopfloor.cli import ApiClient
 
 DEMO_TENANT = "demo"
 
@@ -68,6 +66,7 @@ async def run_demo(settings: Settings, stop: asyncio.Event, *, plant_file: Path 
             if any(d.name == dev.name for d in spec.devices):
                 _, credentials[dev.name] = platform.registry.rotate_device_secret(ctx, dev.id)
         inner = asyncio.Event()
+        sim_running = False
         sim = Simulator(spec, DEMO_TENANT, credentials, settings.mqtt_host, settings.mqtt_port)
         url = f"http://{settings.http_host}:{settings.http_port}"
 
@@ -77,11 +76,19 @@ async def run_demo(settings: Settings, stop: asyncio.Event, *, plant_file: Path 
                           soft_wrap=True)
             console.print(f"MQTT broker on {settings.mqtt_host}:{settings.mqtt_port}; "
                           f"data in {settings.data_dir}. Ctrl-C stops.")
+            nonlocal sim_running
             sim.start()
+            sim_running = True
+
+        async def stop_sim() -> None:
+            nonlocal sim_running
+            if sim_running:
+                sim_running = False
+                await asyncio.to_thread(sim.stop)
 
         async def watch() -> None:
             await stop.wait()
-            await asyncio.to_thread(sim.stop)
+            await stop_sim()
             inner.set()
 
         watcher = asyncio.create_task(watch())
@@ -91,8 +98,7 @@ async def run_demo(settings: Settings, stop: asyncio.Event, *, plant_file: Path 
         finally:
             watcher.cancel()
             status.cancel()
-            if sim.running:
-                await asyncio.to_thread(sim.stop)
+            await stop_sim()
         console.print("stopped cleanly.")
     finally:
         platform.close()

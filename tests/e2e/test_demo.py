@@ -91,8 +91,8 @@ def test_demo_serves_live_values_and_restarts_on_the_same_data(tmp_path: Path) -
             machines: list[dict] = []
             while time.monotonic() - ready_at < 10:
                 machines, latest = _live_machines(c)
-                live = {mid for mid, l in latest.items()
-                        if l["status"] == "online" and any(v["value"] is not None for v in l["values"])}
+                live = {mid for mid, lt in latest.items()
+                        if lt["status"] == "online" and any(v["value"] is not None for v in lt["values"])}
                 if machines and live == {m["id"] for m in machines}:
                     break
                 time.sleep(0.5)

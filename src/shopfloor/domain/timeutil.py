@@ -21,7 +21,7 @@ def parse_ts(raw: object) -> int:
             raise TimestampError("ts is not a finite number")
         if not -(2**53) < raw < 2**53:
             raise TimestampError(f"ts {raw!r} is out of range for epoch milliseconds")
-        return int(round(raw * 1000))
+        return round(raw * 1000)
     if isinstance(raw, str):
         try:
             dt = datetime.fromisoformat(raw)

@@ -31,9 +31,11 @@ class AssetLatest:
 
 
 class HistoryService:
-    def __init__(self, registry: RegistryService, store: Historian) -> None:
+    def __init__(self, registry: RegistryService, store: Historian,
+                 default_staleness_us: int = DEFAULT_STALENESS_US) -> None:
         self._registry = registry
         self._store = store
+        self.default_staleness_us = default_staleness_us
 
     def latest(self, ctx: TenantContext, asset_id: int) -> AssetLatest:
         asset = self._registry.asset(ctx, asset_id)
@@ -51,9 +53,10 @@ class HistoryService:
         return self._store.raw(series_id, start_us, end_us, limit)
 
     def aggregate(self, ctx: TenantContext, series_id: int, start_us: int, end_us: int, interval: str,
-                  agg: Agg, staleness_us: int = DEFAULT_STALENESS_US) -> list[AggRow]:
+                  agg: Agg, staleness_us: int | None = None) -> list[AggRow]:
         series = self._registry.series(ctx, series_id)
         _check_window(start_us, end_us)
+        staleness_us = staleness_us or self.default_staleness_us
         if staleness_us <= 0:
             raise InvalidInput("staleness must be positive")
         site = self._registry.site_of(ctx, self._registry.asset(ctx, series.asset_id))

@@ -121,7 +121,7 @@ class IngestService:
                 merged.extend(p.batch)
             try:
                 seq = await loop.run_in_executor(self._writer, self._store.commit, merged)
-            except Exception as exc:  # noqa: BLE001 - any store failure means: do not acknowledge
+            except Exception as exc:
                 self.stats.commit_done(False)
                 log.error("commit of %d item(s) failed: %s", len(merged), exc)
                 err = exc if isinstance(exc, StoreUnavailable) else StoreUnavailable(f"commit failed: {exc}")

@@ -1,0 +1,1 @@
+"""Buses between ingest and its consumers: in-process now, NATS JetStream in cluster mode."""

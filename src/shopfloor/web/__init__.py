@@ -1,0 +1,1 @@
+"""The web dashboard (templates and static assets), served by the API process."""
