@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import re
+import shlex
 import signal
 import subprocess
 import sys
@@ -34,7 +35,7 @@ class Demo:
         env = dict(os.environ, SHOPFLOOR_HTTP_PORT=str(self.http_port), SHOPFLOOR_MQTT_PORT=str(self.mqtt_port),
                    SHOPFLOOR_DATA_DIR=str(data_dir), COLUMNS="200")
         self.started = time.monotonic()
-        self.proc = subprocess.Popen(_readme_first_command(), shell=True, cwd=ROOT, env=env,
+        self.proc = subprocess.Popen(shlex.split(_readme_first_command()), cwd=ROOT, env=env,
                                      stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                                      start_new_session=True)
         self.lines: list[str] = []
