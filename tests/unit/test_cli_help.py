@@ -1,0 +1,42 @@
+"""Every CLI command and option has help text, and --help works for each."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import typer.main
+from typer.testing import CliRunner
+
+from shopfloor.cli import app
+
+
+def _commands(group: Any, prefix: tuple[str, ...] = ()) -> list[tuple[tuple[str, ...], Any]]:
+    """Walk the command tree (typer ships its own click; duck-type it)."""
+    out = []
+    for name, cmd in getattr(group, "commands", {}).items():
+        out.append(((*prefix, name), cmd))
+        out.extend(_commands(cmd, (*prefix, name)))
+    return out
+
+
+def test_every_command_and_option_has_help() -> None:
+    root = typer.main.get_command(app)
+    commands = _commands(root)
+    assert len(commands) > 20
+    missing = []
+    for path, cmd in commands:
+        if not (cmd.help or cmd.short_help):
+            missing.append(" ".join(path))
+        for param in cmd.params:
+            if getattr(param, "param_type_name", "") == "option" and not param.help and param.name != "help":
+                missing.append(f"{' '.join(path)} --{param.name}")
+    assert missing == [], f"without help text: {missing}"
+
+
+def test_help_runs_for_each_command() -> None:
+    runner = CliRunner()
+    root = typer.main.get_command(app)
+    for path, _ in _commands(root):
+        result = runner.invoke(app, [*path, "--help"])
+        assert result.exit_code == 0, (path, result.output)
+        assert "Usage" in result.output
