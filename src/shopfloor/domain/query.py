@@ -55,7 +55,7 @@ def parse_interval(text: str) -> Interval:
 def zone(name: str | None) -> ZoneInfo:
     try:
         return ZoneInfo(name or "UTC")
-    except (ZoneInfoNotFoundError, ValueError):
+    except (ZoneInfoNotFoundError, ValueError, OSError):  # OSError: "America" is a directory, too long
         raise InvalidInput(f"{name!r} is not an IANA time zone (for example Europe/Berlin)") from None
 
 
