@@ -98,6 +98,8 @@ class RegistryService:
         else:
             ctx.require(Role.ADMIN)
             tenant_id = ctx.require_tenant()
+            if tenant_slug is not None:
+                self.tenant(ctx, tenant_slug)  # NotFound unless it names the caller's own tenant
         if not name.strip():
             raise InvalidInput("a token needs a name")
         secret = new_token_secret()
