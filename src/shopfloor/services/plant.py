@@ -95,8 +95,11 @@ class PlantService:
             return self.registry.create_asset(ctx, level, name, parent_id=parent.id if parent else None,
                                               display_name=display_name, type_name=type_name,
                                               attributes=attributes, timezone=timezone)
-        same = (existing.display_name == display_name and existing.type_name == type_name
-                and existing.attributes == attributes and (timezone is None or existing.timezone == timezone))
+        # a missing type (like a missing time zone) leaves the stored one alone: the registry
+        # cannot un-type an asset, so comparing it would report "updated" on every apply
+        same = (existing.display_name == display_name and existing.attributes == attributes
+                and (type_name is None or existing.type_name == type_name)
+                and (timezone is None or existing.timezone == timezone))
         if same:
             result.count(level.value + "s", "unchanged")
             return existing
