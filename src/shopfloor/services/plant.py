@@ -114,7 +114,8 @@ class PlantService:
             asset = self.registry.repo.find_asset(tid, tuple(x for x in p.split("/") if x))
             if asset is None:
                 raise InvalidInput(f"device {d.name!r}: no asset at path {p!r}")
-            asset_ids.append(asset.id)
+            if asset.id not in asset_ids:  # the registry keeps each asset once
+                asset_ids.append(asset.id)
         existing = self.registry.repo.find_device(tid, d.name)
         if existing is None:
             dev, secret = self.registry.create_device(ctx, d.name, asset_ids, gateway=d.gateway,
