@@ -1,0 +1,505 @@
+"""The historian in DuckDB: samples, events and dead letters, in the shared database file.
+
+Decisions, in one place:
+
+* Timestamps are BIGINT epoch microseconds (UTC), as the port speaks them.
+* Samples have no primary key. Idempotence on (series_id, ts) comes from an anti-join insert
+  bounded by the batch's ts range (zone maps prune old row groups), done under ``write_lock``; DuckDB
+  allows one read-write process, so that lock is the only writer. Measured on 50k-row batches
+  over a 10M-row table, this was ~3x faster than PRIMARY KEY + ``INSERT OR IGNORE`` and the file
+  was ~7x smaller (the ART index dominated it). Within one batch the first occurrence wins.
+* Events are idempotent the same way on (tenant, asset, ts, kind, type, data); ``data`` is stored
+  as canonical JSON (sorted keys, compact), so equal dicts compare equal.
+* Every non-empty commit gets the next ingest sequence number, also when everything in it was a
+  duplicate. The last one is kept in ``historian_seq`` inside the same transaction, so a number is
+  never handed out twice, even after a reopen. An empty batch writes nothing and returns
+  ``last_seq()`` unchanged.
+* Aggregates use good and uncertain samples only; bad-quality samples are excluded everywhere
+  (for ``twa`` a bad sample ends the previous hold). ``AggRow.count`` is the number of samples
+  the value was computed from: numeric samples for avg/min/max/sum, numeric and text samples for
+  count/first/last, and for twa the samples whose hold overlaps the bucket (including one carried
+  in from before it). Empty buckets have value None and count 0, also for ``count``.
+* ``close()`` does not close the ``Database``: whoever created it owns it. It only marks this
+  historian closed; later calls raise ``StoreUnavailable``.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from typing import Any
+
+import duckdb
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from shopfloor.domain.errors import InvalidInput, StoreUnavailable
+from shopfloor.domain.query import Agg, AggRow, StoredDeadLetter, StoredEvent
+from shopfloor.domain.records import DeadLetter, EventRecord, IngestBatch, Quality, Sample, SampleBatch
+from shopfloor.storage.duckdb.database import Database
+
+MIGRATIONS: list[str] = [
+    """
+    CREATE TABLE samples (
+        series_id INTEGER NOT NULL,
+        ts BIGINT NOT NULL,
+        value DOUBLE,
+        text VARCHAR,
+        quality SMALLINT NOT NULL,
+        seq BIGINT NOT NULL
+    );
+    CREATE TABLE events (
+        seq BIGINT NOT NULL,
+        tenant_id INTEGER NOT NULL,
+        asset_id INTEGER NOT NULL,
+        ts BIGINT NOT NULL,
+        kind VARCHAR NOT NULL,
+        type VARCHAR NOT NULL,
+        data JSON NOT NULL
+    );
+    CREATE TABLE dead_letters (
+        id BIGINT NOT NULL PRIMARY KEY,
+        tenant_id INTEGER,
+        device VARCHAR NOT NULL,
+        topic VARCHAR NOT NULL,
+        reason VARCHAR NOT NULL,
+        detail VARCHAR NOT NULL,
+        payload BLOB NOT NULL,
+        received_at BIGINT NOT NULL,
+        seq BIGINT NOT NULL
+    );
+    CREATE TABLE historian_seq (last_seq BIGINT NOT NULL);
+    INSERT INTO historian_seq VALUES (0);
+    """,
+]
+
+BAD = int(Quality.BAD)
+_MAX_STALENESS_US = 2**60  # ~36,000 years: keeps ts + staleness inside BIGINT
+
+_NUMERIC_EXPR = {
+    Agg.AVG: "avg(s.value)",
+    Agg.MIN: "min(s.value)",
+    Agg.MAX: "max(s.value)",
+    Agg.SUM: "sum(s.value)",
+    Agg.COUNT: "count(s.ts)",
+    Agg.FIRST: "first(s.value ORDER BY s.ts)",
+    Agg.LAST: "last(s.value ORDER BY s.ts)",
+}
+
+_TWA_SQL = f"""
+WITH pts AS (
+    SELECT ts, value, quality FROM samples WHERE series_id = $sid AND ts >= $lo AND ts < $hi
+    UNION ALL
+    SELECT * FROM (
+        SELECT ts, value, quality FROM samples
+        WHERE series_id = $sid AND ts >= $since AND ts < $lo ORDER BY ts DESC LIMIT 1
+    )
+), holds AS (
+    SELECT ts AS h0, least(coalesce(lead(ts) OVER (ORDER BY ts), ts + $st), ts + $st) AS h1,
+           value, quality
+    FROM pts
+), good AS (
+    SELECT h0, h1, value FROM holds
+    WHERE quality < {BAD} AND value IS NOT NULL AND h1 > h0 AND h1 > $lo
+), spans AS (
+    SELECT b.i, g.value, least(g.h1, b.b1) - greatest(g.h0, b.b0) AS dt
+    FROM _sf_buckets b JOIN good g ON g.h0 < b.b1 AND g.h1 > b.b0
+)
+SELECT b.i, sum(o.value * o.dt) AS num, sum(o.dt) AS den, count(o.dt) AS n
+FROM _sf_buckets b LEFT JOIN spans o ON o.i = b.i
+GROUP BY b.i ORDER BY b.i
+"""
+
+
+class DuckDBHistorian:
+    """``shopfloor.ports.store.Historian`` on a shared :class:`Database` (component "historian")."""
+
+    def __init__(self, db: Database) -> None:
+        self._db = db
+        self._closed = False
+        db.migrate("historian", MIGRATIONS)
+        with self._read() as cur:
+            rows = cur.execute(
+                "SELECT greatest((SELECT max(last_seq) FROM historian_seq),"
+                " (SELECT max(seq) FROM samples), (SELECT max(seq) FROM events),"
+                " (SELECT max(seq) FROM dead_letters), 0),"
+                " (SELECT coalesce(max(id), 0) FROM dead_letters)"
+            ).fetchall()
+        if not rows:
+            raise StoreUnavailable("could not read the historian's last sequence number")
+        self._seq = int(rows[0][0])
+        self._dead_letter_id = int(rows[0][1])
+
+    # ---- writing ---------------------------------------------------------------------------
+
+    def commit(self, batch: IngestBatch) -> int:
+        """Store ``batch`` in one transaction and return its sequence number (see module docs).
+
+        Raises ``InvalidInput`` for malformed columns (a bug in the caller; retrying will not
+        help) and ``StoreUnavailable`` when DuckDB fails; in both cases nothing is committed.
+        """
+        if len(batch) == 0:
+            return self.last_seq()
+        self._check_open()
+        samples = _samples_table(batch.samples) if len(batch.samples) else None
+        events = _events_table(batch.events) if batch.events else None
+        with self._db.write_lock:
+            seq = self._seq + 1
+            dead = (_dead_letters_table(batch.dead_letters, self._dead_letter_id)
+                    if batch.dead_letters else None)
+            try:
+                with self._db.transaction() as cur:
+                    if samples is not None:
+                        _insert_samples(cur, samples, seq)
+                    if events is not None:
+                        _insert_events(cur, events, seq)
+                    if dead is not None:
+                        _insert_dead_letters(cur, dead, seq)
+                    cur.execute("UPDATE historian_seq SET last_seq = ?", [seq])
+            except duckdb.Error as exc:
+                raise StoreUnavailable(f"could not commit ingest batch {seq}: {exc}") from exc
+            self._seq = seq
+            self._dead_letter_id += len(batch.dead_letters)
+            return seq
+
+    def last_seq(self) -> int:
+        return self._seq
+
+    def delete_before(self, cutoff_us: int, series_ids: Sequence[int] | None = None) -> int:
+        sql = "DELETE FROM samples WHERE ts < ?"
+        params: list[Any] = [cutoff_us]
+        if series_ids is not None:
+            if not series_ids:
+                return 0
+            sql += " AND series_id IN (SELECT unnest(?::INTEGER[]))"
+            params.append(list(series_ids))
+        return self._delete(sql, params)
+
+    def delete_events_before(self, cutoff_us: int) -> int:
+        return self._delete("DELETE FROM events WHERE ts < ?", [cutoff_us])
+
+    def close(self) -> None:
+        """Mark the historian closed; the ``Database`` stays open (its creator closes it)."""
+        self._closed = True
+
+    # ---- time series -----------------------------------------------------------------------
+
+    def raw(self, series_id: int, start_us: int, end_us: int, limit: int = 10_000) -> list[Sample]:
+        _check_limit(limit)
+        with self._read() as cur:
+            rows = cur.execute(
+                "SELECT series_id, ts, value, text, quality FROM samples"
+                " WHERE series_id = ? AND ts >= ? AND ts < ? ORDER BY ts LIMIT ?",
+                [series_id, start_us, end_us, limit],
+            ).fetchall()
+        return [Sample(int(r[0]), int(r[1]), r[2], r[3], int(r[4])) for r in rows]
+
+    def latest(self, series_ids: Sequence[int]) -> dict[int, Sample]:
+        if not series_ids:
+            return {}
+        with self._read() as cur:
+            # max(ts) per series, joined back: about twice as fast as a window over all rows
+            rows = cur.execute(
+                "WITH newest AS (SELECT series_id, max(ts) AS ts FROM samples"
+                "   WHERE series_id IN (SELECT unnest(?::INTEGER[])) GROUP BY series_id)"
+                " SELECT s.series_id, s.ts, s.value, s.text, s.quality"
+                " FROM samples s JOIN newest USING (series_id, ts)",
+                [list(series_ids)],
+            ).fetchall()
+        return {int(r[0]): Sample(int(r[0]), int(r[1]), r[2], r[3], int(r[4])) for r in rows}
+
+    def count_samples(self, series_ids: Sequence[int] | None = None) -> int:
+        sql = "SELECT count(*) FROM samples"
+        params: list[Any] = []
+        if series_ids is not None:
+            if not series_ids:
+                return 0
+            sql += " WHERE series_id IN (SELECT unnest(?::INTEGER[]))"
+            params.append(list(series_ids))
+        with self._read() as cur:
+            rows = cur.execute(sql, params).fetchall()
+        return int(rows[0][0])
+
+    def aggregate(self, series_id: int, buckets: Sequence[tuple[int, int]], agg: Agg,
+                  staleness_us: int) -> list[AggRow]:
+        """One row per bucket, in the given order; the work is one SQL statement (see module docs)."""
+        agg = Agg(agg)
+        if not buckets:
+            return []
+        lo = min(b[0] for b in buckets)
+        hi = max(b[1] for b in buckets)
+        table = pa.table({
+            "i": pa.array(range(len(buckets)), pa.int32()),
+            "b0": pa.array([b[0] for b in buckets], pa.int64()),
+            "b1": pa.array([b[1] for b in buckets], pa.int64()),
+        })
+        with self._read() as cur:
+            _register(cur, "_sf_buckets", table)
+            try:
+                if agg is Agg.TWA:
+                    rows = self._twa_rows(cur, series_id, lo, hi, staleness_us)
+                else:
+                    rows = _numeric_rows(cur, series_id, lo, hi, agg)
+            finally:
+                cur.unregister("_sf_buckets")
+        return [AggRow(b[0], b[1], value, count) for b, (value, count) in zip(buckets, rows, strict=True)]
+
+    def _twa_rows(self, cur: duckdb.DuckDBPyConnection, series_id: int, lo: int, hi: int,
+                  staleness_us: int) -> list[tuple[float | None, int]]:
+        if staleness_us <= 0:
+            raise InvalidInput("staleness must be a positive number of microseconds for a "
+                               "time-weighted average")
+        st = min(staleness_us, _MAX_STALENESS_US)
+        params = {"sid": series_id, "lo": lo, "hi": hi, "st": st, "since": lo - st}
+        out: list[tuple[float | None, int]] = []
+        for _, num, den, n in cur.execute(_TWA_SQL, params).fetchall():
+            out.append((float(num) / float(den) if den else None, int(n)))
+        return out
+
+    # ---- events ----------------------------------------------------------------------------
+
+    def events(self, tenant_id: int, *, asset_ids: Sequence[int] | None = None,
+               kinds: Sequence[str] | None = None, start_us: int | None = None,
+               end_us: int | None = None, limit: int = 1000) -> list[StoredEvent]:
+        """The newest ``limit`` events of the tenant matching the filters, returned oldest first."""
+        _check_limit(limit)
+        where = ["tenant_id = ?"]
+        params: list[Any] = [tenant_id]
+        if asset_ids is not None:
+            if not asset_ids:
+                return []
+            where.append("asset_id IN (SELECT unnest(?::INTEGER[]))")
+            params.append(list(asset_ids))
+        if kinds is not None:
+            if not kinds:
+                return []
+            where.append("kind IN (SELECT unnest(?::VARCHAR[]))")
+            params.append(list(kinds))
+        if start_us is not None:
+            where.append("ts >= ?")
+            params.append(start_us)
+        if end_us is not None:
+            where.append("ts < ?")
+            params.append(end_us)
+        sql = (
+            "SELECT * FROM (SELECT seq, tenant_id, asset_id, ts, kind, type, data::VARCHAR AS data"
+            f" FROM events WHERE {' AND '.join(where)}"
+            " ORDER BY ts DESC, seq DESC, asset_id DESC, kind DESC, type DESC, data DESC LIMIT ?)"
+            " ORDER BY ts, seq, asset_id, kind, type, data"
+        )
+        with self._read() as cur:
+            rows = cur.execute(sql, [*params, limit]).fetchall()
+        return [_stored_event(r) for r in rows]
+
+    def latest_events(self, tenant_id: int, kind: str,
+                      asset_ids: Sequence[int] | None = None) -> dict[int, StoredEvent]:
+        sql = ("SELECT seq, tenant_id, asset_id, ts, kind, type, data::VARCHAR FROM events"
+               " WHERE tenant_id = ? AND kind = ?")
+        params: list[Any] = [tenant_id, kind]
+        if asset_ids is not None:
+            if not asset_ids:
+                return {}
+            sql += " AND asset_id IN (SELECT unnest(?::INTEGER[]))"
+            params.append(list(asset_ids))
+        sql += (" QUALIFY row_number() OVER (PARTITION BY asset_id"
+                " ORDER BY ts DESC, seq DESC, type DESC, data DESC) = 1")
+        with self._read() as cur:
+            rows = cur.execute(sql, params).fetchall()
+        return {int(r[2]): _stored_event(r) for r in rows}
+
+    # ---- dead letters ----------------------------------------------------------------------
+
+    def dead_letters(self, tenant_id: int | None, *, reason: str | None = None, device: str | None = None,
+                     limit: int = 100) -> list[StoredDeadLetter]:
+        _check_limit(limit)
+        sql = ("SELECT id, tenant_id, device, topic, reason, detail, payload, received_at FROM dead_letters"
+               " WHERE tenant_id IS NOT DISTINCT FROM ?")
+        params: list[Any] = [tenant_id]
+        if reason is not None:
+            sql += " AND reason = ?"
+            params.append(str(reason))
+        if device is not None:
+            sql += " AND device = ?"
+            params.append(device)
+        sql += " ORDER BY received_at DESC, id DESC LIMIT ?"
+        with self._read() as cur:
+            rows = cur.execute(sql, [*params, limit]).fetchall()
+        return [
+            StoredDeadLetter(int(r[0]), None if r[1] is None else int(r[1]), r[2], r[3], r[4], r[5],
+                             bytes(r[6]), int(r[7]))
+            for r in rows
+        ]
+
+    def dead_letter_counts(self, tenant_id: int | None) -> list[tuple[str, str, int]]:
+        """(device, reason, count) ordered by device, then reason."""
+        with self._read() as cur:
+            rows = cur.execute(
+                "SELECT device, reason, count(*) FROM dead_letters WHERE tenant_id IS NOT DISTINCT FROM ?"
+                " GROUP BY device, reason ORDER BY device, reason",
+                [tenant_id],
+            ).fetchall()
+        return [(str(r[0]), str(r[1]), int(r[2])) for r in rows]
+
+    # ---- plumbing --------------------------------------------------------------------------
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise StoreUnavailable("the historian is closed")
+
+    @contextmanager
+    def _read(self) -> Iterator[duckdb.DuckDBPyConnection]:
+        self._check_open()
+        try:
+            yield self._db.cursor()
+        except duckdb.Error as exc:
+            raise StoreUnavailable(f"historian query failed: {exc}") from exc
+
+    def _delete(self, sql: str, params: list[Any]) -> int:
+        self._check_open()
+        with self._db.write_lock:
+            try:
+                with self._db.transaction() as cur:
+                    rows = cur.execute(sql, params).fetchall()
+            except duckdb.Error as exc:
+                raise StoreUnavailable(f"retention delete failed: {exc}") from exc
+        return int(rows[0][0])
+
+
+# ---- commit helpers (module level: pure functions of a cursor and a table) -----------------
+
+def _samples_table(s: SampleBatch) -> pa.Table:
+    try:
+        return pa.table({
+            "i": pa.array(range(len(s.series_id)), pa.int64()),
+            "series_id": pa.array(s.series_id, pa.int32()),
+            "ts": pa.array(s.ts_us, pa.int64()),
+            "value": pa.array(s.value, pa.float64()),
+            "text": pa.array(s.text, pa.string()),
+            "quality": pa.array(s.quality, pa.int16()),
+        })
+    except (pa.ArrowException, TypeError, ValueError, OverflowError) as exc:
+        raise InvalidInput(f"malformed sample batch (columns must be parallel and typed): {exc}") from exc
+
+
+def _insert_samples(cur: duckdb.DuckDBPyConnection, table: pa.Table, seq: int) -> None:
+    lo, hi = _ts_range(table)
+    _register(cur, "_sf_samples", table)
+    try:
+        cur.execute(
+            "INSERT INTO samples (series_id, ts, value, text, quality, seq)"
+            " SELECT b.series_id, b.ts, b.value, b.text, b.quality, ? FROM _sf_samples b"
+            " WHERE NOT EXISTS (SELECT 1 FROM samples s WHERE s.series_id = b.series_id AND s.ts = b.ts"
+            "                   AND s.ts BETWEEN ? AND ?)"
+            " QUALIFY row_number() OVER (PARTITION BY b.series_id, b.ts ORDER BY b.i) = 1",
+            [seq, lo, hi],
+        )
+    finally:
+        cur.unregister("_sf_samples")
+
+
+def _canonical_json(data: dict[str, Any]) -> str:
+    try:
+        return json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+    except (TypeError, ValueError) as exc:
+        raise InvalidInput(f"event data is not JSON: {exc}") from exc
+
+
+def _events_table(events: list[EventRecord]) -> pa.Table:
+    try:
+        return pa.table({
+            "tenant_id": pa.array([e.tenant_id for e in events], pa.int32()),
+            "asset_id": pa.array([e.asset_id for e in events], pa.int32()),
+            "ts": pa.array([e.ts_us for e in events], pa.int64()),
+            "kind": pa.array([e.kind for e in events], pa.string()),
+            "type": pa.array([e.type for e in events], pa.string()),
+            "data": pa.array([_canonical_json(e.data) for e in events], pa.string()),
+        })
+    except (pa.ArrowException, TypeError, OverflowError) as exc:
+        raise InvalidInput(f"malformed event: {exc}") from exc
+
+
+def _insert_events(cur: duckdb.DuckDBPyConnection, table: pa.Table, seq: int) -> None:
+    lo, hi = _ts_range(table)
+    _register(cur, "_sf_events", table)
+    try:
+        cur.execute(
+            "INSERT INTO events (seq, tenant_id, asset_id, ts, kind, type, data)"
+            " SELECT DISTINCT ?, b.tenant_id, b.asset_id, b.ts, b.kind, b.type, b.data::JSON"
+            " FROM _sf_events b WHERE NOT EXISTS ("
+            "   SELECT 1 FROM events e WHERE e.tenant_id = b.tenant_id AND e.asset_id = b.asset_id"
+            "   AND e.ts = b.ts AND e.kind = b.kind AND e.type = b.type AND e.data::VARCHAR = b.data"
+            "   AND e.ts BETWEEN ? AND ?)",
+            [seq, lo, hi],
+        )
+    finally:
+        cur.unregister("_sf_events")
+
+
+def _dead_letters_table(rows: list[DeadLetter], last_id: int) -> pa.Table:
+    try:
+        return pa.table({
+            "id": pa.array(range(last_id + 1, last_id + 1 + len(rows)), pa.int64()),
+            "tenant_id": pa.array([d.tenant_id for d in rows], pa.int32()),
+            "device": pa.array([d.device for d in rows], pa.string()),
+            "topic": pa.array([d.topic for d in rows], pa.string()),
+            "reason": pa.array([str(d.reason) for d in rows], pa.string()),
+            "detail": pa.array([d.detail for d in rows], pa.string()),
+            "payload": pa.array([bytes(d.payload) for d in rows], pa.binary()),
+            "received_at": pa.array([d.received_us for d in rows], pa.int64()),
+        })
+    except (pa.ArrowException, TypeError, OverflowError) as exc:
+        raise InvalidInput(f"malformed dead letter: {exc}") from exc
+
+
+def _insert_dead_letters(cur: duckdb.DuckDBPyConnection, table: pa.Table, seq: int) -> None:
+    _register(cur, "_sf_dead_letters", table)
+    try:
+        cur.execute(
+            "INSERT INTO dead_letters"
+            " (id, tenant_id, device, topic, reason, detail, payload, received_at, seq)"
+            " SELECT id, tenant_id, device, topic, reason, detail, payload, received_at, ?"
+            " FROM _sf_dead_letters",
+            [seq],
+        )
+    finally:
+        cur.unregister("_sf_dead_letters")
+
+
+def _numeric_rows(cur: duckdb.DuckDBPyConnection, series_id: int, lo: int, hi: int,
+                  agg: Agg) -> list[tuple[float | None, int]]:
+    numeric_only = agg in (Agg.AVG, Agg.MIN, Agg.MAX, Agg.SUM)
+    sql = (
+        f"SELECT b.i, {_NUMERIC_EXPR[agg]} AS v, count(s.ts) AS n FROM _sf_buckets b LEFT JOIN ("
+        f"  SELECT ts, value FROM samples WHERE series_id = ? AND ts >= ? AND ts < ? AND quality < {BAD}"
+        f"  {'AND value IS NOT NULL' if numeric_only else ''}"
+        f") s ON s.ts >= b.b0 AND s.ts < b.b1 GROUP BY b.i ORDER BY b.i"
+    )
+    out: list[tuple[float | None, int]] = []
+    for _, v, n in cur.execute(sql, [series_id, lo, hi]).fetchall():
+        n = int(n)
+        out.append((None if n == 0 or v is None else float(v), n))
+    return out
+
+
+def _register(cur: duckdb.DuckDBPyConnection, name: str, table: pa.Table) -> None:
+    """Register ``table`` on this cursor. DuckDB 2 refuses while a result of the cursor is unread
+    (a ``fetchone`` elsewhere in this thread leaves one), so finish it; DuckDB 1.x has no ``complete``."""
+    complete = getattr(cur, "complete", None)
+    if complete is not None:
+        complete()
+    cur.register(name, table)
+
+
+def _ts_range(table: pa.Table) -> tuple[int, int]:
+    bounds = pc.min_max(table.column("ts"))
+    return int(bounds["min"].as_py()), int(bounds["max"].as_py())
+
+
+def _check_limit(limit: int) -> None:
+    if limit < 0:
+        raise InvalidInput("limit must not be negative")
+
+
+def _stored_event(r: tuple[Any, ...]) -> StoredEvent:
+    return StoredEvent(int(r[0]), int(r[1]), int(r[2]), int(r[3]), str(r[4]), str(r[5]), json.loads(r[6]))
