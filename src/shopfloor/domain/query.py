@@ -71,7 +71,7 @@ def buckets(start_us: int, end_us: int, interval: Interval, tz: str | None = Non
     if not interval.calendar:
         step = interval.fixed_us
         b = start_us - (start_us % step)
-        if (end_us - b) // step > MAX_BUCKETS:
+        if -(-(end_us - b) // step) > MAX_BUCKETS:
             raise InvalidInput(f"that is more than {MAX_BUCKETS} buckets; choose a coarser interval")
         while b < end_us:
             out.append((b, b + step))
@@ -86,7 +86,10 @@ def buckets(start_us: int, end_us: int, interval: Interval, tz: str | None = Non
         first = first.replace(day=1)
     cur = first
     while True:
-        nxt = _advance(cur, interval)
+        try:
+            nxt = _advance(cur, interval)
+        except (OverflowError, ValueError):
+            raise InvalidInput(f"interval {interval.count}{interval.unit} reaches past the year 9999") from None
         b0, b1 = to_us(cur.replace(tzinfo=z)), to_us(nxt.replace(tzinfo=z))
         out.append((b0, b1))
         if b1 >= end_us:

@@ -74,10 +74,10 @@ class Database:
         """Apply ``migrations[i]`` (SQL scripts) not yet applied for ``component``; return the version."""
         with self.write_lock:
             cur = self.cursor()
-            row = cur.execute(
+            rows = cur.execute(
                 "SELECT coalesce(max(version), 0) FROM schema_migrations WHERE component = ?", [component]
-            ).fetchone()
-            current = int(row[0]) if row else 0
+            ).fetchall()
+            current = int(rows[0][0]) if rows else 0
             for version, script in enumerate(migrations, start=1):
                 if version <= current:
                     continue
