@@ -257,7 +257,7 @@ class Simulator:
         deadline = time.monotonic() + timeout
         return all(link.connected.wait(max(0.0, deadline - time.monotonic())) for link in self.links)
 
-    def _serve_until(self, done: Callable[[], bool], timeout: float) -> bool:
+    def serve_until(self, done: Callable[[], bool], timeout: float) -> bool:
         deadline = time.monotonic() + timeout
         while not done():
             left = deadline - time.monotonic()
@@ -284,7 +284,7 @@ class Simulator:
                 infos.append(client.publish(m.status_topic, b"offline", qos=QOS, retain=True))
             link.status_messages += len(link.machines)
         self._update_writes()
-        self._serve_until(lambda: all(i.is_published() or i.rc for i in infos), timeout)
+        self.serve_until(lambda: all(_settled(i) for i in infos), timeout)
         for link in self.links:
             if link.client is not None:
                 link.client.disconnect()
@@ -304,9 +304,7 @@ class Simulator:
         messages = points = 0
         for link in self.links:
             client = link.client
-            sock = client.socket() if client is not None and _CORK is not None else None
-            if sock is not None:  # one TCP segment per tick, not one per message
-                sock.setsockopt(socket.IPPROTO_TCP, _CORK, 1)
+            sock = _cork(client, True)
             for m in link.machines:
                 for msg in m.model.step(ts_ms, dt_s):
                     payload = msg.payload
@@ -321,7 +319,7 @@ class Simulator:
                         self._send(client, m.topics[msg.kind], payload)
                         messages += 1
             if sock is not None and client is not None and client.socket() is sock:
-                sock.setsockopt(socket.IPPROTO_TCP, _CORK, 0)
+                _cork(client, False)
         if self._sel is not None:
             self._update_writes()
         elapsed = time.perf_counter() - t0
@@ -342,7 +340,7 @@ class Simulator:
         """Connect, tick every ``tick_s`` seconds until ``stop_event`` is set, then disconnect cleanly."""
         self.connect()
         try:
-            if not self._serve_until(lambda: all(ln.connected.is_set() for ln in self.links) or
+            if not self.serve_until(lambda: all(ln.connected.is_set() for ln in self.links) or
                                      stop_event.is_set(), self.connect_timeout_s):
                 log.warning("simulator: %d of %d devices connected after %.0f s; publishing anyway (%s)",
                             sum(ln.connected.is_set() for ln in self.links), len(self.links),
@@ -392,6 +390,26 @@ class Simulator:
         for link in self.links:
             for m in link.machines:
                 yield link.device, m.model
+
+
+def _cork(client: mqtt.Client | None, on: bool) -> socket.socket | None:
+    """Hold back (or release) small writes, so a device's tick leaves in few TCP segments, not one
+    per message: on loopback each segment costs a broker wake-up. Linux only; a no-op elsewhere."""
+    sock = client.socket() if client is not None else None
+    if _CORK is None or not isinstance(sock, socket.socket):
+        return None
+    try:
+        sock.setsockopt(socket.IPPROTO_TCP, _CORK, 1 if on else 0)
+    except OSError:
+        return None
+    return sock
+
+
+def _settled(info: mqtt.MQTTMessageInfo) -> bool:
+    """Acknowledged, or never going to be (not queued, connection lost)."""
+    if info.rc not in (mqtt.MQTT_ERR_SUCCESS, mqtt.MQTT_ERR_AGAIN):
+        return True
+    return info.is_published()
 
 
 def scaled_plant(machines: int, gateways: int, *, site: str = "megafab", timezone: str = "Asia/Shanghai",
