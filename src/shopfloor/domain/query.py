@@ -10,7 +10,7 @@ from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from shopfloor.domain.errors import InvalidInput
-from shopfloor.domain.timeutil import from_us, to_us
+from shopfloor.domain.timeutil import MAX_US, MIN_US, from_us, to_us
 
 MAX_BUCKETS = 20_000
 
@@ -67,6 +67,8 @@ def buckets(start_us: int, end_us: int, interval: Interval, tz: str | None = Non
     """
     if end_us <= start_us:
         raise InvalidInput("'to' must be after 'from'")
+    if start_us < MIN_US or end_us > MAX_US:
+        raise InvalidInput("'from' and 'to' must lie between 0001-01-02 and 9999-12-30")
     out: list[tuple[int, int]] = []
     if not interval.calendar:
         step = interval.fixed_us
@@ -76,6 +78,8 @@ def buckets(start_us: int, end_us: int, interval: Interval, tz: str | None = Non
         while b < end_us:
             out.append((b, b + step))
             b += step
+        if out[0][0] < MIN_US or out[-1][1] > MAX_US:  # a huge interval: buckets no calendar can show
+            raise InvalidInput(f"interval {interval.count}{interval.unit} reaches outside the years 1 to 9999")
         return out
     z = zone(tz)
     local = from_us(start_us).astimezone(z)

@@ -21,7 +21,7 @@ def parse_ts(raw: object) -> int:
             raise TimestampError("ts is not a finite number")
         if not -(2**53) < raw < 2**53:
             raise TimestampError(f"ts {raw!r} is out of range for epoch milliseconds")
-        return round(raw * 1000)
+        return _in_range(round(raw * 1000), raw)
     if isinstance(raw, str):
         try:
             dt = datetime.fromisoformat(raw)
@@ -29,8 +29,14 @@ def parse_ts(raw: object) -> int:
             raise TimestampError(f"ts {raw[:64]!r} is not an RFC 3339 timestamp") from None
         if dt.tzinfo is None:
             raise TimestampError(f"ts {raw[:64]!r} has no time zone offset (add 'Z' or '+01:00')")
-        return to_us(dt)
+        return _in_range(to_us(dt), raw)
     raise TimestampError("ts is missing or not an RFC 3339 string or epoch milliseconds")
+
+
+def _in_range(us: int, raw: object) -> int:
+    if not MIN_US <= us <= MAX_US:
+        raise TimestampError(f"ts {str(raw)[:64]!r} is outside 0001-01-02 to 9999-12-30, the range shopfloor keeps")
+    return us
 
 
 def to_us(dt: datetime) -> int:
@@ -38,6 +44,11 @@ def to_us(dt: datetime) -> int:
         raise TimestampError("naive datetime: a time zone is required")
     delta = dt - EPOCH
     return (delta.days * 86_400 + delta.seconds) * US + delta.microseconds
+
+
+# what a timestamp may be: a day inside datetime's own range, so that it shows in any time zone
+MIN_US = to_us(datetime(1, 1, 2, tzinfo=UTC))
+MAX_US = to_us(datetime(9999, 12, 30, tzinfo=UTC))
 
 
 def from_us(us: int) -> datetime:
