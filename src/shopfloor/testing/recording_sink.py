@@ -24,7 +24,8 @@ class RecordingSink:
         self.fail = fail
         self.gate = asyncio.Event()
         self.gate.set()
-        self.messages: list[RawMessage] = []
+        self.messages: list[RawMessage] = []  # committed, in commit order
+        self.arrivals: list[RawMessage] = []  # every message submitted, in call order
         self.committed_at: dict[bytes, float] = {}  # payload -> time.monotonic() of its first commit
         self.calls = 0
         self.failures = 0
@@ -33,6 +34,7 @@ class RecordingSink:
 
     async def submit_messages(self, messages: list[RawMessage]) -> None:
         self.calls += 1
+        self.arrivals.extend(messages)
         self.in_flight += 1
         self.max_in_flight = max(self.max_in_flight, self.in_flight)
         try:

@@ -27,7 +27,7 @@ import contextlib
 import errno
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from typing import Any, cast
 
@@ -112,39 +112,31 @@ class DeviceTopicPlugin(BaseTopicPlugin):  # type: ignore[misc]
         return topic_within(topic, prefixes)
 
 
-class _RecordingReader(ReaderAdapter):  # type: ignore[misc]
-    """Reads through to a stream and keeps a copy of the bytes (the CONNECT the gate inspects)."""
+class _RewindableReader(ReaderAdapter):  # type: ignore[misc]
+    """Keeps what it reads until ``rewind()``, then serves those bytes again before the stream's.
+
+    The gate reads the CONNECT through it; after the rewind amqtt reads the same CONNECT.
+    """
 
     def __init__(self, inner: ReaderAdapter) -> None:
         self._inner = inner
-        self.data = bytearray()
+        self._kept = bytearray()
+        self._recording = True
+
+    def rewind(self) -> None:
+        self._recording = False
 
     async def read(self, n: int = -1) -> bytes:
-        chunk = cast(bytes, await self._inner.read(n))
-        self.data += chunk
-        return chunk
-
-    def feed_eof(self) -> None:
-        self._inner.feed_eof()
-
-
-class _ReplayReader(ReaderAdapter):  # type: ignore[misc]
-    """Serves already-read bytes first, then the stream: amqtt re-reads the CONNECT the gate read."""
-
-    def __init__(self, head: bytes, inner: ReaderAdapter) -> None:
-        self._head = bytearray(head)
-        self._inner = inner
-
-    async def read(self, n: int = -1) -> bytes:
-        if not self._head:
-            return cast(bytes, await self._inner.read(n))
-        if n < 0:
-            out, self._head = bytes(self._head), bytearray()
-            return out + cast(bytes, await self._inner.read(n))
-        out = bytes(self._head[:n])
-        del self._head[:n]
-        if len(out) < n:
-            out += cast(bytes, await self._inner.read(n - len(out)))
+        if self._recording or not self._kept:
+            chunk = cast(bytes, await self._inner.read(n))
+            if self._recording:
+                self._kept += chunk
+            return chunk
+        take = len(self._kept) if n < 0 else min(n, len(self._kept))
+        out = bytes(self._kept[:take])
+        del self._kept[:take]
+        if n < 0 or take < n:
+            out += cast(bytes, await self._inner.read(n if n < 0 else n - take))
         return out
 
     def feed_eof(self) -> None:
@@ -284,17 +276,21 @@ class _IngestHandler(BrokerProtocolHandler):  # type: ignore[misc]
             return
         self.session.delivered_message_queue.put_nowait(app_message)
 
-    async def submit_will(self, session: Session) -> None:
+    def submit_will(self, session: Session) -> None:
+        """Hand the Last Will to the sink in the background, after this connection's last messages."""
         if self.username is None or session.will_topic is None:
             return
-        if self._submissions:  # the device's last messages go before its Will
-            await asyncio.wait(list(self._submissions))
-        raw = RawMessage(self.username, session.will_topic, bytes(session.will_message or b""),
-                         self._owner.now_us())
+        will = RawMessage(self.username, session.will_topic, bytes(session.will_message or b""),
+                          self._owner.now_us())
+        self._owner._track(self._submit_will(will, list(self._submissions)))
+
+    async def _submit_will(self, will: RawMessage, before: list[asyncio.Task[None]]) -> None:
+        if before:
+            await asyncio.wait(before)
         try:
-            await self._owner._submit([raw])
+            await self._owner._submit([will])
         except Exception:
-            _log.exception("sink did not take the Last Will of %s on %s", self.username, raw.topic)
+            _log.exception("sink did not take the Last Will of %s on %s", will.device, will.topic)
 
 
 class _AmqttBroker(Broker):  # type: ignore[misc]
@@ -310,10 +306,9 @@ class _AmqttBroker(Broker):  # type: ignore[misc]
 
     async def stream_connected(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
                                listener_name: str) -> None:
-        stream = StreamReaderAdapter(reader)
-        recorder, out = _RecordingReader(stream), StreamWriterAdapter(writer)
+        stream, out = _RewindableReader(StreamReaderAdapter(reader)), StreamWriterAdapter(writer)
         try:
-            connect = await asyncio.wait_for(ConnectPacket.from_stream(recorder), _CONNECT_TIMEOUT_S)
+            connect = await asyncio.wait_for(ConnectPacket.from_stream(stream), _CONNECT_TIMEOUT_S)
             if connect.fixed_header.packet_type != CONNECT:
                 raise ValueError("first packet is not CONNECT")
         except Exception as exc:
@@ -331,7 +326,8 @@ class _AmqttBroker(Broker):  # type: ignore[misc]
                     await ConnackPacket.build(0, code).to_stream(out)
                     await out.close()
                 return
-        await self._client_connected(listener_name, _ReplayReader(bytes(recorder.data), stream), out)
+        stream.rewind()
+        await self._client_connected(listener_name, stream, out)
 
     async def _initialize_client_session(self, reader: Any, writer: Any, remote_address: str,
                                          remote_port: int) -> tuple[_IngestHandler, Session]:
@@ -359,7 +355,7 @@ class _AmqttBroker(Broker):  # type: ignore[misc]
         graceful = isinstance(disconnect_waiter.result(), DisconnectPacket)
         if (not graceful and client_session.will_flag and isinstance(handler, _IngestHandler)
                 and not self._owner.stopping):
-            await handler.submit_will(client_session)
+            handler.submit_will(client_session)
         await super()._handle_disconnect(client_session, handler, disconnect_waiter)
 
 
@@ -483,7 +479,11 @@ class EmbeddedBroker:
         return self._clock() if self._clock is not None else time.time_ns() // 1000
 
     def _submit(self, messages: list[RawMessage]) -> asyncio.Task[None]:
-        task = asyncio.ensure_future(self._sink.submit_messages(messages))
+        return self._track(self._sink.submit_messages(messages))
+
+    def _track(self, work: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
+        """Run ``work`` as a task that ``stop`` waits for."""
+        task = asyncio.ensure_future(work)
         self._submissions.add(task)
         task.add_done_callback(self._submission_done)
         return task
