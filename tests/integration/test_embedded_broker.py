@@ -216,7 +216,8 @@ async def test_20k_qos1_messages_all_reach_the_sink_before_their_puback(
     committed = Counter(sink.payloads())
     missing = [p for p in payloads if committed[p] == 0]
     duplicates = sum(c - 1 for c in committed.values() if c > 1)
-    late = [mid for mid, acked in dev.acked_at.items() if not sink.committed_at[sent[mid]] <= acked]
+    late = [mid for mid, acked in dev.acked_at.items()
+            if sent[mid] not in sink.committed_at or not sink.committed_at[sent[mid]] <= acked]
     print(f"\n20k QoS 1: {n / elapsed:,.0f} msg/s ({elapsed:.1f} s), duplicates {duplicates}, "
           f"sink calls {sink.calls}, max concurrent submits {sink.max_in_flight}")
     assert not missing, f"{len(missing)} acknowledged messages never reached the sink"
@@ -320,6 +321,18 @@ async def test_bad_credentials_are_refused(start_broker: BrokerFactory, devices:
     assert access.events == []
 
 
+async def test_a_broken_device_registry_answers_server_unavailable(
+        start_broker: BrokerFactory, devices: list[Device]) -> None:
+    class BrokenAccess(FakeAccess):
+        def authenticate(self, username: str, password: str) -> bool:
+            raise RuntimeError("registry down")
+
+    broker = await start_broker(RecordingSink(), BrokenAccess())
+    dev = device(devices, broker, "dev1")
+    assert (await dev.connect()) == ReasonCode(PacketTypes.CONNACK, "Server unavailable")
+    dev.client.loop_stop()
+
+
 async def test_a_will_outside_the_prefix_or_a_stolen_client_id_is_refused(
         start_broker: BrokerFactory, devices: list[Device]) -> None:
     broker = await start_broker(RecordingSink(), FakeAccess())
@@ -396,6 +409,19 @@ async def test_a_silent_device_times_out_and_its_will_is_published(
     assert await eventually(lambda: len(sink.on_topic(f"{M1}/status")) == 1, within=6)
     assert access.events == [("dev1", True), ("dev1", False)]
     dev.drop()
+
+
+async def test_stopping_the_broker_marks_devices_offline_without_their_will(
+        start_broker: BrokerFactory, devices: list[Device]) -> None:
+    sink, access = RecordingSink(), FakeAccess()
+    broker = await start_broker(sink, access)
+    dev = device(devices, broker, "dev1", will=(f"{M1}/status", b"offline"))
+    await dev.connect()
+    await broker.stop()
+    assert access.events == [("dev1", True), ("dev1", False)]
+    assert sink.messages == []  # a shutdown is not the device dying
+    assert await asyncio.to_thread(dev.disconnected.wait, 5)
+    dev.client.loop_stop()
 
 
 async def test_a_clean_disconnect_sends_no_will(start_broker: BrokerFactory, devices: list[Device]) -> None:

@@ -509,7 +509,8 @@ class EmbeddedBroker:
         if owner is not None and owner != username:
             _log.warning("user %r tried to take over client id %r of user %r", username, client_id, owner)
             return IDENTIFIER_REJECTED, ()
-        if will_topic is not None and not topic_within(will_topic, prefixes):
+        if will_topic is not None and (not topic_within(will_topic, prefixes) or "+" in will_topic
+                                       or "#" in will_topic):
             return NOT_AUTHORIZED, ()
         return CONNECTION_ACCEPTED, prefixes
 
