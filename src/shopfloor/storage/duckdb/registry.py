@@ -99,7 +99,7 @@ MIGRATIONS: list[str] = [
 ]
 
 _TENANT_COLS = "id, slug, name, created_us"
-_TOKEN_COLS = "id, tenant_id, name, role, token_hash, created_us, revoked"  # noqa: S105 (column names)
+_TOKEN_COLS = "id, tenant_id, name, role, token_hash, created_us, revoked"
 _TYPE_COLS = "tenant_id, name, description, attributes, measurements, events"
 _ASSET_COLS = "id, tenant_id, parent_id, level, name, path, display_name, type_name, attributes, timezone"
 _SERIES_COLS = "id, tenant_id, asset_id, measurement, unit, type"
