@@ -11,10 +11,16 @@ machines on connect, and ``offline`` for each of them before a clean DISCONNECT.
 Timestamps are wall-clock time. ``speed`` scales the simulated time each tick advances the
 machines by (``speed=60`` makes an hour of production per wall minute, stamped in real time, so
 ingest never sees future timestamps).
+
+Telemetry is one message per machine per tick, or with ``telemetry_batch=n`` one message per
+machine every n ticks holding a list of n records (each with its own ``ts``): the same data at the
+same resolution in n times fewer messages. paho costs some 60 µs of CPU per QoS 1 message (publish
+plus PUBACK), so 10,000 machines at a 1 s tick want ``telemetry_batch`` of 5 to 10 on two cores.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import math
@@ -104,8 +110,10 @@ class _Link:
     def on_disconnect(self, _client: mqtt.Client, _userdata: Any, _flags: Any, reason_code: Any,
                       _properties: Any) -> None:
         self.connected.clear()
+        self.retry_at = time.monotonic() + self.backoff  # a refused login must not retry every second
+        self.backoff = min(30.0, self.backoff * 2)
         if reason_code.is_failure:
-            self.last_error = f"disconnected: {reason_code}"
+            self.last_error = f"connection lost ({reason_code})"
 
     def on_publish(self, _client: mqtt.Client, _userdata: Any, _mid: int, _reason_code: Any,
                    _properties: Any) -> None:
@@ -117,7 +125,8 @@ class Simulator:
 
     All connections are served by the thread that calls ``run`` (paho's external-loop API and one
     selector), not by a paho thread per device: with hundreds of gateways, per-client threads spend
-    the tick fighting over the GIL.
+    the tick fighting over the GIL. ``stats`` and ``wait_connected`` may be called from any thread;
+    everything else belongs to the thread that runs the simulator.
     """
 
     def __init__(self, plant: PlantSpec, tenant: str, credentials: dict[str, str], host: str, port: int, *,
@@ -140,6 +149,7 @@ class Simulator:
         self._stats = SimStats(devices=len(self.links), machines=sum(len(ln.machines) for ln in self.links))
         self._sel: selectors.BaseSelector | None = None
         self._misc_at = 0.0
+        self._closing = False
         self._thread: threading.Thread | None = None
         self._stop: threading.Event | None = None
 
@@ -167,6 +177,7 @@ class Simulator:
     def connect(self) -> None:
         """Create every device's client and open the connections (CONNACKs arrive in ``serve``)."""
         self._sel = selectors.DefaultSelector()
+        self._closing = False
         for link in self.links:
             client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=link.username, userdata=link,
                                  protocol=mqtt.MQTTv311, clean_session=True)
@@ -179,6 +190,7 @@ class Simulator:
             client.on_publish = link.on_publish
             client.on_socket_open = self._socket_open
             client.on_socket_close = self._socket_close
+            client.connect_timeout = 3.0  # a blocking TCP connect holds up every other device
             client.connect_async(self.host, self.port, self.keepalive)
             link.client = client
             self._open(link, time.monotonic())
@@ -246,7 +258,7 @@ class Simulator:
                 if link.client is None:
                     continue
                 if link.client.socket() is None:
-                    if now >= link.retry_at:
+                    if now >= link.retry_at and not self._closing:
                         self._open(link, now)
                         self._update_writes([link])
                 else:
@@ -272,6 +284,7 @@ class Simulator:
     def disconnect(self, timeout: float = 5.0) -> None:
         """Flush batched telemetry, publish ``offline`` for every machine, then a clean DISCONNECT."""
         infos: list[mqtt.MQTTMessageInfo] = []
+        self._closing = True
         for link in self.links:
             client = link.client
             if client is None or not link.connected.is_set():
@@ -285,11 +298,14 @@ class Simulator:
             link.status_messages += len(link.machines)
         self._update_writes()
         self.serve_until(lambda: all(_settled(i) for i in infos), timeout)
+        clients = [ln.client for ln in self.links if ln.client is not None]
+        for client in clients:
+            client.disconnect()  # paho closes the socket once the DISCONNECT is written
+        self._update_writes()
+        self.serve_until(lambda: all(c.socket() is None for c in clients), 2.0)
         for link in self.links:
-            if link.client is not None:
-                link.client.disconnect()
-                link.client = None
-                link.connected.clear()
+            link.client = None
+            link.connected.clear()
         if self._sel is not None:
             self._sel.close()
             self._sel = None
@@ -383,7 +399,7 @@ class Simulator:
         st.acked = sum(ln.acked for ln in self.links)
         st.status_messages = sum(ln.status_messages for ln in self.links)
         st.devices_connected = sum(ln.connected.is_set() for ln in self.links)
-        return SimStats(**{name: getattr(st, name) for name in SimStats.__slots__})
+        return dataclasses.replace(st)
 
     def machines(self) -> Iterable[tuple[str, SimMachine]]:
         """(device name, model) for every simulated machine."""
