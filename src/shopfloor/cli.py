@@ -17,6 +17,7 @@ from typing import Annotated, Any
 import typer
 import yaml
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from shopfloor.client import ApiClient
@@ -167,7 +168,7 @@ def _table(rows: list[dict[str, Any]], columns: list[str], as_json: bool) -> Non
         return
     t = Table(*columns)
     for r in rows:
-        t.add_row(*[str(r.get(c, "")) for c in columns])
+        t.add_row(*[escape(str(r.get(c, ""))) for c in columns])
     console.print(t)
 
 
@@ -215,6 +216,37 @@ def assets_list(level: Annotated[str | None, typer.Option(help="site, area, line
     """List assets."""
     params = {"level": level} if level else {}
     _table(_client(url, token).call("GET", "/assets", params=params), ["id", "level", "path", "type"], as_json)
+
+
+@assets_app.command("create")
+def assets_create(level: Annotated[str, typer.Argument(help="site, area, line or machine")],
+                  name: Annotated[str, typer.Argument(help="Slug, unique among its siblings")],
+                  parent_id: Annotated[int | None, typer.Option(help="Parent asset (not for sites)")] = None,
+                  type: Annotated[str | None, typer.Option("--type", help="Asset type (machines)")] = None,
+                  timezone: Annotated[str | None, typer.Option(help="IANA time zone (sites)")] = None,
+                  display_name: Annotated[str, typer.Option(help="Name shown to people")] = "",
+                  url: Url = None, token: Token = None) -> None:
+    """Create an asset in the tree."""
+    body: dict[str, Any] = {"level": level, "name": name, "parent_id": parent_id, "type": type,
+                            "timezone": timezone, "display_name": display_name}
+    a = _client(url, token).call("POST", "/assets", json=body)
+    console.print(f"asset {a['id']}: {a['path']}")
+
+
+@assets_app.command("delete")
+def assets_delete(asset_id: int, url: Url = None, token: Token = None) -> None:
+    """Delete an asset (refused while it has children or devices)."""
+    _client(url, token).call("DELETE", f"/assets/{asset_id}")
+    console.print(f"asset {asset_id} deleted")
+
+
+@assets_app.command("types")
+def assets_types(url: Url = None, token: Token = None, as_json: JsonOut = False) -> None:
+    """List asset types with their measurements."""
+    rows = _client(url, token).call("GET", "/asset-types")
+    for r in rows:
+        r["measurements"] = ", ".join(f"{m['name']} [{m['unit'] or m['type']}]" for m in r["measurements"])
+    _table(rows, ["name", "description", "measurements"], as_json)
 
 
 @assets_app.command("latest")
