@@ -6,11 +6,16 @@ writes it back. The same structure is the simulator's input.
 
 from __future__ import annotations
 
+import json
+from datetime import date, time
 from typing import Any
 
 import msgspec
 
 from shopfloor.domain.errors import InvalidInput
+
+MAX_PLANT_VALUES = 2_000_000
+MAX_PLANT_DEPTH = 64
 
 
 class MeasurementSpec(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True):
@@ -73,13 +78,47 @@ class PlantSpec(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True):
 
 
 def plant_from_obj(obj: Any) -> PlantSpec:
-    """Validate a parsed YAML/JSON document into a ``PlantSpec`` with a readable error."""
+    """Validate a parsed YAML/JSON document into a ``PlantSpec`` with a readable error.
+
+    YAML has more types than JSON (dates, sets, non-string keys); the document is first brought
+    to plain JSON values, since attributes are stored as JSON.
+    """
     if obj is None:
         return PlantSpec()
+    _check_size(obj)
+    try:
+        obj = json.loads(json.dumps(obj, default=_json_value, allow_nan=False))
+    except (TypeError, ValueError, RecursionError) as exc:
+        raise InvalidInput(f"plant file: {exc}") from None
     try:
         return msgspec.convert(obj, PlantSpec)
     except msgspec.ValidationError as exc:
         raise InvalidInput(f"plant file: {exc}") from None
+
+
+def _check_size(obj: Any) -> None:
+    """Refuse documents nested too deeply, or that YAML aliases blow up ("billion laughs")."""
+    seen = 0
+    stack: list[tuple[Any, int]] = [(obj, 0)]
+    while stack:
+        value, depth = stack.pop()
+        seen += 1
+        if seen > MAX_PLANT_VALUES:
+            raise InvalidInput(f"plant file: more than {MAX_PLANT_VALUES} values once YAML aliases are expanded")
+        if depth > MAX_PLANT_DEPTH:
+            raise InvalidInput(f"plant file: nested deeper than {MAX_PLANT_DEPTH} levels")
+        if isinstance(value, dict):
+            stack.extend((v, depth + 1) for v in value.values())
+        elif isinstance(value, list | tuple | set | frozenset):
+            stack.extend((v, depth + 1) for v in value)
+
+
+def _json_value(value: Any) -> Any:
+    if isinstance(value, date | time):  # datetime is a date
+        return value.isoformat()
+    if isinstance(value, set | frozenset):
+        return sorted(value, key=str)
+    raise TypeError(f"a {type(value).__name__} value has no place in a plant file")
 
 
 def plant_to_obj(spec: PlantSpec) -> dict[str, Any]:
