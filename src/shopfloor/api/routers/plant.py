@@ -29,6 +29,8 @@ async def apply_plant(request: Request, ctx: Ctx, svc: Services) -> ApplyOut:
         obj: Any = yaml.safe_load(body.decode("utf-8"))
     except (yaml.YAMLError, UnicodeDecodeError) as exc:
         raise InvalidInput(f"plant file is not valid YAML/JSON: {exc}") from None
+    except RecursionError:
+        raise InvalidInput("plant file is nested too deeply") from None
     spec = plant_from_obj(obj)
     from starlette.concurrency import run_in_threadpool
 
