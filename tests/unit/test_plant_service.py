@@ -253,3 +253,35 @@ def test_viewers_cannot_apply(s: Setup) -> None:
         s.plant.apply(s.tenant("acme", Role.VIEWER), plant_from_obj(plant_obj()))
     with pytest.raises(Forbidden):
         s.plant.apply(PLATFORM, plant_from_obj(plant_obj()))
+
+
+def test_yaml_only_values_become_json_values(s: Setup) -> None:
+    doc = yaml.safe_load("sites:\n  - name: berlin\n    attributes: {opened: 2019-04-01, shifts: !!set {a, b},"
+                         " 7: seven, at: 2019-04-01 06:00:00}\n")
+    spec = plant_from_obj(doc)
+    assert spec.sites[0].attributes == {"opened": "2019-04-01", "shifts": ["a", "b"], "7": "seven",
+                                        "at": "2019-04-01T06:00:00"}
+    ctx = s.tenant("acme")
+    s.plant.apply(ctx, spec)
+    assert s.plant.apply(ctx, plant_from_obj(doc)).unchanged == {"sites": 1}
+
+
+@pytest.mark.parametrize("text", [
+    "sites:\n  - name: berlin\n    attributes: {x: .nan}\n",
+    "sites:\n  - name: berlin\n    attributes: {x: !!binary aGVsbG8=}\n",
+])
+def test_values_json_cannot_hold_are_refused(text: str) -> None:
+    with pytest.raises(InvalidInput):
+        plant_from_obj(yaml.safe_load(text))
+
+
+def test_alias_bombs_and_deep_nesting_are_refused() -> None:
+    lines = ['a0: &a0 ["x", "x", "x", "x", "x", "x", "x", "x", "x", "x"]']
+    lines += [f"a{i}: &a{i} [{', '.join([f'*a{i - 1}'] * 10)}]" for i in range(1, 9)]  # 10^9 leaves
+    with pytest.raises(InvalidInput, match="aliases"):
+        plant_from_obj(yaml.safe_load("\n".join(lines)))
+    deep: Any = "x"
+    for _ in range(200):
+        deep = [deep]
+    with pytest.raises(InvalidInput, match="deeper"):
+        plant_from_obj({"sites": [{"name": "b", "attributes": {"d": deep}}]})
