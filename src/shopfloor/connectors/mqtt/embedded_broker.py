@@ -158,6 +158,8 @@ class _IngestHandler(BrokerProtocolHandler):  # type: ignore[misc]
         self._closer: asyncio.Task[None] | None = None
         self.closed = asyncio.Event()  # set when an accepted connection has ended
         self._acks = bytearray()  # PUBACK/PUBREC/PUBCOMP bytes to write at the end of this loop turn
+        self._started = False
+        self._early_end: tuple[DisconnectPacket | None] | None = None  # ended before start() finished
 
     async def mqtt_connack_authorize(self, authorize: bool) -> None:
         await super().mqtt_connack_authorize(authorize)
@@ -166,6 +168,21 @@ class _IngestHandler(BrokerProtocolHandler):  # type: ignore[misc]
             self.client_id = self.session.client_id
             self._prefixes = self.session.attributes.get(_PREFIXES, ())
             self._owner._connection_opened(self)
+
+    async def start(self) -> None:
+        await super().start()
+        self._started = True
+        if self._early_end is not None:
+            await super().handle_disconnect(self._early_end[0])
+
+    async def handle_disconnect(self, disconnect: DisconnectPacket | None) -> None:
+        # amqtt creates its disconnect waiter only at the end of start(); an end (DISCONNECT, EOF, a
+        # cut) that comes earlier would be dropped and leave a session nobody closes. Keep it for later.
+        if not self._started:
+            if self._early_end is None:
+                self._early_end = (disconnect,)
+            return
+        await super().handle_disconnect(disconnect)
 
     def handle_read_timeout(self) -> None:
         # No packet for 1.5 keep-alive periods: the client is gone (MQTT-3.1.2-24); amqtt ignores it.
