@@ -15,9 +15,11 @@ What we add to amqtt, and where:
   inside amqtt. A device may publish and subscribe only under ``access.publish_prefixes``; its Last
   Will must lie there too. A client id that belongs to another user's session is refused.
 * **Everything a device sends reaches the sink**, the Last Will included; messages outside the prefix
-  are acknowledged (so 3.1.1 clients do not retry forever) but never broadcast.
+  or over ``max_payload`` are acknowledged (so 3.1.1 clients do not retry forever) but never
+  broadcast: the sink dead-letters them.
 * An expired keep-alive closes the connection (amqtt ignores it), so a device that loses power
-  without a FIN still gets its Will published.
+  without a FIN still gets its Will published; a disconnect that arrives while amqtt is still
+  starting the handler is kept instead of dropped.
 """
 
 from __future__ import annotations
