@@ -20,6 +20,7 @@ from shopfloor.domain.credentials import (
     new_device_secret,
     verify_secret,
 )
+from tests.conftest import free_port
 
 MOSQUITTO_PASSWD = "/usr/bin/mosquitto_passwd"
 MOSQUITTO = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
@@ -124,13 +125,6 @@ def test_mosquitto_passwd_and_we_agree_on_the_format(tmp_path: Path) -> None:
     assert hash_secret("pw", iterations=int(t_parts[2]), salt=salt) == theirs
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
 def _connect_rc(port: int, username: str, password: str) -> int:
     """Connect with MQTT 3.1.1 and return the CONNACK return code (0: accepted)."""
     import paho.mqtt.client as mqtt
@@ -153,7 +147,7 @@ def _connect_rc(port: int, username: str, password: str) -> int:
 def test_mosquitto_accepts_a_hash_of_ours(tmp_path: Path) -> None:
     secret = new_device_secret()
     (tmp_path / "passwd").write_text(f"acme.plc-1:{hash_secret(secret)}\n")
-    port = _free_port()
+    port = free_port()
     (tmp_path / "mosquitto.conf").write_text(
         f"listener {port} 127.0.0.1\nallow_anonymous false\npassword_file {tmp_path / 'passwd'}\n"
         "user root\npersistence false\n"

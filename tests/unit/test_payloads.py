@@ -146,6 +146,10 @@ def test_bad_quality_rejects_that_record_only() -> None:
     ([1], Reason.BAD_TIMESTAMP),
     ({"s": 1}, Reason.BAD_TIMESTAMP),
     (1e300, Reason.BAD_TIMESTAMP),
+    (-(2**52), Reason.BAD_TIMESTAMP),  # year -140000: no calendar shows it
+    ("0001-01-01T00:00:00Z", Reason.BAD_TIMESTAMP),
+    ("9999-12-31T23:59:59+00:00", Reason.BAD_TIMESTAMP),
+    ("2023-11-14T22:13:20+25:00", Reason.BAD_TIMESTAMP),
     (iso(NOW + timedelta(minutes=6)), Reason.FUTURE_TIMESTAMP),
     (NOW_MS + 6 * 60_000, Reason.FUTURE_TIMESTAMP),
     (iso(NOW - timedelta(days=31)), Reason.TOO_OLD),
