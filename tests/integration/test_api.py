@@ -363,6 +363,12 @@ def test_put_plant_twice_is_idempotent_and_get_exports_it(api: Api) -> None:
     assert_problem(api.request("PUT", "/plant", viewer, content=PLANT.encode()), 403)
 
 
+def test_oversized_plant_file_is_413(api: Api) -> None:
+    admin = api.tenant("acme")
+    body = b"# " + b"x" * (20 * 1024 * 1024) + b"\nsites: []\n"
+    assert_problem(api.request("PUT", "/plant", admin, content=body), 413)
+
+
 @pytest.mark.parametrize("body", [
     b"sites: [", b"\xff\xfe", b"- just\n- a list\n", b"sites:\n  - name: Not A Slug\n",
     b"sites:\n  - name: b\n    colour: red\n", b"!!python/object/apply:os.system ['true']\n",
@@ -393,6 +399,7 @@ def test_another_tenant_gets_404_for_ids_it_does_not_own(api: Api) -> None:
         ("POST", f"/devices/{did}/rotate-secret", {}), ("DELETE", f"/devices/{did}", {}),
         ("POST", "/assets", {"json": {"level": "machine", "name": "x", "parent_id": a.machine["parent_id"]}}),
         ("POST", "/devices", {"json": {"name": "spy", "asset_ids": [mid]}}),
+        ("DELETE", f"/tokens/{api.ok('GET', '/tokens', a.admin)[0]['id']}", {}),
     ]:
         assert_problem(api.request(method, path, b.admin, **kw), 404)
     # B sees only its own things, and none of A's data
