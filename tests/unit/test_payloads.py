@@ -414,3 +414,19 @@ def test_random_json_structures_never_raise(kind: Kind, doc: Any) -> None:
 def test_random_telemetry_records_never_raise(records: list[dict[str, Any]]) -> None:
     out = decode(Kind.TELEMETRY, records)
     _check_invariants(out)
+
+
+@pytest.mark.parametrize(("kind", "record"), [
+    (Kind.TELEMETRY, {"ts": NOW_MS, "values": {"temperature": 1, "running": False}}),
+    (Kind.STATE, {"ts": NOW_MS, "state": "setup"}),
+    (Kind.COUNT, {"ts": NOW_MS, "good": 3}),
+    (Kind.EVENT, {"ts": NOW_MS, "type": "clock_out", "operator": "kim"}),
+    (Kind.COMMAND_REPLY, {"ts": NOW_MS, "id": "c9", "status": "failed"}),
+    (Kind.TELEMETRY, {"values": {"temperature": "x"}}),
+    (Kind.STATE, {"state": "dancing"}),
+])
+def test_one_object_is_a_list_of_one(kind: Kind, record: dict[str, Any]) -> None:
+    one, listed = decode(kind, record), decode(kind, [record])
+    assert one.samples == listed.samples and one.events == listed.events
+    assert reasons(one) == reasons(listed)
+    assert len(one) == (len(record.get("values", {})) if kind is Kind.TELEMETRY else 1)
