@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime
 
 from shopfloor.domain.errors import InvalidInput
 from shopfloor.domain.timeutil import TimestampError, from_us, parse_ts
+
+_EPOCH_MS = re.compile(r"-?[0-9]{1,20}\Z")  # ASCII digits only: str.isdigit() also takes "²"
 
 
 def parse_param(value: str | None, name: str, default_us: int | None = None) -> int:
@@ -14,7 +17,7 @@ def parse_param(value: str | None, name: str, default_us: int | None = None) -> 
             raise InvalidInput(f"'{name}' is required (RFC 3339 or epoch milliseconds)")
         return default_us
     raw: object = value
-    if value.lstrip("-").isdigit():
+    if _EPOCH_MS.match(value):
         raw = int(value)
     try:
         return parse_ts(raw)
