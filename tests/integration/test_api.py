@@ -567,6 +567,8 @@ HOSTILE: list[tuple[str, str, dict[str, Any]]] = [
     ("GET", "/series/{s}/history?to=2024-13-45T00:00:00Z", {}),
     ("GET", "/series/{s}/history?from=2024-01-01T00:00:00", {}),  # no offset
     ("GET", "/series/{s}/history?from=1e400", {}),
+    ("GET", "/series/{s}/history?from=%C2%B2", {}),  # "²" passes str.isdigit() but is no number
+    ("GET", "/events?to=-%C2%B2", {}),
     ("GET", "/series/{s}/history?from=99999999999999999999999999", {}),
     ("GET", "/series/{s}/history?from=-99999999999999&to=0&interval=1d", {}),
     ("GET", "/series/{s}/history?from=9999-12-29T00:00:00Z&to=9999-12-31T00:00:00Z&interval=1h", {}),
