@@ -44,7 +44,24 @@ class TimeSeriesStore(Protocol):
     def count_samples(self, series_ids: Sequence[int] | None = None) -> int: ...
 
     def delete_before(self, cutoff_us: int, series_ids: Sequence[int] | None = None) -> int:
-        """Retention: drop samples older than ``cutoff_us``; return how many."""
+        """Retention: drop raw samples older than ``cutoff_us``; return how many."""
+        ...
+
+    # -- rollups ----------------------------------------------------------------------------
+    # The store keeps 1-minute and 1-hour rollups of every numeric series (count, sum, min, max,
+    # first, last, and the two sums of a time-weighted average computed with the store's
+    # ``rollup_staleness_us``), maintained inside ``commit`` for the buckets the commit touches,
+    # late data included. ``aggregate`` answers from the coarsest rollup whose buckets align with
+    # every requested bucket (and, for twa, whose staleness equals the query's), else from raw;
+    # its results are the same either way while raw data is there.
+
+    def delete_rollups_before(self, level: str, cutoff_us: int, series_ids: Sequence[int] | None = None) -> int:
+        """Retention of rollups; ``level`` is "1m" or "1h". Return rows dropped."""
+        ...
+
+    def rebuild_rollups(self, series_ids: Sequence[int] | None = None, start_us: int | None = None,
+                        end_us: int | None = None) -> None:
+        """Recompute rollups from raw (maintenance, and after an upgrade that adds them)."""
         ...
 
     def close(self) -> None: ...
