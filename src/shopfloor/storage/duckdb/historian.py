@@ -176,6 +176,18 @@ class DuckDBHistorian:
             params.append(list(series_ids))
         return self._delete(sql, params)
 
+    def delete_rollups_before(self, level: str, cutoff_us: int, series_ids: Sequence[int] | None = None) -> int:
+        """Retention of rollups. No rollups are kept yet, so nothing is ever dropped."""
+        if level not in ("1m", "1h"):
+            raise InvalidInput(f"unknown rollup level {level!r}; expected '1m' or '1h'")
+        self._check_open()
+        return 0
+
+    def rebuild_rollups(self, series_ids: Sequence[int] | None = None, start_us: int | None = None,
+                        end_us: int | None = None) -> None:
+        """Recompute rollups from raw. No rollups are kept yet, so there is nothing to do."""
+        self._check_open()
+
     def delete_events_before(self, cutoff_us: int) -> int:
         return self._delete("DELETE FROM events WHERE ts < ?", [cutoff_us])
 
