@@ -266,15 +266,17 @@ async def test_too_large_messages_follow_the_configured_limit(plant: Plant, stor
     assert [r for _, _, r in store.dead] == [Reason.TOO_LARGE]
 
 
-async def test_registry_trouble_keeps_the_message_as_a_dead_letter(plant: Plant, store: RecordingStore,
+async def test_registry_unavailable_is_not_acknowledged(plant: Plant, store: RecordingStore,
                                                                    ingest: IngestService,
                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
     def broken(username: str) -> None:
         raise StoreUnavailable("registry database is gone")
 
     monkeypatch.setattr(plant.cache, "device", broken)
-    await ingest.submit_messages([plant.msg("acme.plc-1", f"{PRESS1}/telemetry", {"values": {"temperature": 1}})])
-    assert len(store.dead) == 1 and store.batches[0].dead_letters[0].detail == "registry database is gone"
+    with pytest.raises(StoreUnavailable):  # the transport must not acknowledge; it retries later
+        await ingest.submit_messages([plant.msg("acme.plc-1", f"{PRESS1}/telemetry",
+                                                {"values": {"temperature": 1}})])
+    assert store.batches == []
 
 
 # -- commits -----------------------------------------------------------------------------------
@@ -414,3 +416,15 @@ def test_online_devices_are_counted_per_tenant(plant: Plant) -> None:
     plant.stats.set_online("globex.x", 2, True)
     plant.stats.set_online("acme.gw-1", 1, False)
     assert (plant.stats.online_count(), plant.stats.online_count(1), plant.stats.online_count(2)) == (2, 1, 1)
+
+
+async def test_trusted_topic_from_an_external_broker_resolves_tenant_and_publisher(
+        plant: Plant, store: RecordingStore, ingest: IngestService) -> None:
+    """Server mode: Mosquitto enforced the prefix; the message carries no username."""
+    await ingest.submit_messages([plant.msg("", f"{PRESS1}/telemetry", {"values": {"temperature": 3.5}}),
+                                  plant.msg("", "shopfloor/v1/nobody/s/a/l/m/telemetry", {"values": {}})])
+    assert [row[1:3] for row in store.samples] == [(plant.clock.now_us(), 3.5)]
+    assert store.samples[0][0] == plant.series_id(("berlin", "press-shop", "line-1", "press-01"), "temperature")
+    reasons = [d[2].value for d in store.dead]
+    assert reasons == ["unknown_topic"]
+    assert ingest.stats.tenant(plant.ctx.require_tenant()).last_seen_us.get("acme.plc-1") is not None

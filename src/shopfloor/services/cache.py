@@ -33,6 +33,8 @@ class RegistryCache:
         self._checked_at = -(10**18)
         self._devices: dict[str, DeviceInfo | None] = {}
         self._machines: dict[tuple[int, tuple[str, ...]], MachineInfo | None] = {}
+        self._tenants: dict[str, int | None] = {}
+        self._publishers: dict[tuple[int, tuple[str, ...]], str] = {}
 
     def invalidate(self) -> None:
         with self._lock:
@@ -49,6 +51,8 @@ class RegistryCache:
                 self._version = version
                 self._devices.clear()
                 self._machines.clear()
+                self._tenants.clear()
+                self._publishers.clear()
 
     def device(self, username: str) -> DeviceInfo | None:
         self._fresh()
@@ -90,3 +94,32 @@ class RegistryCache:
         with self._lock:
             self._machines[key] = info
         return info
+
+    def tenant_id(self, slug: str) -> int | None:
+        self._fresh()
+        if slug in self._tenants:
+            return self._tenants[slug]
+        tenant = self._repo.find_tenant(slug)
+        tid = tenant.id if tenant is not None else None
+        with self._lock:
+            if len(self._tenants) < 100_000:
+                self._tenants[slug] = tid
+        return tid
+
+    def publisher(self, tenant_id: int, path: tuple[str, ...]) -> str:
+        """The username of the enabled device whose prefix covers ``path`` (the most specific), or ""."""
+        self._fresh()
+        key = (tenant_id, path)
+        if key in self._publishers:
+            return self._publishers[key]
+        best, best_len = "", -1
+        for dev in self._repo.list_devices(tenant_id):
+            if not dev.enabled:
+                continue
+            for aid in dev.asset_ids:
+                asset = self._repo.get_asset(tenant_id, aid)
+                if asset is not None and path[: len(asset.path)] == asset.path and len(asset.path) > best_len:
+                    best, best_len = dev.username, len(asset.path)
+        with self._lock:
+            self._publishers[key] = best
+        return best

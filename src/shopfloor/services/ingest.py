@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
@@ -59,6 +60,8 @@ class IngestService:
                                                msg.payload[:DEAD_PAYLOAD_BYTES], msg.received_us))
             return out, tenant_id
 
+        if msg.device == "":
+            return self._decode_trusted(msg, reject)
         info = self._cache.device(msg.device)
         if info is None:
             return reject(Reason.UNKNOWN_DEVICE, f"no device with username {msg.device!r}", None)
@@ -78,24 +81,56 @@ class IngestService:
         return self.decoder.decode(addr.kind, msg.payload, machine, device=msg.device, topic=msg.topic,
                                    now_us=msg.received_us), tid
 
+    def _decode_trusted(self, msg: RawMessage,
+                        reject: Callable[[Reason, str, int | None], tuple[IngestBatch, int | None]]
+                        ) -> tuple[IngestBatch, int | None]:
+        """A message from an external broker that already enforced the device's prefix (server mode):
+        MQTT does not say who published, so tenant and machine come from the topic."""
+        try:
+            addr = parse_topic(msg.topic)
+        except TopicError as exc:
+            return reject(Reason.UNKNOWN_TOPIC, str(exc), None)
+        tid = self._cache.tenant_id(addr.tenant)
+        if tid is None:
+            return reject(Reason.UNKNOWN_TOPIC, f"no tenant {addr.tenant!r}", None)
+        machine = self._cache.machine(tid, addr.path)
+        if machine is None:
+            return reject(Reason.UNKNOWN_ASSET, f"no machine {'/'.join(addr.path)!r} in the registry", tid)
+        device = self._cache.publisher(tid, addr.path)
+        return self.decoder.decode(addr.kind, msg.payload, machine, device=device, topic=msg.topic,
+                                   now_us=msg.received_us), tid
+
     # -- the sinks ---------------------------------------------------------------------------
     async def submit_messages(self, messages: list[RawMessage]) -> None:
         futures = []
         for msg in messages:
             try:
                 batch, tid = self.decode(msg)
+            except StoreUnavailable:
+                raise  # the registry is down: do not acknowledge, the transport retries
             except ShopfloorError as exc:  # registry trouble: keep the message as a dead letter
                 batch, tid = IngestBatch(), None
                 batch.dead_letters.append(DeadLetter(None, msg.device, msg.topic[:512], Reason.UNDECODABLE,
                                                      exc.message, msg.payload[:DEAD_PAYLOAD_BYTES],
                                                      msg.received_us))
-            futures.append(self._enqueue(batch, tid, msg.device, 1))
+            device = msg.device
+            if not device:
+                device = self._publisher_of(msg.topic, tid)
+            futures.append(self._enqueue(batch, tid, device, 1))
         if futures:
             await asyncio.gather(*futures)
 
     async def submit(self, batch: IngestBatch) -> int:
         tid = batch.events[0].tenant_id if batch.events else None
         return await self._enqueue(batch, tid, "", 0)
+
+    def _publisher_of(self, topic: str, tenant_id: int | None) -> str:
+        if tenant_id is None:
+            return ""
+        try:
+            return self._cache.publisher(tenant_id, parse_topic(topic).path)
+        except TopicError:
+            return ""
 
     def _enqueue(self, batch: IngestBatch, tenant_id: int | None, device: str,
                  messages: int) -> asyncio.Future[int]:
