@@ -20,6 +20,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from shopfloor import cli_ops
 from shopfloor.client import ApiClient
 from shopfloor.config import Settings, load_settings
 from shopfloor.domain.errors import ShopfloorError
@@ -380,6 +381,8 @@ def version() -> None:
 def load_yaml(path: Path) -> Any:
     return yaml.safe_load(path.read_text())
 
+
+cli_ops.register(app)
 
 if __name__ == "__main__":
     main()
