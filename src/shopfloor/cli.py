@@ -370,6 +370,14 @@ def stats(url: Url = None, token: Token = None) -> None:
     console.print_json(json.dumps(_client(url, token).call("GET", "/ingest/stats")))
 
 
+@app.command("config")
+def config_example() -> None:
+    """Print every setting with its description and default, as a commented shopfloor.toml."""
+    from shopfloor.config import example_toml
+
+    sys.stdout.write(example_toml())
+
+
 @app.command()
 def version() -> None:
     """Print the version."""

@@ -7,6 +7,7 @@ Every setting can be given as an environment variable ``SHOPFLOOR_<NAME>`` (e.g.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict, TomlConfigSettingsSource
@@ -28,6 +29,26 @@ class Settings(BaseSettings):
     raw_retention_days: int = Field(30, ge=1, description="Keep raw samples this long; older ts are rejected.")
     max_payload_bytes: int = Field(256 * 1024, ge=256, description="Largest MQTT message accepted.")
     staleness_s: int = Field(300, ge=1, description="Default hold of a value for time-weighted averages.")
+    store: Literal["duckdb", "postgres"] = Field(
+        "duckdb", description="Where the registry and history live: the embedded DuckDB file, or PostgreSQL "
+                              "(needed for several processes).")
+    database_url: str = Field("host=127.0.0.1 port=5432 dbname=shopfloor user=postgres",
+                              description="PostgreSQL connection (libpq string or postgresql:// URL).")
+    database_schema: str = Field("shopfloor", description="PostgreSQL schema holding shopfloor's tables.")
+    broker: Literal["embedded", "mosquitto"] = Field(
+        "embedded", description="The MQTT broker: embedded in this process, or an external Mosquitto "
+                                "whose password and ACL files shopfloor writes from the registry.")
+    mosquitto_dir: Path | None = Field(None, description="Folder for the generated Mosquitto config, password "
+                                                         "and ACL files [default: <data_dir>/mosquitto].")
+    mosquitto_manage: bool = Field(True, description="Start and stop Mosquitto as a child process (else only "
+                                                     "write its files and signal the pid in mosquitto_pid_file).")
+    mosquitto_binary: str = Field("mosquitto", description="The mosquitto executable.")
+    mosquitto_pid_file: Path | None = Field(None, description="Pid file of an externally run Mosquitto "
+                                                              "(mosquitto_manage = false).")
+    ingest_workers: int = Field(1, ge=1, le=64, description="Ingest worker processes in server mode.")
+    rollup_1m_days: int = Field(90, ge=1, description="Keep 1-minute rollups this long.")
+    rollup_1h_days: int = Field(730, ge=1, description="Keep 1-hour rollups this long.")
+    retention_every_s: int = Field(3600, ge=10, description="How often the retention job runs.")
     url: str = Field("http://127.0.0.1:8000", description="Server the CLI talks to.")
     token: SecretStr | None = Field(None, description="API token the CLI sends (SHOPFLOOR_TOKEN).")
 
@@ -55,3 +76,21 @@ def load_settings(config_file: Path | None = None, **overrides: object) -> Setti
 
         return _FromFile(**values)  # type: ignore[arg-type]
     return Settings(**values)  # type: ignore[arg-type]
+
+
+def example_toml() -> str:
+    """Every setting with its description and default, as a commented ``shopfloor.toml``."""
+    lines = ["# shopfloor settings. Every line is optional; environment variables SHOPFLOOR_<NAME> win.", ""]
+    for name, field in Settings.model_fields.items():
+        lines.append(f"# {field.description}")
+        default = field.default
+        if default is None:
+            lines.append(f"# {name} =")
+        elif isinstance(default, bool):
+            lines.append(f"# {name} = {str(default).lower()}")
+        elif isinstance(default, int | float):
+            lines.append(f"# {name} = {default}")
+        else:
+            lines.append(f'# {name} = "{default}"')
+        lines.append("")
+    return "\n".join(lines)

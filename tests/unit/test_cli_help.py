@@ -40,3 +40,16 @@ def test_help_runs_for_each_command() -> None:
         result = runner.invoke(app, [*path, "--help"])
         assert result.exit_code == 0, (path, result.output)
         assert "Usage" in result.output
+
+
+def test_every_setting_is_documented() -> None:
+    from pathlib import Path
+
+    from shopfloor.config import Settings, example_toml
+
+    text = example_toml()
+    doc = (Path(__file__).resolve().parents[2] / "docs" / "configuration.md").read_text()
+    for name, field in Settings.model_fields.items():
+        assert field.description, f"setting {name} has no description"
+        assert f"# {name} =" in text
+        assert f"`{name}`" in doc, f"docs/configuration.md does not mention {name}"
