@@ -20,7 +20,9 @@ from shopfloor.api.deps import ApiServices
 from shopfloor.config import Settings
 from shopfloor.connectors.mqtt.embedded_broker import EmbeddedBroker
 from shopfloor.domain.assets import Device
+from shopfloor.domain.errors import ShopfloorError
 from shopfloor.domain.payloads import Limits
+from shopfloor.ports.ingest import RawMessage
 from shopfloor.services.auth import TokenAuthenticator
 from shopfloor.services.cache import RegistryCache
 from shopfloor.services.clock import SystemClock
@@ -123,7 +125,26 @@ async def serve(platform: Platform, stop: asyncio.Event,
     """Run broker, ingest and API until ``stop`` is set; then shut down in order, losing nothing."""
     s = platform.settings
     loop = asyncio.get_running_loop()
-    access = DeviceAccessService(platform.cache, platform.stats)
+    offline_tasks: set[asyncio.Task[None]] = set()
+
+    def mark_offline(username: str, topics: list[str]) -> None:
+        now = platform.clock.now_us()
+        msgs = [RawMessage(username, t, b"offline", now) for t in topics]
+
+        async def submit() -> None:
+            try:
+                await platform.ingest.submit_messages(msgs)
+            except ShopfloorError as exc:
+                log.warning("could not record %s offline: %s", username, exc)
+
+        def schedule() -> None:
+            task = loop.create_task(submit())
+            offline_tasks.add(task)
+            task.add_done_callback(offline_tasks.discard)
+
+        loop.call_soon_threadsafe(schedule)
+
+    access = DeviceAccessService(platform.cache, platform.stats, on_offline=mark_offline)
     broker = EmbeddedBroker(s.mqtt_host, s.mqtt_port, platform.ingest, access, max_payload=s.max_payload_bytes)
     await broker.start()
     platform.broker = broker
@@ -156,6 +177,9 @@ async def serve(platform: Platform, stop: asyncio.Event,
             await server_task
         await broker.stop()
         platform.broker = None
+        await asyncio.sleep(0)  # let the last offline notices be scheduled
+        if offline_tasks:
+            await asyncio.wait(set(offline_tasks), timeout=10)
         await platform.ingest.drain()
 
 

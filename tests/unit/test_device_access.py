@@ -134,3 +134,17 @@ def test_an_unknown_device_is_found_once_it_is_created(w: World) -> None:
     w.clock.advance(1_000_000)
     info = w.cache.device("acme.plc-2")
     assert info is not None and info.tenant_slug == "acme" and info.prefixes == (PRESS_PREFIX,)
+
+
+def test_a_gateway_going_away_marks_every_machine_it_publishes_for_offline(w: World) -> None:
+    w.registry.create_asset(w.ctx, Level.MACHINE, "press-02", parent_id=w.line.id, type_name="press")
+    calls: list[tuple[str, list[str]]] = []
+    access = DeviceAccessService(w.cache, w.stats, on_offline=lambda u, t: calls.append((u, t)))
+    access.connection_changed(w.gw.username, True)
+    assert calls == []
+    access.connection_changed(w.gw.username, False)
+    assert calls == [(w.gw.username, [f"{LINE_PREFIX}/press-01/status", f"{LINE_PREFIX}/press-02/status"])]
+    access.connection_changed(w.plc.username, False)
+    assert calls[-1] == (w.plc.username, [f"{PRESS_PREFIX}/status"])
+    access.connection_changed("acme.nobody", False)
+    assert len(calls) == 2

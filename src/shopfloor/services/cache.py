@@ -9,7 +9,7 @@ from __future__ import annotations
 import threading
 from dataclasses import dataclass
 
-from shopfloor.domain.assets import Device, Level
+from shopfloor.domain.assets import Asset, Device, Level
 from shopfloor.domain.payloads import MachineInfo, MeasurementSlot
 from shopfloor.domain.topics import asset_prefix
 from shopfloor.ports.clock import Clock
@@ -123,3 +123,16 @@ class RegistryCache:
         with self._lock:
             self._publishers[key] = best
         return best
+
+    def machine_paths_under(self, tenant_id: int, path: tuple[str, ...]) -> list[tuple[str, ...]]:
+        """Paths of the machines at or below the asset at ``path`` (for a gateway bound to a line)."""
+        asset = self._repo.find_asset(tenant_id, path)
+        if asset is None:
+            return []
+        if asset.level is Level.MACHINE:
+            return [asset.path]
+        return [a.path for a in self._repo.list_assets(tenant_id, level=Level.MACHINE)
+                if a.path[: len(path)] == path]
+
+    def asset(self, tenant_id: int, asset_id: int) -> Asset | None:
+        return self._repo.get_asset(tenant_id, asset_id)
