@@ -3,6 +3,9 @@ processes (each with its own pool) writing at once, and values only PostgreSQL r
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
 import threading
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -120,6 +123,56 @@ def test_two_processes_creating_the_same_device_make_one(
     assert len(b.list_devices(t)) == 20
 
 
+_WORKER = """
+import json, sys
+from shopfloor.domain.errors import Conflict
+from shopfloor.storage.postgres.database import PgDatabase
+from shopfloor.storage.postgres.registry import PostgresRegistry
+
+dsn, schema, tenant_id, asset_id, seen = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5])
+db = PgDatabase(dsn, schema, max_size=2)
+reg = PostgresRegistry(db)
+print("ready", flush=True)
+sys.stdin.readline()  # start together
+made, refused = [], 0
+for i in range(30):
+    try:
+        made.append(reg.create_device(tenant_id, f"plc-{i}", f"acme.plc-{i}", "h", [asset_id]).id)
+    except Conflict:
+        refused += 1
+print(json.dumps({"made": made, "refused": refused, "version_rose": reg.version() > seen}))
+db.close()
+"""
+
+
+def test_two_os_processes_creating_the_same_devices_make_each_once(pg_schema: tuple[str, str]) -> None:
+    dsn, schema = pg_schema
+    db = PgDatabase(dsn, schema)  # creates the schema before the workers start
+    try:
+        reg = PostgresRegistry(db)
+        p = make_plant(reg)
+        args = [dsn, schema, str(p.tenant.id), str(p.machine.id), str(reg.version())]
+        workers = [subprocess.Popen([sys.executable, "-c", _WORKER, *args], stdin=subprocess.PIPE,
+                                    stdout=subprocess.PIPE, text=True) for _ in range(2)]
+        for w in workers:
+            assert w.stdout is not None and w.stdout.readline().strip() == "ready"
+        for w in workers:
+            assert w.stdin is not None
+            w.stdin.write("go\n")
+            w.stdin.flush()
+        results = [json.loads(w.communicate(timeout=120)[0]) for w in workers]
+        assert all(w.returncode == 0 for w in workers)
+        made = [i for r in results for i in r["made"]]
+        assert len(made) == len(set(made)) == 30
+        assert sum(r["refused"] for r in results) == 30
+        assert all(r["version_rose"] for r in results)
+        devices = reg.list_devices(p.tenant.id)
+        assert sorted(d.id for d in devices) == sorted(made)
+        assert all(d.asset_ids == (p.machine.id,) for d in devices)
+    finally:
+        db.close()
+
+
 def test_two_processes_race_on_tenants_assets_and_series(
         two_pools: tuple[PostgresRegistry, PostgresRegistry]) -> None:
     a, b = two_pools
@@ -139,6 +192,19 @@ def test_two_processes_race_on_tenants_assets_and_series(
                        partial(b.ensure_series, t, area.id, f"m{i}", "kW", ValueType.NUMERIC))
         assert s1 == s2
     assert len(a.list_series(t)) == 10
+
+
+def test_ensure_series_written_meanwhile_by_another_process_bumps_nothing(
+        two_pools: tuple[PostgresRegistry, PostgresRegistry], monkeypatch: pytest.MonkeyPatch) -> None:
+    a, b = two_pools
+    p = make_plant(a)
+    t = p.tenant.id
+    monkeypatch.setattr(a, "_one", lambda sql, params=(): None)  # a's first read misses ...
+    first = b.ensure_series(t, p.machine.id, "temperature", "degC", ValueType.NUMERIC)  # ... b writes
+    version = b.version()
+    assert a.ensure_series(t, p.machine.id, "temperature", "degC", ValueType.NUMERIC) == first
+    assert b.version() == version
+    assert b.list_series(t) == [first]
 
 
 def test_every_process_sees_the_others_writes_in_the_version(
