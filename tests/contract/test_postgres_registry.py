@@ -273,6 +273,8 @@ def test_values_postgresql_cannot_hold_are_invalid_input(pg_schema: tuple[str, s
             reg.update_asset(t, p.machine.id, display_name="a\x00b")
         with pytest.raises(InvalidInput):
             reg.create_tenant("bad\x00slug", "Bad")
+        with pytest.raises(InvalidInput):  # too long for a btree index entry, not an outage
+            reg.create_asset(t, p.line.id, Level.MACHINE, "x" * 10_000 + "".join(map(str, range(3000))))
         assert reg.version() == version
         assert reg.find_tenant("acme\x00") is None
         assert reg.find_device_by_username("acme.\x00") is None

@@ -284,16 +284,16 @@ class PostgresRegistry:
 
         ``violations`` says what a violated constraint (by name) means to the caller.
         """
-        try:
-            with self._db.connection() as conn:
+        with self._db.connection() as conn:  # translated in here: PgDatabase reads OperationalError as an outage
+            try:
                 tx = _Tx(conn)
                 yield tx
                 if tx.changed:
                     conn.execute("UPDATE registry_meta SET version = version + 1")
-        except pgerrors.IntegrityError as exc:
-            raise _translate(exc, violations or {}) from None
-        except (psycopg.DataError, pgerrors.ProgramLimitExceeded, UnicodeEncodeError) as exc:
-            raise InvalidInput(f"the registry cannot store this value: {_first_line(exc)}") from None
+            except pgerrors.IntegrityError as exc:
+                raise _translate(exc, violations or {}) from None
+            except (psycopg.DataError, pgerrors.ProgramLimitExceeded, UnicodeEncodeError) as exc:
+                raise InvalidInput(f"the registry cannot store this value: {_first_line(exc)}") from None
 
     def _require_assets(self, tx: _Tx, tenant_id: int, asset_ids: Sequence[int]) -> None:
         if not asset_ids:
