@@ -19,6 +19,10 @@ Decisions, in one place:
   the value was computed from: numeric samples for avg/min/max/sum, numeric and text samples for
   count/first/last, and for twa the samples whose hold overlaps the bucket (including one carried
   in from before it). Empty buckets have value None and count 0, also for ``count``.
+* Rollups (1 minute, 1 hour) are kept in the same transaction as the samples; ``aggregate``
+  answers from the coarsest level that tiles the requested buckets (see ``rollups.py``). Migration
+  2 adds them and flags a rebuild from raw, which the constructor runs (also when
+  ``rollup_staleness_us`` differs from the one the rollups were built with).
 * ``close()`` does not close the ``Database``: whoever created it owns it. It only marks this
   historian closed; later calls raise ``StoreUnavailable``.
 """
@@ -26,9 +30,10 @@ Decisions, in one place:
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator, Sequence
+import logging
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, TypeVar
 
 import duckdb
 import pyarrow as pa
@@ -38,6 +43,12 @@ from shopfloor.domain.errors import InvalidInput, StoreUnavailable
 from shopfloor.domain.query import Agg, AggRow, StoredDeadLetter, StoredEvent
 from shopfloor.domain.records import DeadLetter, EventRecord, IngestBatch, Quality, Sample, SampleBatch
 from shopfloor.storage.duckdb.database import Database
+from shopfloor.storage.duckdb.rollups import MIGRATION as ROLLUPS_MIGRATION
+from shopfloor.storage.duckdb.rollups import Marks, Range, Rollups, check_level, register
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+DEFAULT_ROLLUP_STALENESS_US = 300_000_000
 
 MIGRATIONS: list[str] = [
     """
@@ -72,6 +83,7 @@ MIGRATIONS: list[str] = [
     CREATE TABLE historian_seq (last_seq BIGINT NOT NULL);
     INSERT INTO historian_seq VALUES (0);
     """,
+    ROLLUPS_MIGRATION,
 ]
 
 BAD = int(Quality.BAD)
@@ -115,9 +127,10 @@ GROUP BY b.i ORDER BY b.i
 class DuckDBHistorian:
     """``shopfloor.ports.store.Historian`` on a shared :class:`Database` (component "historian")."""
 
-    def __init__(self, db: Database) -> None:
+    def __init__(self, db: Database, rollup_staleness_us: int = DEFAULT_ROLLUP_STALENESS_US) -> None:
         self._db = db
         self._closed = False
+        self._rollups = Rollups(rollup_staleness_us)
         db.migrate("historian", MIGRATIONS)
         with self._read() as cur:
             rows = cur.execute(
@@ -130,6 +143,18 @@ class DuckDBHistorian:
             raise StoreUnavailable("could not read the historian's last sequence number")
         self._seq = int(rows[0][0])
         self._dead_letter_id = int(rows[0][1])
+        self._open_rollups()
+
+    def _open_rollups(self) -> None:
+        """Load the retention marks; rebuild the rollups if migration 2 asked for it or the
+        staleness they were built with has changed."""
+        with self._read() as cur:
+            self._rollups.marks = Marks.load(cur)
+            pending, built_with = cur.execute("SELECT rebuild_pending, staleness_us FROM rollup_state").fetchall()[0]
+        if pending or built_with != self._rollups.staleness_us:
+            log.info("rebuilding the historian's rollups from raw samples (staleness %d µs)",
+                     self._rollups.staleness_us)
+            self.rebuild_rollups()
 
     # ---- writing ---------------------------------------------------------------------------
 
@@ -151,7 +176,7 @@ class DuckDBHistorian:
             try:
                 with self._db.transaction() as cur:
                     if samples is not None:
-                        _insert_samples(cur, samples, seq)
+                        self._rollups.refresh(cur, _insert_samples(cur, samples, seq, self._rollups))
                     if events is not None:
                         _insert_events(cur, events, seq)
                     if dead is not None:
@@ -167,6 +192,8 @@ class DuckDBHistorian:
         return self._seq
 
     def delete_before(self, cutoff_us: int, series_ids: Sequence[int] | None = None) -> int:
+        """Drop raw samples older than ``cutoff_us`` and remember the cutoff: rollups of buckets
+        whose raw data may be gone are no longer recomputed (they keep what they know)."""
         sql = "DELETE FROM samples WHERE ts < ?"
         params: list[Any] = [cutoff_us]
         if series_ids is not None:
@@ -174,19 +201,37 @@ class DuckDBHistorian:
                 return 0
             sql += " AND series_id IN (SELECT unnest(?::INTEGER[]))"
             params.append(list(series_ids))
-        return self._delete(sql, params)
+
+        def work(cur: duckdb.DuckDBPyConnection) -> int:
+            return int(cur.execute(sql, params).fetchall()[0][0])
+
+        return self._retain("raw", cutoff_us, series_ids, work)
 
     def delete_rollups_before(self, level: str, cutoff_us: int, series_ids: Sequence[int] | None = None) -> int:
-        """Retention of rollups. No rollups are kept yet, so nothing is ever dropped."""
-        if level not in ("1m", "1h"):
-            raise InvalidInput(f"unknown rollup level {level!r}; expected '1m' or '1h'")
-        self._check_open()
-        return 0
+        """Drop rollup rows of ``level`` ("1m" or "1h") whose bucket starts before ``cutoff_us``;
+        from then on that level answers only windows starting at or after the cutoff."""
+        check_level(level)
+        if series_ids is not None and not series_ids:
+            return 0
+        return self._retain(level, cutoff_us, series_ids,
+                            lambda cur: self._rollups.delete_before(cur, level, cutoff_us, series_ids))
 
     def rebuild_rollups(self, series_ids: Sequence[int] | None = None, start_us: int | None = None,
                         end_us: int | None = None) -> None:
-        """Recompute rollups from raw. No rollups are kept yet, so there is nothing to do."""
-        self._check_open()
+        """Recompute from raw the rollup rows of every bucket overlapping [start, end) (default: all
+        time) of ``series_ids`` (default: every series). Buckets whose raw data retention may have
+        removed are kept as they are. To repair a change of raw data in [a, b), pass end = b +
+        ``rollup_staleness_us``, since a sample's hold reaches that far."""
+        if series_ids is not None and not series_ids:
+            return
+
+        def work(cur: duckdb.DuckDBPyConnection) -> None:
+            self._rollups.refresh(cur, self._rollups.all_ranges(cur, series_ids, start_us, end_us))
+            if series_ids is None and start_us is None and end_us is None:
+                cur.execute("UPDATE rollup_state SET rebuild_pending = false, staleness_us = ?",
+                            [self._rollups.staleness_us])
+
+        self._write("rollup rebuild", work)
 
     def delete_events_before(self, cutoff_us: int) -> int:
         return self._delete("DELETE FROM events WHERE ts < ?", [cutoff_us])
@@ -246,10 +291,13 @@ class DuckDBHistorian:
             "b0": pa.array([b[0] for b in buckets], pa.int64()),
             "b1": pa.array([b[1] for b in buckets], pa.int64()),
         })
+        level = self._rollups.level_for(series_id, buckets, agg, staleness_us)
         with self._read() as cur:
-            _register(cur, "_sf_buckets", table)
+            register(cur, "_sf_buckets", table)
             try:
-                if agg is Agg.TWA:
+                if level is not None:
+                    rows = self._rollups.rows(cur, level, series_id, lo, hi, agg)
+                elif agg is Agg.TWA:
                     rows = self._twa_rows(cur, series_id, lo, hi, staleness_us)
                 else:
                     rows = _numeric_rows(cur, series_id, lo, hi, agg)
@@ -368,14 +416,33 @@ class DuckDBHistorian:
             raise StoreUnavailable(f"historian query failed: {exc}") from exc
 
     def _delete(self, sql: str, params: list[Any]) -> int:
+        return self._write("retention delete", lambda cur: int(cur.execute(sql, params).fetchall()[0][0]))
+
+    def _write(self, what: str, work: Callable[[duckdb.DuckDBPyConnection], T]) -> T:
+        """Run ``work`` in one transaction under the write lock."""
         self._check_open()
         with self._db.write_lock:
             try:
                 with self._db.transaction() as cur:
-                    rows = cur.execute(sql, params).fetchall()
+                    return work(cur)
             except duckdb.Error as exc:
-                raise StoreUnavailable(f"retention delete failed: {exc}") from exc
-        return int(rows[0][0])
+                raise StoreUnavailable(f"{what} failed: {exc}") from exc
+
+    def _retain(self, kind: str, cutoff_us: int, series_ids: Sequence[int] | None,
+                delete: Callable[[duckdb.DuckDBPyConnection], int]) -> int:
+        """``delete`` and record the retention mark in one transaction; the cached marks follow
+        only once it has committed."""
+        marks = self._rollups.marks.raised(kind, cutoff_us, series_ids)
+
+        def work(cur: duckdb.DuckDBPyConnection) -> int:
+            dropped = delete(cur)
+            marks.write(cur)
+            return dropped
+
+        with self._db.write_lock:
+            dropped = self._write("retention delete", work)
+            self._rollups.marks = marks
+        return dropped
 
 
 # ---- commit helpers (module level: pure functions of a cursor and a table) -----------------
@@ -394,9 +461,10 @@ def _samples_table(s: SampleBatch) -> pa.Table:
         raise InvalidInput(f"malformed sample batch (columns must be parallel and typed): {exc}") from exc
 
 
-def _insert_samples(cur: duckdb.DuckDBPyConnection, table: pa.Table, seq: int) -> None:
+def _insert_samples(cur: duckdb.DuckDBPyConnection, table: pa.Table, seq: int, rollups: Rollups) -> list[Range]:
+    """Insert the new samples; return the 1-minute rollup ranges they can change."""
     lo, hi = _ts_range(table)
-    _register(cur, "_sf_samples", table)
+    register(cur, "_sf_samples", table)
     try:
         cur.execute(
             "INSERT INTO samples (series_id, ts, value, text, quality, seq)"
@@ -406,6 +474,7 @@ def _insert_samples(cur: duckdb.DuckDBPyConnection, table: pa.Table, seq: int) -
             " QUALIFY row_number() OVER (PARTITION BY b.series_id, b.ts ORDER BY b.i) = 1",
             [seq, lo, hi],
         )
+        return rollups.batch_ranges(cur)
     finally:
         cur.unregister("_sf_samples")
 
@@ -433,7 +502,7 @@ def _events_table(events: list[EventRecord]) -> pa.Table:
 
 def _insert_events(cur: duckdb.DuckDBPyConnection, table: pa.Table, seq: int) -> None:
     lo, hi = _ts_range(table)
-    _register(cur, "_sf_events", table)
+    register(cur, "_sf_events", table)
     try:
         cur.execute(
             "INSERT INTO events (seq, tenant_id, asset_id, ts, kind, type, data)"
@@ -465,7 +534,7 @@ def _dead_letters_table(rows: list[DeadLetter], last_id: int) -> pa.Table:
 
 
 def _insert_dead_letters(cur: duckdb.DuckDBPyConnection, table: pa.Table, seq: int) -> None:
-    _register(cur, "_sf_dead_letters", table)
+    register(cur, "_sf_dead_letters", table)
     try:
         cur.execute(
             "INSERT INTO dead_letters"
@@ -492,15 +561,6 @@ def _numeric_rows(cur: duckdb.DuckDBPyConnection, series_id: int, lo: int, hi: i
         n = int(n)
         out.append((None if n == 0 or v is None else float(v), n))
     return out
-
-
-def _register(cur: duckdb.DuckDBPyConnection, name: str, table: pa.Table) -> None:
-    """Register ``table`` on this cursor. DuckDB 2 refuses while a result of the cursor is unread
-    (a ``fetchone`` elsewhere in this thread leaves one), so finish it; DuckDB 1.x has no ``complete``."""
-    complete = getattr(cur, "complete", None)
-    if complete is not None:
-        complete()
-    cur.register(name, table)
 
 
 def _ts_range(table: pa.Table) -> tuple[int, int]:
