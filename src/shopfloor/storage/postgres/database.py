@@ -28,7 +28,9 @@ class PgDatabase:
         self.dsn = dsn
         self.schema = schema
         try:
-            with psycopg.connect(dsn, autocommit=True, connect_timeout=10) as conn:
+            with psycopg.connect(dsn, connect_timeout=10) as conn:
+                # several processes may start at once: IF NOT EXISTS alone races in the catalogue
+                conn.execute("SELECT pg_advisory_xact_lock(%s)", [_MIGRATION_LOCK])
                 conn.execute(f'CREATE SCHEMA IF NOT EXISTS "{schema}"')
         except psycopg.OperationalError as exc:
             raise StoreUnavailable(f"cannot reach PostgreSQL at {_safe(dsn)}: {exc}".strip()) from None
