@@ -1,0 +1,313 @@
+"""Several ingest workers on an MQTT 5 shared subscription lose nothing a device got a PUBACK for.
+
+Each test runs its own Mosquitto (free port, persistence on, a large ``max_queued_messages``), a
+device publishing QoS 1 in a separate process (``publisher_proc.py``), and two worker processes
+under the ``Supervisor`` committing to PostgreSQL (``worker_entry.py``). Mid-stream something
+breaks: a worker is SIGKILLed (the supervisor restarts it under the same client id), PostgreSQL
+crashes and comes back (an own cluster), or Mosquitto restarts. Afterwards every message the
+publisher got a PUBACK for is in PostgreSQL exactly once.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import psycopg
+import pytest
+
+from shopfloor.connectors.mqtt.worker_main import Supervisor, WorkerSettings
+from tests.conftest import free_port, need
+from tests.integration.worker_entry import SCHEMA_SQL, WorkerTarget
+
+pytestmark = pytest.mark.integration
+
+COUNT = 20_000
+RATE = 2_000  # messages/s: a 10 s stream
+TOPICS = tuple(f"shopfloor/v1/acme/plant/shop/line-1/m{i}/telemetry" for i in range(4))
+PUBLISHER = Path(__file__).with_name("publisher_proc.py")
+PG_BIN = Path("/usr/lib/postgresql/15/bin")
+REPO = Path(__file__).resolve().parents[2]
+
+
+def _mosquitto_binary() -> str | None:
+    found = shutil.which("mosquitto")
+    if found is None and os.access("/usr/sbin/mosquitto", os.X_OK):
+        found = "/usr/sbin/mosquitto"
+    return found
+
+
+def _wait_port(port: int, alive: Callable[[], bool], what: str, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        if not alive():
+            pytest.fail(f"{what} exited while starting")
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+            return
+        except OSError:
+            if time.monotonic() > deadline:
+                pytest.fail(f"{what} did not listen on {port} within {timeout:.0f} s")
+            time.sleep(0.05)
+
+
+class Mosquitto:
+    """Our own broker on a free port: persistence in a temp dir, queues big enough for a dead worker."""
+
+    def __init__(self, binary: str, workdir: Path) -> None:
+        self.binary = binary
+        self.port = free_port()
+        self.workdir = workdir
+        self.conf = workdir / "mosquitto.conf"
+        lines = [f"listener {self.port} 127.0.0.1", "allow_anonymous true", "persistence true",
+                 f"persistence_location {workdir}/", "autosave_interval 60", "max_queued_messages 1000000",
+                 "max_queued_bytes 0", "max_inflight_messages 1000", "log_type error", "log_type warning",
+                 "log_type notice", "log_type information"]
+        if os.geteuid() == 0:
+            lines.insert(0, "user root")  # else it drops to "mosquitto", who cannot write our temp dir
+        self.conf.write_text("\n".join(lines) + "\n")
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.starts = 0
+
+    def start(self) -> None:
+        self.starts += 1
+        log = (self.workdir / f"mosquitto-{self.starts}.log").open("wb")
+        self.proc = subprocess.Popen([self.binary, "-c", str(self.conf)], stdout=log, stderr=subprocess.STDOUT)
+        log.close()
+        proc = self.proc
+        _wait_port(self.port, lambda: proc.poll() is None, "mosquitto")
+
+    def stop(self) -> None:
+        """SIGTERM, by pid: Mosquitto writes its persistence file on the way out."""
+        if self.proc is None:
+            return
+        self.proc.terminate()
+        try:
+            self.proc.wait(10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait(5)
+        self.proc = None
+
+    def restart(self, down_s: float = 1.0) -> None:
+        self.stop()
+        time.sleep(down_s)
+        self.start()
+
+
+@pytest.fixture
+def broker(tmp_path: Path) -> Iterator[Mosquitto]:
+    binary = _mosquitto_binary()
+    need(binary is not None, "the mosquitto binary (apt-get install mosquitto)")
+    assert binary is not None
+    m = Mosquitto(binary, tmp_path)
+    m.start()
+    try:
+        yield m
+    finally:
+        m.stop()
+
+
+class PgCluster:
+    """A throwaway PostgreSQL cluster (initdb) on a free port, run as the postgres OS user if we are root."""
+
+    def __init__(self) -> None:
+        self.port = free_port()
+        self.base = Path(tempfile.mkdtemp(prefix="shopfloor-pg-"))
+        self.data = self.base / "data"
+        self.dsn = f"host=127.0.0.1 port={self.port} dbname=postgres user=postgres"
+        if os.geteuid() == 0:
+            shutil.chown(self.base, "postgres", "postgres")
+
+    def _run(self, *args: str, timeout: float = 60) -> None:
+        cmd = list(args)
+        if os.geteuid() == 0:
+            cmd = ["runuser", "-u", "postgres", "--", *cmd]
+        subprocess.run(cmd, check=True, capture_output=True, timeout=timeout, cwd=self.base)
+
+    def init(self) -> None:
+        self._run(str(PG_BIN / "initdb"), "-D", str(self.data), "-U", "postgres", "--auth=trust", "-E", "UTF8",
+                  "--no-sync")
+
+    def start(self) -> None:
+        opts = f"-p {self.port} -c listen_addresses=127.0.0.1 -c unix_socket_directories={self.base}"
+        self._run(str(PG_BIN / "pg_ctl"), "-D", str(self.data), "-o", opts, "-l", str(self.base / "pg.log"),
+                  "-w", "-t", "30", "start")
+
+    def stop(self, mode: str = "fast") -> None:
+        self._run(str(PG_BIN / "pg_ctl"), "-D", str(self.data), "-m", mode, "-w", "-t", "30", "stop")
+
+    def remove(self) -> None:
+        pid_file = self.data / "postmaster.pid"
+        if pid_file.exists():
+            with contextlib.suppress(Exception):
+                self.stop("immediate")
+        shutil.rmtree(self.base, ignore_errors=True)
+
+
+@pytest.fixture
+def pg_cluster() -> Iterator[PgCluster]:
+    need((PG_BIN / "initdb").exists() and (os.geteuid() != 0 or shutil.which("runuser") is not None),
+         f"PostgreSQL server binaries in {PG_BIN}")
+    cluster = PgCluster()
+    try:
+        cluster.init()
+        cluster.start()
+        yield cluster
+    finally:
+        cluster.remove()
+
+
+@dataclass
+class Run:
+    broker: Mosquitto
+    dsn: str
+    schema: str
+    workdir: Path
+    supervisor: Supervisor | None = None
+    base_ms: int = 0
+
+    @property
+    def ready_dir(self) -> Path:
+        return self.workdir / "ready"
+
+    def wait_ready(self, index: int, timeout: float = 30.0) -> None:
+        path = self.ready_dir / f"ingest-{index}"
+        deadline = time.monotonic() + timeout
+        while not path.exists():
+            if time.monotonic() > deadline:
+                pytest.fail(f"worker {index} did not subscribe within {timeout:.0f} s")
+            time.sleep(0.05)
+
+    def stored(self) -> set[tuple[str, int]]:
+        with psycopg.connect(self.dsn, options=f"-c search_path={self.schema}") as conn:
+            rows = conn.execute("SELECT topic, ts FROM received").fetchall()
+        return {(t, int(ts)) for t, ts in rows}
+
+    def query(self, sql: str) -> list[tuple[object, ...]]:
+        with psycopg.connect(self.dsn, options=f"-c search_path={self.schema}") as conn:
+            return conn.execute(sql).fetchall()
+
+
+def _progress(out: Path) -> int:
+    try:
+        return int(out.with_suffix(".progress").read_text() or 0)
+    except (FileNotFoundError, ValueError):
+        return 0
+
+
+def _stream(run: Run, disturb: Callable[[Run], None], *, count: int = COUNT, rate: int = RATE,
+            settle_s: float = 30.0) -> dict[str, float]:
+    """Two workers, one publisher, ``disturb`` at about a third of the stream; checks no loss."""
+    with psycopg.connect(run.dsn, autocommit=True) as conn:
+        conn.execute(f'CREATE SCHEMA IF NOT EXISTS "{run.schema}"')
+        conn.execute(f'SET search_path = "{run.schema}"')
+        conn.execute(SCHEMA_SQL.encode())
+    run.ready_dir.mkdir()
+    settings = WorkerSettings(port=run.broker.port, batch_max=500, receive_maximum=2000)
+    target = WorkerTarget(settings, run.dsn, run.schema, str(run.ready_dir))
+    out = run.workdir / "acked.json"
+    run.base_ms = int(time.time() * 1000) - count - 60_000
+    t0 = time.monotonic()
+    with Supervisor(2, target, restart_delay_s=0.2, stop_timeout_s=15) as sup:
+        run.supervisor = sup
+        run.wait_ready(0)
+        run.wait_ready(1)
+        cmd = [sys.executable, str(PUBLISHER), "--port", str(run.broker.port), "--count", str(count),
+               "--rate", str(rate), "--base-ms", str(run.base_ms), "--out", str(out), "--timeout", "60"]
+        for t in TOPICS:
+            cmd += ["--topic", t]
+        pub_log = (run.workdir / "publisher.log").open("wb")
+        publisher = subprocess.Popen(cmd, stdout=pub_log, stderr=subprocess.STDOUT, cwd=REPO)
+        pub_log.close()
+        try:
+            deadline = time.monotonic() + 30
+            while _progress(out) < count // 3:
+                assert publisher.poll() is None, (run.workdir / "publisher.log").read_text()
+                assert time.monotonic() < deadline, "the stream did not get going"
+                time.sleep(0.02)
+            disturb(run)
+            publisher.wait(90)
+        finally:
+            if publisher.poll() is None:
+                publisher.kill()
+                publisher.wait()
+        assert publisher.returncode == 0, (run.workdir / "publisher.log").read_text()
+        result = json.loads(out.read_text())
+        acked = {(TOPICS[i % len(TOPICS)], run.base_ms + i) for i in result["acked"]}
+        published = {(TOPICS[i % len(TOPICS)], run.base_ms + i) for i in range(result["published"])}
+        assert len(acked) >= count * 0.9, f"only {len(acked)} of {count} acknowledged"
+
+        deadline = time.monotonic() + settle_s
+        while not acked <= (stored := run.stored()) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        elapsed = time.monotonic() - t0
+    missing = acked - stored
+    assert not missing, f"{len(missing)} acknowledged message(s) not stored, e.g. {sorted(missing)[:5]}"
+    assert stored <= published, "stored something nobody published"
+    ((rows, distinct),) = run.query("SELECT count(*), count(DISTINCT (topic, ts)) FROM received")
+    assert rows == distinct == len(stored)  # exactly once
+    ((delivered, kept),) = run.query("SELECT sum(messages), sum(stored) FROM deliveries")
+    assert kept == rows
+    per_worker = dict(run.query("SELECT worker, count(*) FROM received GROUP BY worker"))  # type: ignore[arg-type]
+    assert set(per_worker) == {0, 1}, f"one worker got nothing: {per_worker}"
+    stats = {"acked": len(acked), "stored": rows, "delivered": float(delivered),  # type: ignore[arg-type]
+             "seconds": elapsed, "publisher_s": float(result["seconds"])}
+    print(f"\n{len(acked)} acked, {rows} stored once, {delivered} delivered to the sink "
+          f"({int(delivered) - int(rows)} redelivered), per worker {per_worker}, {elapsed:.1f} s")  # type: ignore[call-overload]
+    return stats
+
+
+def test_a_killed_worker_comes_back_and_nothing_is_lost(broker: Mosquitto, pg_schema: tuple[str, str],
+                                                        tmp_path: Path) -> None:
+    dsn, schema = pg_schema
+
+    def kill_worker(run: Run) -> None:
+        assert run.supervisor is not None
+        pid = run.supervisor.pid(0)
+        assert pid is not None
+        (run.ready_dir / "ingest-0").unlink()
+        os.kill(pid, signal.SIGKILL)  # mid-stream, mid-batch: its in-flight messages stay in its session
+        run.wait_ready(0, timeout=20)  # the supervisor restarted it under the same client id
+        assert run.supervisor.restarts(0) == 1
+        assert run.supervisor.pid(0) not in (None, pid)
+
+    run = Run(broker, dsn, schema, tmp_path)
+    _stream(run, kill_worker)
+    pids = run.query("SELECT count(DISTINCT pid) FROM deliveries WHERE worker = 0")
+    assert pids == [(2,)], "the restarted worker 0 committed nothing"
+
+
+def test_postgres_restarts_mid_stream_and_nothing_is_lost(broker: Mosquitto, pg_cluster: PgCluster,
+                                                          tmp_path: Path) -> None:
+    def crash_postgres(run: Run) -> None:
+        pg_cluster.stop("immediate")  # a crash: no checkpoint, recovery from WAL at start
+        time.sleep(3)  # workers fail to commit, keep their batches and retry; acks wait
+        pg_cluster.start()
+
+    run = Run(broker, pg_cluster.dsn, f"t_{uuid.uuid4().hex[:12]}", tmp_path)
+    _stream(run, crash_postgres)
+
+
+def test_mosquitto_restarts_mid_stream_and_nothing_is_lost(broker: Mosquitto, pg_schema: tuple[str, str],
+                                                           tmp_path: Path) -> None:
+    dsn, schema = pg_schema
+
+    def restart_broker(run: Run) -> None:
+        broker.restart(down_s=1.0)  # sessions, subscriptions and queued messages come back from disk
+
+    run = Run(broker, dsn, schema, tmp_path)
+    _stream(run, restart_broker)
+    assert broker.starts == 2
