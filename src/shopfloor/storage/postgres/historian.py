@@ -1,0 +1,422 @@
+"""The historian in PostgreSQL: samples, events and dead letters in the installation's schema.
+
+The same port and contract as the DuckDB historian (whose docstring lists the shared semantics:
+sequence numbers, idempotence, which samples aggregates use, ``AggRow.count``, twa). What differs:
+
+* Timestamps are ``timestamptz`` columns (the port's epoch microseconds, exactly), so Grafana and
+  psql read them as times. ``samples`` is range-partitioned by ``ts`` (see ``partitions.py``: one
+  day per partition by default, created ahead and on demand, never a default partition) with
+  PRIMARY KEY (series_id, ts).
+* Partition width: one day. Retention policies are whole days (30 by default), so a retention run
+  whose cutoff falls on a day boundary drops whole partitions and deletes nothing row by row (keep
+  cutoffs day-aligned: any other cutoff DELETEs the remainder of one partition). A day's primary-key
+  index stays small enough to stay cached while it is written, and a month is ~35 partitions,
+  far below where planning over partitions gets slow. With raw retention of a year or more, choose
+  ``partition_interval="1 week"``.
+* Writes: binary COPY straight into ``samples`` (unique on (series_id, ts)); on a unique violation
+  the COPY is rolled back to a savepoint and the batch goes through a staging table with
+  ``ON CONFLICT DO NOTHING`` (see ``pg_copy.py``). Events the same way, unique on
+  (tenant, asset, ts, kind, type, md5 of the jsonb text) - jsonb's text form is canonical, so
+  equal dicts are equal events. Dead letters record deliveries and are only COPYed.
+* Ingest sequence: the first statement of every commit is ``UPDATE historian_seq SET last_seq =
+  last_seq + 1``, whose row lock is held until the commit ends. Several processes committing at once
+  therefore get distinct numbers that are gapless and **in commit order**: when a reader sees seq N,
+  every commit numbered below N is visible too, so a consumer that replays "seq > last processed"
+  from the store never skips one (a PostgreSQL SEQUENCE would hand out numbers in start order and
+  leave that hole open). The price is that commits serialise on that row: batches should be large
+  (thousands of samples) - see docs/PERFORMANCE.md for what that costs. A failed commit rolls its
+  number back with everything else.
+* Aggregates run in SQL, one statement per call; buckets go in as two ``timestamptz[]`` arrays
+  (``unnest .. WITH ORDINALITY``) and every bucket reads its own index range (LATERAL), so buckets
+  may come in any order, with gaps or overlapping.
+* Errors: connection and server failures raise ``StoreUnavailable``; data PostgreSQL refuses
+  (text with NUL characters, numbers out of range) raises ``InvalidInput``; either way nothing of
+  the commit is stored. ``close()`` leaves the ``PgDatabase`` open (its creator owns it).
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from typing import Any
+
+import psycopg
+
+from shopfloor.domain.errors import InvalidInput, StoreUnavailable
+from shopfloor.domain.query import Agg, AggRow, StoredDeadLetter, StoredEvent
+from shopfloor.domain.records import DeadLetter, EventRecord, IngestBatch, Quality, Sample, SampleBatch
+from shopfloor.domain.timeutil import MAX_US, MIN_US, now_us, to_us
+from shopfloor.ports.clock import Clock
+from shopfloor.storage.postgres import pg_copy
+from shopfloor.storage.postgres.database import PgDatabase
+from shopfloor.storage.postgres.historian_schema import MIGRATIONS
+from shopfloor.storage.postgres.partitions import SamplePartitions, parse_partition_interval, to_datetime
+
+BAD = int(Quality.BAD)
+_AHEAD_CHECK_US = 3_600_000_000  # look at partitions ahead once an hour
+_MAX_STALENESS_US = MAX_US - MIN_US  # a longer hold reaches past every timestamp kept
+_SAMPLE_KEY = "series_id, ts"
+_EVENT_KEY = "tenant_id, asset_id, ts, kind, type, md5(data::text)"
+
+_BUCKETS = "unnest(%(b0)s::timestamptz[], %(b1)s::timestamptz[]) WITH ORDINALITY AS b(b0, b1, i)"
+_IN_BUCKET = "series_id = %(sid)s AND ts >= b.b0 AND ts < b.b1"
+_NUMERIC_SQL = {
+    agg: f"SELECT b.i, a.v, a.n FROM {_BUCKETS} CROSS JOIN LATERAL ("
+         f" SELECT {expr} AS v, count(*) AS n FROM samples"
+         f" WHERE {_IN_BUCKET} AND quality < {BAD} AND value IS NOT NULL) a ORDER BY b.i"
+    for agg, expr in {Agg.AVG: "avg(value)", Agg.MIN: "min(value)", Agg.MAX: "max(value)",
+                      Agg.SUM: "sum(value)"}.items()
+}
+_NUMERIC_SQL[Agg.COUNT] = (
+    f"SELECT b.i, a.n::float8, a.n FROM {_BUCKETS} CROSS JOIN LATERAL ("
+    f" SELECT count(*) AS n FROM samples WHERE {_IN_BUCKET} AND quality < {BAD}) a ORDER BY b.i")
+for _agg, _order in ((Agg.FIRST, "ASC"), (Agg.LAST, "DESC")):
+    _NUMERIC_SQL[_agg] = (
+        f"SELECT b.i, (SELECT value FROM samples WHERE {_IN_BUCKET} AND quality < {BAD}"
+        f"             ORDER BY ts {_order} LIMIT 1),"
+        f" (SELECT count(*) FROM samples WHERE {_IN_BUCKET} AND quality < {BAD})"
+        f" FROM {_BUCKETS} ORDER BY b.i")
+
+# Per bucket: the sample in force at its start (the newest before it, if still fresh) and the
+# samples inside it; each holds until the next one, its staleness, or the bucket's end.
+_STALENESS = "(%(st_s)s::int8 * interval '1 second' + %(st_us)s::int8 * interval '1 microsecond')"
+_TWA_SQL = f"""
+SELECT b.i, t.num, t.den, t.n FROM {_BUCKETS} CROSS JOIN LATERAL (
+    SELECT sum(h.value * h.dt) AS num, sum(h.dt) AS den, count(*) AS n FROM (
+        SELECT p.value, p.quality,
+               extract(epoch FROM least(lead(p.ts) OVER (ORDER BY p.ts), p.ts + {_STALENESS}, b.b1)
+                                  - greatest(p.ts, b.b0))::float8 AS dt
+        FROM (
+            SELECT * FROM (
+                SELECT ts, value, quality FROM samples
+                WHERE series_id = %(sid)s AND ts < b.b0 AND ts >= %(since)s ORDER BY ts DESC LIMIT 1
+            ) c WHERE c.ts + {_STALENESS} > b.b0
+            UNION ALL
+            SELECT ts, value, quality FROM samples WHERE {_IN_BUCKET}
+        ) p
+    ) h WHERE h.quality < {BAD} AND h.value IS NOT NULL AND h.dt > 0
+) t ORDER BY b.i
+"""
+
+
+class PostgresHistorian:
+    """``shopfloor.ports.store.Historian`` on a shared :class:`PgDatabase` (component "historian")."""
+
+    def __init__(self, db: PgDatabase, *, partition_interval: str = "1 day", partitions_ahead: int = 3,
+                 rollup_staleness_us: int = 300_000_000, clock: Clock | None = None,
+                 migrations: Sequence[str] | None = None) -> None:
+        self._db = db
+        self._closed = False
+        self._now: Callable[[], int] = clock.now_us if clock is not None else now_us
+        self.rollup_staleness_us = rollup_staleness_us
+        self.partitions = SamplePartitions(db, parse_partition_interval(partition_interval), partitions_ahead)
+        try:
+            db.migrate("historian", MIGRATIONS if migrations is None else migrations)
+        except psycopg.Error as exc:
+            raise StoreUnavailable(f"could not migrate the historian's tables: {exc}") from exc
+        self._ahead_lock = threading.Lock()
+        self._next_ahead_us = 0
+        self._keep_ahead()
+
+    # ---- writing ---------------------------------------------------------------------------
+
+    def commit(self, batch: IngestBatch) -> int:
+        """Store ``batch`` in one transaction and return its sequence number (see module docs).
+
+        Raises ``InvalidInput`` for malformed columns or values PostgreSQL refuses, and
+        ``StoreUnavailable`` when PostgreSQL fails; in both cases nothing is committed.
+        """
+        if len(batch) == 0:
+            return self.last_seq()
+        self._check_open()
+        samples = _sample_columns(batch.samples) if len(batch.samples) else None
+        events = _event_columns(batch.events) if batch.events else None
+        dead = _dead_letter_columns(batch.dead_letters) if batch.dead_letters else None
+        self._keep_ahead()
+        if samples is not None:
+            self.partitions.ensure_timestamps(batch.samples.ts_us)
+        for attempt in (1, 2):
+            try:
+                with self._db.connection() as conn:
+                    row = conn.execute("UPDATE historian_seq SET last_seq = last_seq + 1 RETURNING last_seq"
+                                       ).fetchone()
+                    if row is None:
+                        raise StoreUnavailable("the historian's sequence row is missing")
+                    seq = int(row[0])
+                    if samples is not None:
+                        pg_copy.write_idempotent(conn, "samples", pg_copy.SAMPLE_COLUMNS, pg_copy.SAMPLE_TYPES,
+                                                 samples, seq, _SAMPLE_KEY)
+                    if events is not None:
+                        pg_copy.write_idempotent(conn, "events", pg_copy.EVENT_COLUMNS, pg_copy.EVENT_TYPES,
+                                                 events, seq, _EVENT_KEY)
+                    if dead is not None:
+                        pg_copy.write_all(conn, "dead_letters", pg_copy.DEAD_LETTER_COLUMNS,
+                                          pg_copy.DEAD_LETTER_TYPES, dead, seq)
+                return seq
+            except psycopg.errors.CheckViolation as exc:
+                # "no partition for row": retention dropped a partition this process still knew
+                if attempt == 2 or samples is None:
+                    raise StoreUnavailable(f"could not commit ingest batch: {exc}") from exc
+                self.partitions.forget()
+                self.partitions.ensure_timestamps(batch.samples.ts_us)
+            except psycopg.DataError as exc:
+                raise InvalidInput(f"PostgreSQL refused a value of the batch: {exc}") from exc
+            except (TypeError, ValueError, OverflowError) as exc:
+                raise InvalidInput(f"malformed ingest batch: {exc}") from exc
+            except psycopg.Error as exc:
+                raise StoreUnavailable(f"could not commit ingest batch: {exc}") from exc
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def last_seq(self) -> int:
+        with self._conn() as conn:
+            row = conn.execute("SELECT last_seq FROM historian_seq").fetchone()
+        if row is None:
+            raise StoreUnavailable("the historian's sequence row is missing")
+        return int(row[0])
+
+    def delete_before(self, cutoff_us: int, series_ids: Sequence[int] | None = None) -> int:
+        """Drop raw samples older than ``cutoff_us``: whole partitions first, then a DELETE for the rest."""
+        self._check_open()
+        if series_ids is not None:
+            if not series_ids:
+                return 0
+            return self._delete("DELETE FROM samples WHERE ts < %s AND series_id = ANY(%s::int8[])",
+                                [to_datetime(cutoff_us), list(series_ids)])
+        dropped = self.drop_partitions_before(cutoff_us)
+        return dropped + self._delete("DELETE FROM samples WHERE ts < %s", [to_datetime(cutoff_us)])
+
+    def drop_partitions_before(self, cutoff_us: int) -> int:
+        """Drop the partitions that end at or before ``cutoff_us``; return how many rows they held."""
+        self._check_open()
+        return self.partitions.drop_before(cutoff_us)
+
+    def delete_events_before(self, cutoff_us: int) -> int:
+        return self._delete("DELETE FROM events WHERE ts < %s", [to_datetime(cutoff_us)])
+
+    def close(self) -> None:
+        """Mark the historian closed; the ``PgDatabase`` stays open (its creator closes it)."""
+        self._closed = True
+
+    # ---- time series -----------------------------------------------------------------------
+
+    def raw(self, series_id: int, start_us: int, end_us: int, limit: int = 10_000) -> list[Sample]:
+        _check_limit(limit)
+        with self._conn() as conn:
+            rows = conn.execute(
+                "SELECT series_id, ts, value, text, quality FROM samples"
+                " WHERE series_id = %s::int8 AND ts >= %s AND ts < %s ORDER BY ts LIMIT %s",
+                [series_id, to_datetime(start_us), to_datetime(end_us), limit]).fetchall()
+        return [_sample(r) for r in rows]
+
+    def latest(self, series_ids: Sequence[int]) -> dict[int, Sample]:
+        if not series_ids:
+            return {}
+        with self._conn() as conn:
+            rows = conn.execute(
+                "SELECT s.series_id, s.ts, s.value, s.text, s.quality"
+                " FROM (SELECT DISTINCT unnest(%s::int8[]) AS id) k CROSS JOIN LATERAL ("
+                "   SELECT * FROM samples WHERE series_id = k.id ORDER BY ts DESC LIMIT 1) s",
+                [list(series_ids)]).fetchall()
+        return {int(r[0]): _sample(r) for r in rows}
+
+    def count_samples(self, series_ids: Sequence[int] | None = None) -> int:
+        sql = "SELECT count(*) FROM samples"
+        params: list[Any] = []
+        if series_ids is not None:
+            if not series_ids:
+                return 0
+            sql += " WHERE series_id = ANY(%s::int8[])"
+            params.append(list(series_ids))
+        with self._conn() as conn:
+            row = conn.execute(sql, params).fetchone()
+        return int(row[0]) if row else 0
+
+    def aggregate(self, series_id: int, buckets: Sequence[tuple[int, int]], agg: Agg,
+                  staleness_us: int) -> list[AggRow]:
+        """One row per bucket, in the given order; the work is one SQL statement (see module docs)."""
+        agg = Agg(agg)
+        if not buckets:
+            return []
+        params: dict[str, Any] = {"sid": series_id, "b0": [to_datetime(b[0]) for b in buckets],
+                                  "b1": [to_datetime(b[1]) for b in buckets]}
+        if agg is Agg.TWA:
+            if staleness_us <= 0:
+                raise InvalidInput("staleness must be a positive number of microseconds for a "
+                                   "time-weighted average")
+            st = min(staleness_us, _MAX_STALENESS_US)
+            params.update(st_s=st // 1_000_000, st_us=st % 1_000_000,
+                          since=to_datetime(min(b[0] for b in buckets) - st))
+            with self._conn() as conn:
+                rows = conn.execute(_TWA_SQL, params).fetchall()
+            out = [(float(num) / float(den) if den else None, int(n)) for _, num, den, n in rows]
+        else:
+            with self._conn() as conn:
+                rows = conn.execute(_NUMERIC_SQL[agg], params).fetchall()
+            out = [(None if not n or v is None else float(v), int(n)) for _, v, n in rows]
+        return [AggRow(b[0], b[1], value, count) for b, (value, count) in zip(buckets, out, strict=True)]
+
+    # ---- events ----------------------------------------------------------------------------
+
+    def events(self, tenant_id: int, *, asset_ids: Sequence[int] | None = None,
+               kinds: Sequence[str] | None = None, start_us: int | None = None,
+               end_us: int | None = None, limit: int = 1000) -> list[StoredEvent]:
+        """The newest ``limit`` events of the tenant matching the filters, returned oldest first."""
+        _check_limit(limit)
+        where = ["tenant_id = %s::int8"]
+        params: list[Any] = [tenant_id]
+        if asset_ids is not None:
+            if not asset_ids:
+                return []
+            where.append("asset_id = ANY(%s::int8[])")
+            params.append(list(asset_ids))
+        if kinds is not None:
+            if not kinds:
+                return []
+            where.append("kind = ANY(%s::text[])")
+            params.append(list(kinds))
+        if start_us is not None:
+            where.append("ts >= %s")
+            params.append(to_datetime(start_us))
+        if end_us is not None:
+            where.append("ts < %s")
+            params.append(to_datetime(end_us))
+        sql = (
+            "SELECT * FROM (SELECT seq, tenant_id, asset_id, ts, kind, type, data::text AS data"
+            f" FROM events WHERE {' AND '.join(where)}"
+            " ORDER BY ts DESC, seq DESC, asset_id DESC, kind DESC, type DESC, data::text DESC LIMIT %s) e"
+            " ORDER BY ts, seq, asset_id, kind, type, data"
+        )
+        with self._conn() as conn:
+            rows = conn.execute(sql, [*params, limit]).fetchall()
+        return [_stored_event(r) for r in rows]
+
+    def latest_events(self, tenant_id: int, kind: str,
+                      asset_ids: Sequence[int] | None = None) -> dict[int, StoredEvent]:
+        sql = ("SELECT DISTINCT ON (asset_id) seq, tenant_id, asset_id, ts, kind, type, data::text FROM events"
+               " WHERE tenant_id = %s::int8 AND kind = %s")
+        params: list[Any] = [tenant_id, kind]
+        if asset_ids is not None:
+            if not asset_ids:
+                return {}
+            sql += " AND asset_id = ANY(%s::int8[])"
+            params.append(list(asset_ids))
+        sql += " ORDER BY asset_id, ts DESC, seq DESC, type DESC, data::text DESC"
+        with self._conn() as conn:
+            rows = conn.execute(sql, params).fetchall()
+        return {int(r[2]): _stored_event(r) for r in rows}
+
+    # ---- dead letters ----------------------------------------------------------------------
+
+    def dead_letters(self, tenant_id: int | None, *, reason: str | None = None, device: str | None = None,
+                     limit: int = 100) -> list[StoredDeadLetter]:
+        _check_limit(limit)
+        sql = ("SELECT id, tenant_id, device, topic, reason, detail, payload, received_at FROM dead_letters"
+               " WHERE tenant_id IS NOT DISTINCT FROM %s::int8")
+        params: list[Any] = [tenant_id]
+        if reason is not None:
+            sql += " AND reason = %s"
+            params.append(str(reason))
+        if device is not None:
+            sql += " AND device = %s"
+            params.append(device)
+        sql += " ORDER BY received_at DESC, id DESC LIMIT %s"
+        with self._conn() as conn:
+            rows = conn.execute(sql, [*params, limit]).fetchall()
+        return [
+            StoredDeadLetter(int(r[0]), None if r[1] is None else int(r[1]), r[2], r[3], r[4], r[5],
+                             bytes(r[6]), to_us(r[7]))
+            for r in rows
+        ]
+
+    def dead_letter_counts(self, tenant_id: int | None) -> list[tuple[str, str, int]]:
+        """(device, reason, count) ordered by device, then reason."""
+        with self._conn() as conn:
+            rows = conn.execute(
+                "SELECT device, reason, count(*) FROM dead_letters WHERE tenant_id IS NOT DISTINCT FROM %s::int8"
+                " GROUP BY device, reason ORDER BY device COLLATE \"C\", reason COLLATE \"C\"",
+                [tenant_id]).fetchall()
+        return [(str(r[0]), str(r[1]), int(r[2])) for r in rows]
+
+    # ---- plumbing --------------------------------------------------------------------------
+
+    def _keep_ahead(self) -> None:
+        """Create the partitions ahead of now, at most once an hour per process."""
+        now = self._now()
+        if now < self._next_ahead_us:
+            return
+        with self._ahead_lock:
+            if now < self._next_ahead_us:
+                return
+            self.partitions.ensure_ahead(now)
+            self._next_ahead_us = now + _AHEAD_CHECK_US
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise StoreUnavailable("the historian is closed")
+
+    @contextmanager
+    def _conn(self) -> Iterator[psycopg.Connection]:
+        """A pooled connection for one transaction, with psycopg's errors translated."""
+        self._check_open()
+        try:
+            with self._db.connection() as conn:
+                yield conn
+        except psycopg.DataError as exc:
+            raise InvalidInput(f"PostgreSQL refused a value: {exc}") from exc
+        except psycopg.Error as exc:
+            raise StoreUnavailable(f"historian query failed: {exc}") from exc
+
+    def _delete(self, sql: str, params: list[Any]) -> int:
+        with self._conn() as conn:
+            cur = conn.execute(sql, params)
+            return max(cur.rowcount, 0)
+
+
+# ---- row conversion ------------------------------------------------------------------------
+
+def _sample_columns(s: SampleBatch) -> list[list[Any]]:
+    n = len(s.series_id)
+    if not (len(s.ts_us) == len(s.value) == len(s.text) == len(s.quality) == n):
+        raise InvalidInput("malformed sample batch: the columns must be parallel lists of one length")
+    return [s.series_id, s.ts_us, s.value, s.text, s.quality]
+
+
+def _canonical_json(data: dict[str, Any]) -> str:
+    try:
+        return json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+    except (TypeError, ValueError) as exc:
+        raise InvalidInput(f"event data is not JSON: {exc}") from exc
+
+
+def _check_ts(ts: int, what: str) -> int:
+    if isinstance(ts, bool) or not isinstance(ts, int) or not MIN_US <= ts <= MAX_US:
+        raise InvalidInput(f"{what} must be epoch microseconds between 0001-01-02 and 9999-12-30")
+    return ts
+
+
+def _event_columns(events: list[EventRecord]) -> list[list[Any]]:
+    return [[e.tenant_id for e in events], [e.asset_id for e in events],
+            [_check_ts(e.ts_us, "event ts") for e in events], [e.kind for e in events],
+            [e.type for e in events], [_canonical_json(e.data) for e in events]]
+
+
+def _dead_letter_columns(rows: list[DeadLetter]) -> list[list[Any]]:
+    return [[d.tenant_id for d in rows], [d.device for d in rows], [d.topic for d in rows],
+            [str(d.reason) for d in rows], [d.detail for d in rows], [bytes(d.payload) for d in rows],
+            [_check_ts(d.received_us, "dead letter received_us") for d in rows]]
+
+
+def _sample(r: tuple[Any, ...]) -> Sample:
+    return Sample(int(r[0]), to_us(r[1]), r[2], r[3], int(r[4]))
+
+
+def _stored_event(r: tuple[Any, ...]) -> StoredEvent:
+    return StoredEvent(int(r[0]), int(r[1]), int(r[2]), to_us(r[3]), str(r[4]), str(r[5]), json.loads(r[6]))
+
+
+def _check_limit(limit: int) -> None:
+    if limit < 0:
+        raise InvalidInput("limit must not be negative")
+
