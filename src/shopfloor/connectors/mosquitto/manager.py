@@ -284,6 +284,8 @@ class MosquittoManager:
                 options = replace(options, run_as_user=pwd.getpwuid(os.geteuid()).pw_name)
             self.write_config(options)
             self.sync()
+            with self._lock:
+                self._reload_pending = False  # the broker reads the files as it starts
             stderr_path = self.conf_dir / STDERR_FILE
             with open(stderr_path, "wb") as stderr:
                 proc = subprocess.Popen(  # noqa: S603
