@@ -3,13 +3,21 @@ shows: partitions, the COPY fallback, concurrent committers in separate pools, t
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator
+from datetime import UTC, datetime
+from typing import Any
 
 import pytest
 
+from shopfloor.domain.errors import InvalidInput, StoreUnavailable
+from shopfloor.domain.query import Agg
+from shopfloor.domain.records import IngestBatch, Sample
+from shopfloor.domain.timeutil import to_us
+from shopfloor.storage.postgres import pg_copy
 from shopfloor.storage.postgres.database import PgDatabase
 from shopfloor.storage.postgres.historian import PostgresHistorian
-from shopfloor.testing.store_contract import HistorianContract
+from shopfloor.testing.store_contract import B, G, MIN, H, S, T0, HistorianContract, event, sample_batch
 
 
 @pytest.fixture
@@ -29,3 +37,234 @@ def historian(pg_db: PgDatabase) -> Iterator[PostgresHistorian]:
 
 class TestPostgresHistorian(HistorianContract):
     pass
+
+
+# ---- PostgreSQL only ---------------------------------------------------------------------------
+
+class FixedClock:
+    def __init__(self, now_us: int) -> None:
+        self.now = now_us
+
+    def now_us(self) -> int:
+        return self.now
+
+
+def _day(y: int, m: int, d: int) -> int:
+    return to_us(datetime(y, m, d, tzinfo=UTC))
+
+
+def _partitions(db: PgDatabase) -> list[str]:
+    with db.connection() as conn:
+        rows = conn.execute("SELECT c.relname FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid"
+                            " WHERE i.inhparent = 'samples'::regclass ORDER BY 1").fetchall()
+    return [str(r[0]) for r in rows]
+
+
+def test_partitions_are_created_ahead_and_on_demand(pg_db: PgDatabase) -> None:
+    clock = FixedClock(_day(2026, 3, 10) + 5 * H)
+    store = PostgresHistorian(pg_db, partitions_ahead=2, clock=clock)
+    assert _partitions(pg_db) == ["samples_20260310_20260311", "samples_20260311_20260312",
+                                  "samples_20260312_20260313"]
+    # back-filled data: its days get partitions before the COPY, also far apart
+    store.commit(sample_batch((1, _day(2019, 5, 1) + H, 1.0, G), (1, _day(2024, 2, 29) + 23 * H, 2.0, G)))
+    assert "samples_20190501_20190502" in _partitions(pg_db)
+    assert "samples_20240229_20240301" in _partitions(pg_db)
+    assert store.count_samples() == 2
+    # the clock moves on: the next commit keeps partitions ahead of it
+    clock.now = _day(2026, 3, 20)
+    store.commit(sample_batch((1, clock.now, 3.0, G)))
+    assert "samples_20260322_20260323" in _partitions(pg_db)
+    # no default partition: every row lives in the partition of its day
+    with pg_db.connection() as conn:
+        row = conn.execute("SELECT count(*) FROM samples_20190501_20190502").fetchone()
+    assert row is not None and row[0] == 1
+
+
+def test_weekly_partitions_start_on_monday_and_fill_gaps_between_daily_ones(pg_db: PgDatabase) -> None:
+    daily = PostgresHistorian(pg_db, partitions_ahead=0, clock=FixedClock(_day(2026, 3, 11)))  # a Wednesday
+    assert _partitions(pg_db) == ["samples_20260311_20260312"]
+    weekly = PostgresHistorian(pg_db, partition_interval="1 week", partitions_ahead=1,
+                               clock=FixedClock(_day(2026, 3, 11)))
+    assert _partitions(pg_db) == ["samples_20260309_20260311", "samples_20260311_20260312",
+                                  "samples_20260312_20260316", "samples_20260316_20260323"]
+    weekly.commit(sample_batch((1, _day(2026, 3, 10), 1.0, G), (1, _day(2026, 3, 11), 2.0, G)))
+    assert daily.count_samples() == 2
+    with pytest.raises(InvalidInput, match="partition interval"):
+        PostgresHistorian(pg_db, partition_interval="12 hours")
+
+
+def test_retention_drops_whole_partitions_and_deletes_the_rest(pg_db: PgDatabase) -> None:
+    store = PostgresHistorian(pg_db, partitions_ahead=0, clock=FixedClock(_day(2024, 1, 5)))
+    days = [_day(2024, 1, d) for d in (1, 2, 3, 4)]
+    store.commit(sample_batch(*[(s, d + h * H, float(h), G) for d in days for s in (1, 2) for h in range(0, 24, 6)]))
+    assert store.count_samples() == 32
+    assert "samples_20240101_20240102" in _partitions(pg_db)
+    # per-series retention cannot drop partitions: a plain DELETE
+    assert store.delete_before(days[1], [2]) == 4
+    assert "samples_20240101_20240102" in _partitions(pg_db)
+    # a day-aligned cutoff drops partitions only, and counts what they held
+    assert store.delete_before(days[2]) == 12
+    assert _partitions(pg_db)[0] == "samples_20240103_20240104"
+    # a cutoff inside a day: the partition stays, its older rows are deleted
+    assert store.delete_before(days[2] + 12 * H) == 4
+    assert [s.ts_us for s in store.raw(1, 0, 2**62)][:2] == [days[2] + 12 * H, days[2] + 18 * H]
+    assert store.drop_partitions_before(days[3]) == 4
+    assert store.count_samples() == 8
+    # a sample of a dropped day arrives again: its partition comes back
+    store.commit(sample_batch((1, days[0], 5.0, G)))
+    assert store.raw(1, days[0], days[0] + 1) == [Sample(1, days[0], 5.0, None, G)]
+
+
+def test_a_partition_dropped_by_another_process_is_recreated_on_commit(pg_db: PgDatabase,
+                                                                      pg_schema: tuple[str, str]) -> None:
+    store = PostgresHistorian(pg_db, partitions_ahead=0, clock=FixedClock(_day(2024, 1, 2)))
+    store.commit(sample_batch((1, _day(2024, 1, 1), 1.0, G)))  # this process now knows the partition
+    other_db = PgDatabase(*pg_schema, max_size=2)
+    try:
+        other = PostgresHistorian(other_db, partitions_ahead=0, clock=FixedClock(_day(2024, 1, 2)))
+        assert other.drop_partitions_before(_day(2024, 1, 2)) == 1
+    finally:
+        other_db.close()
+    seq = store.commit(sample_batch((1, _day(2024, 1, 1) + S, 2.0, G)))
+    assert seq == store.last_seq() and store.count_samples() == 1
+
+
+def test_duplicates_fall_back_from_copy_to_the_staging_table(historian: PostgresHistorian,
+                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    fast: list[tuple[str, bool]] = []
+    original = pg_copy.write_idempotent
+
+    def spy(conn: Any, table: str, *args: Any) -> bool:
+        result = original(conn, table, *args)
+        fast.append((table, result))
+        return result
+
+    monkeypatch.setattr(pg_copy, "write_idempotent", spy)
+    historian.commit(sample_batch((1, T0, 1.0, G), (1, T0 + S, 2.0, G)))
+    # a redelivery with one new sample, and a key twice within the batch
+    historian.commit(sample_batch((1, T0, 9.0, B), (1, T0 + 2 * S, 3.0, G), (1, T0 + 2 * S, 4.0, G),
+                                  (1, T0 + S, 8.0, G)))
+    historian.commit(IngestBatch(events=[event(1, 10, T0, n=1), event(1, 10, T0, n=1), event(1, 10, T0, n=2)]))
+    assert fast == [("samples", True), ("samples", False), ("events", False)]
+    assert [(s.ts_us - T0, s.value) for s in historian.raw(1, T0, T0 + H)] == [(0, 1.0), (S, 2.0), (2 * S, 3.0)]
+    assert sorted(e.data["n"] for e in historian.events(1)) == [1, 2]
+    # a large batch whose second half repeats the first with other values
+    n = 50_000
+    batch = IngestBatch()
+    for i in range(n):
+        batch.samples.add(100 + i % 100, T0 + (i // 100) * 1_000, float(i))
+    for i in range(n):
+        batch.samples.add(100 + i % 100, T0 + (i // 100) * 1_000, -1.0)
+    historian.commit(batch)
+    assert historian.count_samples([100 + s for s in range(100)]) == n
+    assert historian.aggregate(107, [(T0, T0 + n * 1_000)], Agg.MIN, MIN)[0].value == 7.0
+
+
+def test_committers_in_separate_pools_get_distinct_gapless_seqs_in_commit_order(
+        pg_db: PgDatabase, pg_schema: tuple[str, str]) -> None:
+    dbs = [PgDatabase(*pg_schema, max_size=2) for _ in range(3)]
+    stores = [PostgresHistorian(db) for db in dbs]
+    got: dict[int, list[int]] = {i: [] for i in range(len(stores))}
+    errors: list[BaseException] = []
+
+    def work(i: int) -> None:
+        try:
+            for k in range(25):
+                got[i].append(stores[i].commit(sample_batch((i, T0 + k * S, float(k), G))))
+        except BaseException as exc:  # pragma: no cover - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(len(stores))]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join()
+    for db in dbs:
+        db.close()
+    assert not errors
+    seqs = [s for mine in got.values() for s in mine]
+    assert sorted(seqs) == list(range(1, 76))  # distinct and gapless
+    assert all(mine == sorted(mine) for mine in got.values())
+    reader = PostgresHistorian(pg_db)
+    assert reader.last_seq() == 75
+    with pg_db.connection() as conn:  # each commit's rows carry its number
+        rows = conn.execute("SELECT series_id, seq FROM samples ORDER BY series_id, ts").fetchall()
+    assert [r[1] for r in rows] == [s for i in range(3) for s in got[i]]
+
+
+def test_a_later_seq_is_never_visible_before_an_earlier_one(pg_db: PgDatabase,
+                                                           pg_schema: tuple[str, str]) -> None:
+    """A commit holding seq N blocks the next commit until it ends, so readers never see N+1 first."""
+    store = PostgresHistorian(pg_db)
+    store.commit(sample_batch((1, T0, 1.0, G)))
+    with pg_db.connection() as conn:  # an open ingest transaction that has taken seq 2
+        conn.execute("UPDATE historian_seq SET last_seq = last_seq + 1")
+        other_db = PgDatabase(*pg_schema, max_size=2)
+        try:
+            other = PostgresHistorian(other_db)
+            done: list[int] = []
+            th = threading.Thread(target=lambda: done.append(other.commit(sample_batch((2, T0, 1.0, G)))))
+            th.start()
+            th.join(0.5)
+            assert th.is_alive() and done == []  # waits for seq 2 to commit or roll back
+            conn.rollback()
+            th.join(10)
+            assert done == [2]
+        finally:
+            other_db.close()
+
+
+def test_failed_commit_stores_nothing_and_keeps_the_sequence(historian: PostgresHistorian,
+                                                             pg_db: PgDatabase) -> None:
+    before = historian.commit(sample_batch((1, T0, 1.0, G)))
+    with pg_db.connection() as conn:
+        conn.execute("ALTER TABLE events RENAME TO events_elsewhere")
+    batch = sample_batch((1, T0 + MIN, 2.0, G))
+    batch.events.append(event(1, 10, T0))
+    with pytest.raises(StoreUnavailable, match="could not commit"):
+        historian.commit(batch)
+    assert historian.last_seq() == before
+    assert historian.count_samples() == 1
+    with pg_db.connection() as conn:
+        conn.execute("ALTER TABLE events_elsewhere RENAME TO events")
+    assert historian.commit(batch) == before + 1
+    assert historian.count_samples() == 2
+
+
+def test_values_postgresql_refuses_are_invalid_input(historian: PostgresHistorian) -> None:
+    historian.commit(sample_batch((1, T0, 1.0, G)))
+    bad_batches = [
+        sample_batch((1, T0 + S, None, G, "nul\x00byte")),           # text cannot hold NUL
+        sample_batch((2**40, T0, 1.0, G)),                            # series id beyond integer
+        sample_batch((1, 2**62, 1.0, G)),                             # beyond the year 9999
+        IngestBatch(events=[event(1, 1, T0, bad=float("nan"))]),       # not JSON
+        IngestBatch(events=[event(1, 1, T0, text="\x00")]),            # jsonb cannot hold NUL
+    ]
+    malformed = IngestBatch()
+    malformed.samples.series_id.append(1)  # the other columns are missing
+    for batch in [*bad_batches, malformed]:
+        with pytest.raises(InvalidInput):
+            historian.commit(batch)
+    assert historian.last_seq() == 1 and historian.count_samples() == 1 and historian.events(1) == []
+
+
+def test_twa_needs_a_positive_staleness_and_reads_take_any_bounds(historian: PostgresHistorian) -> None:
+    with pytest.raises(InvalidInput, match="staleness"):
+        historian.aggregate(1, [(T0, T0 + MIN)], Agg.TWA, 0)
+    historian.commit(sample_batch((1, T0, 1.0, G)))
+    assert len(historian.raw(1, -(2**63), 2**63 - 1)) == 1
+    assert historian.aggregate(1, [(-(2**62), 2**62)], Agg.TWA, 2**62)[0].value == 1.0
+    assert historian.delete_events_before(-(2**63)) == 0
+
+
+def test_closed_historian_refuses_reads_and_writes(historian: PostgresHistorian) -> None:
+    historian.close()
+    with pytest.raises(StoreUnavailable, match="closed"):
+        historian.count_samples()
+    with pytest.raises(StoreUnavailable, match="closed"):
+        historian.commit(sample_batch((1, T0, 1.0, G)))
+
+
+def test_an_unreachable_server_is_store_unavailable() -> None:
+    with pytest.raises(StoreUnavailable):
+        PgDatabase("host=127.0.0.1 port=1 dbname=test user=postgres connect_timeout=2", "nowhere")

@@ -380,7 +380,25 @@ def _sample_columns(s: SampleBatch) -> list[list[Any]]:
     n = len(s.series_id)
     if not (len(s.ts_us) == len(s.value) == len(s.text) == len(s.quality) == n):
         raise InvalidInput("malformed sample batch: the columns must be parallel lists of one length")
+    _check_range(s.series_id, _INT4, "series_id")
+    _check_range(s.quality, _INT2, "quality")
     return [s.series_id, s.ts_us, s.value, s.text, s.quality]
+
+
+_INT4 = (-(2**31), 2**31 - 1)
+_INT2 = (-(2**15), 2**15 - 1)
+
+
+def _check_range(column: Sequence[Any], bounds: tuple[int, int], what: str) -> None:
+    """Binary COPY would silently truncate an integer too wide for its column: refuse it first."""
+    if not column:
+        return
+    try:
+        ok = bounds[0] <= min(column) and max(column) <= bounds[1]
+    except TypeError:
+        ok = False
+    if not ok:
+        raise InvalidInput(f"{what} must be whole numbers between {bounds[0]} and {bounds[1]}")
 
 
 def _canonical_json(data: dict[str, Any]) -> str:
@@ -397,13 +415,18 @@ def _check_ts(ts: int, what: str) -> int:
 
 
 def _event_columns(events: list[EventRecord]) -> list[list[Any]]:
-    return [[e.tenant_id for e in events], [e.asset_id for e in events],
+    tenants, assets = [e.tenant_id for e in events], [e.asset_id for e in events]
+    _check_range(tenants, _INT4, "event tenant_id")
+    _check_range(assets, _INT4, "event asset_id")
+    return [tenants, assets,
             [_check_ts(e.ts_us, "event ts") for e in events], [e.kind for e in events],
             [e.type for e in events], [_canonical_json(e.data) for e in events]]
 
 
 def _dead_letter_columns(rows: list[DeadLetter]) -> list[list[Any]]:
-    return [[d.tenant_id for d in rows], [d.device for d in rows], [d.topic for d in rows],
+    tenants = [d.tenant_id for d in rows]
+    _check_range([t for t in tenants if t is not None], _INT4, "dead letter tenant_id")
+    return [tenants, [d.device for d in rows], [d.topic for d in rows],
             [str(d.reason) for d in rows], [d.detail for d in rows], [bytes(d.payload) for d in rows],
             [_check_ts(d.received_us, "dead letter received_us") for d in rows]]
 
