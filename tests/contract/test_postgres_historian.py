@@ -17,7 +17,7 @@ from shopfloor.domain.timeutil import to_us
 from shopfloor.storage.postgres import pg_copy
 from shopfloor.storage.postgres.database import PgDatabase
 from shopfloor.storage.postgres.historian import PostgresHistorian
-from shopfloor.testing.store_contract import B, G, MIN, H, S, T0, HistorianContract, event, sample_batch
+from shopfloor.testing.store_contract import MIN, T0, B, G, H, HistorianContract, S, event, sample_batch
 
 
 @pytest.fixture
