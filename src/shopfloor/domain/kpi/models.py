@@ -1,0 +1,247 @@
+"""Typed inputs of the KPI maths: categories, calendars, tariffs, cost models, cycle times, and the
+aggregated per-group inputs (``PeriodInputs``) that the SQL layer hands to ``formulas``.
+
+All structs are msgspec structs, so the plant YAML, the API and the docs' worked example decode
+straight into them (``msgspec.convert(obj, CostModel)``). Times are integer epoch microseconds,
+durations in ``PeriodInputs`` are seconds, money is in the cost model's currency.
+"""
+
+from __future__ import annotations
+
+import enum
+from datetime import time
+
+import msgspec
+
+from shopfloor.domain.errors import InvalidInput
+
+ALL_WEEKDAYS = (1, 2, 3, 4, 5, 6, 7)  # ISO weekdays: 1 = Monday … 7 = Sunday
+NO_PRODUCT = ""  # the product key of counts made while no work order (or no product) was known
+
+
+class Category(enum.StrEnum):
+    """What a machine is doing at a moment, as the KPIs see it. ``unknown``: no state known."""
+
+    RUN = "run"
+    PLANNED_STOP = "planned_stop"
+    SETUP = "setup"
+    STARVED = "starved"
+    BLOCKED = "blocked"
+    IDLE = "idle"
+    UNPLANNED_STOP = "unplanned_stop"
+    UNKNOWN = "unknown"
+
+
+# the machine states of the core issue (domain.assets.MachineState values) → categories
+_STATE_TO_CATEGORY = {
+    "running": Category.RUN,
+    "idle": Category.IDLE,
+    "setup": Category.SETUP,
+    "starved": Category.STARVED,
+    "blocked": Category.BLOCKED,
+    "planned_stop": Category.PLANNED_STOP,
+    "unplanned_stop": Category.UNPLANNED_STOP,
+}
+
+
+def category_of(state: str | None) -> Category:
+    """The category of a state event's ``state``: a machine state, a category name, or None/unknown."""
+    if state is None:
+        return Category.UNKNOWN
+    found = _STATE_TO_CATEGORY.get(state)
+    if found is not None:
+        return found
+    try:
+        return Category(state)
+    except ValueError:
+        raise InvalidInput(f"state {state!r} is not a machine state or KPI category") from None
+
+
+def local_time(text: str, what: str) -> time:
+    """A wall-clock time ``HH:MM`` or ``HH:MM:SS`` (no offset: the zone is the calendar's)."""
+    try:
+        parsed = time.fromisoformat(text)
+    except (TypeError, ValueError):
+        raise InvalidInput(f"{what}: {text!r} is not a local time like 06:00") from None
+    if parsed.tzinfo is not None:
+        raise InvalidInput(f"{what}: {text!r} carries an offset; local times take the calendar's zone")
+    return parsed
+
+
+def _check_weekdays(days: list[int], what: str) -> None:
+    bad = [d for d in days if d not in ALL_WEEKDAYS]
+    if bad:
+        raise InvalidInput(f"{what}: weekdays are 1 (Monday) to 7 (Sunday), not {bad}")
+
+
+class Break(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """A planned stop inside a shift, in local wall-clock time (an end ≤ start crosses midnight)."""
+
+    start: str
+    end: str
+
+    def __post_init__(self) -> None:
+        local_time(self.start, "break start")
+        local_time(self.end, "break end")
+
+
+class Shift(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """A shift worked on the given weekdays (of its start), ``start``-``end`` local time.
+
+    An end at or before the start means the shift ends the next day (22:00-06:00; 06:00-06:00 is a
+    24-hour day shift, 23 or 25 real hours on a daylight-saving day).
+    """
+
+    name: str
+    start: str
+    end: str
+    weekdays: list[int] = msgspec.field(default_factory=lambda: list(ALL_WEEKDAYS))
+    breaks: list[Break] = []
+
+    def __post_init__(self) -> None:
+        local_time(self.start, f"shift {self.name} start")
+        local_time(self.end, f"shift {self.name} end")
+        _check_weekdays(self.weekdays, f"shift {self.name}")
+
+
+class ShiftCalendar(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """A site's working time: shifts with breaks, and holidays (local dates, ``YYYY-MM-DD``) on which
+    no shift starts. Everything is read in ``timezone`` (IANA)."""
+
+    timezone: str = "UTC"
+    shifts: list[Shift] = []
+    holidays: list[str] = []
+
+
+class TariffPeriod(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """A time-of-use period: ``price`` per kWh from ``start`` to ``end`` local time on ``weekdays``."""
+
+    name: str
+    price: float
+    start: str
+    end: str
+    weekdays: list[int] = msgspec.field(default_factory=lambda: list(ALL_WEEKDAYS))
+
+    def __post_init__(self) -> None:
+        local_time(self.start, f"tariff period {self.name} start")
+        local_time(self.end, f"tariff period {self.name} end")
+        _check_weekdays(self.weekdays, f"tariff period {self.name}")
+        if self.price < 0:
+            raise InvalidInput(f"tariff period {self.name}: a price per kWh cannot be negative")
+
+
+class Tariff(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """An energy tariff: time-of-use periods (the first listed wins where they overlap) and the
+    price of all other time (``default_name``)."""
+
+    timezone: str = "UTC"
+    default_price: float = 0.0
+    default_name: str = "standard"
+    periods: list[TariffPeriod] = []
+
+    def price(self, period: str) -> float:
+        if period == self.default_name:
+            return self.default_price
+        for p in self.periods:
+            if p.name == period:
+                return p.price
+        raise InvalidInput(f"energy was reported for tariff period {period!r}, which the tariff does not have")
+
+
+class CostModel(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """A site's cost model. Labour is charged per clocked-in hour, overhead per scheduled (shift)
+    hour, material per produced unit (PQ: good, reject and rework alike, each consumed material when
+    it was made), energy per kWh at the tariff's time-of-use price."""
+
+    currency: str = "EUR"
+    tariff: Tariff = Tariff()
+    labour_rate: float = 0.0  # per labour hour
+    overhead_per_hour: float = 0.0  # per scheduled hour
+    material_cost: dict[str, float] = {}  # per unit, by product
+    default_material_cost: float = 0.0  # per unit, for products not listed
+
+    def __post_init__(self) -> None:
+        rates = [self.labour_rate, self.overhead_per_hour, self.default_material_cost,
+                 *self.material_cost.values()]
+        if any(r < 0 for r in rates):
+            raise InvalidInput("cost model rates cannot be negative")
+
+    def material_per_unit(self, product: str) -> float:
+        return self.material_cost.get(product, self.default_material_cost)
+
+
+class CycleTimes(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """A machine's ideal cycle time in seconds per unit, with per-product overrides."""
+
+    default: float | None = None
+    by_product: dict[str, float] = {}
+
+    def __post_init__(self) -> None:
+        values = [v for v in (self.default, *self.by_product.values()) if v is not None]
+        if any(not v > 0 for v in values):
+            raise InvalidInput("an ideal cycle time must be a positive number of seconds")
+
+    def for_product(self, product: str) -> float | None:
+        return self.by_product.get(product, self.default)
+
+
+class Counts(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """Units counted: good, reject (scrap) and rework. Rework is not good."""
+
+    good: int = 0
+    reject: int = 0
+    rework: int = 0
+
+    @property
+    def produced(self) -> int:
+        """ISO 22400-2 produced quantity (PQ): everything the unit made, good or not."""
+        return self.good + self.reject + self.rework
+
+    def __add__(self, other: Counts) -> Counts:
+        return Counts(self.good + other.good, self.reject + other.reject, self.rework + other.rework)
+
+
+class TimeBucket(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """Seconds of one state category, split by whether the calendar scheduled work (inside a shift,
+    not on a break or holiday) and whether a work order was open. The buckets of a group partition
+    its window: they sum to its calendar time."""
+
+    category: Category
+    seconds: float
+    scheduled: bool = True
+    with_order: bool = True
+
+
+class PeriodInputs(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """Everything ``formulas`` needs for one group (asset * period, shift, day, product or order).
+
+    This is the contract with the SQL layer: it sums durations, counts and energy; the domain
+    decides what counts as planned time and computes every ratio.
+    """
+
+    time: list[TimeBucket] = []
+    counts: dict[str, Counts] = {}  # by product; NO_PRODUCT for counts made without a known product
+    failures: int = 0  # unplanned-stop episodes that began in the window
+    downtime_by_reason: dict[str, float] = {}  # seconds of availability losses by reason
+    energy_kwh: dict[str, float] = {}  # by tariff period name
+    energy_coverage: float | None = None  # share of the window the energy data covers; None: no data
+    labour_hours: float = 0.0
+
+    def __post_init__(self) -> None:
+        if any(b.seconds < 0 for b in self.time):
+            raise InvalidInput("a duration cannot be negative")
+        if self.failures < 0 or self.labour_hours < 0:
+            raise InvalidInput("failures and labour hours cannot be negative")
+        if any(c.good < 0 or c.reject < 0 or c.rework < 0 for c in self.counts.values()):
+            raise InvalidInput("counts cannot be negative")
+
+    @property
+    def total_counts(self) -> Counts:
+        total = Counts()
+        for c in self.counts.values():
+            total = total + c
+        return total
+
+    @property
+    def kwh(self) -> float:
+        return sum(self.energy_kwh.values())
