@@ -9,7 +9,10 @@ from typing import Annotated
 from fastapi import Depends, Request
 
 from shopfloor.domain.tenancy import TenantContext
+from shopfloor.ports.backup import Backup
 from shopfloor.services.auth import TokenAuthenticator
+from shopfloor.services.export import ExportService
+from shopfloor.services.health import HealthService
 from shopfloor.services.history import HistoryService
 from shopfloor.services.plant import PlantService
 from shopfloor.services.registry import RegistryService
@@ -25,6 +28,9 @@ class ApiServices:
     stats: IngestStats
     ready: Callable[[], dict[str, bool]] = field(default=lambda: {"store": True})
     invalidate: Callable[[], None] = field(default=lambda: None)
+    backup: Backup | None = None  # POST /admin/backup answers 503 without it
+    export: ExportService | None = None  # GET /export answers 503 without it
+    health: HealthService | None = None  # /readyz falls back to ``ready`` without it
 
 
 def services(request: Request) -> ApiServices:
