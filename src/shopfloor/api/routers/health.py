@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import Any
 
 from fastapi import APIRouter
 from fastapi.responses import JSONResponse, Response
@@ -15,14 +16,20 @@ router = APIRouter(tags=["health"])
 
 
 @router.get("/healthz")
-def healthz() -> dict[str, str]:
-    """The process is alive."""
-    return {"status": "ok"}
+def healthz(svc: Services) -> dict[str, Any]:
+    """The process is alive (always 200); with the readiness details when the server has them."""
+    if svc.health is None:
+        return {"status": "ok"}
+    report = svc.health.report()
+    return {**report.as_dict(), "status": "ok", "ready": report.ready}
 
 
 @router.get("/readyz")
 def readyz(svc: Services) -> JSONResponse:
-    """Ready when the store and broker are up."""
+    """Ready when the store answers, the broker link is up and ingest is not stuck; else 503."""
+    if svc.health is not None:
+        report = svc.health.report()
+        return JSONResponse(report.as_dict(), status_code=200 if report.ready else 503)
     checks = svc.ready()
     ok = all(checks.values())
     return JSONResponse({"status": "ready" if ok else "not ready", "checks": checks}, status_code=200 if ok else 503)
