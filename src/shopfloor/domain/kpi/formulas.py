@@ -24,7 +24,7 @@ The time model (ISO 22400-2 element names in brackets), from the buckets:
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 
 import msgspec
@@ -58,8 +58,11 @@ class KpiSet(msgspec.Struct, frozen=True):
     def value(self, key: str) -> float | None:
         return self[key].value
 
-    def keys(self) -> list[str]:
-        return list(self.kpis)
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.kpis)
+
+    def __len__(self) -> int:
+        return len(self.kpis)
 
 
 def ratio(num: float | None, den: float | None) -> float | None:

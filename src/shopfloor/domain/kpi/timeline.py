@@ -13,7 +13,8 @@ Conventions:
   order that is not open is ignored. Before any order event no order is open.
 - ``failures`` counts unplanned-stop *episodes* that begin inside the window: a change into
   ``unplanned_stop`` from any other category (a new reason while already stopped is the same
-  episode). An episode already running at the window start is not counted again.
+  episode, and so is a stop interrupted only by unknown time). An episode already running at the
+  window start is not counted again.
 """
 
 from __future__ import annotations
@@ -72,40 +73,39 @@ def _check_window(start: int, end: int) -> None:
         raise InvalidInput("a KPI window must end after it starts")
 
 
+def _last_per_instant(events: Sequence[StateEvent], end: int) -> list[tuple[int, Category, str | None]]:
+    """(ts, category, reason) before ``end``, one per timestamp (the later event of an instant wins)."""
+    last_at: dict[int, tuple[Category, str | None]] = {}
+    for ev in sorted(events, key=lambda e: e.ts):  # stable: input order within an instant
+        if ev.ts < end:
+            last_at[ev.ts] = (category_of(ev.state), ev.reason or None)
+    return [(ts, c, r) for ts, (c, r) in last_at.items()]
+
+
 def state_spans(events: Sequence[StateEvent], start: int, end: int) -> list[StateSpan]:
     """The window [start, end) covered by state spans, gap-free, in time order."""
     _check_window(start, end)
-    ordered = sorted(enumerate(events), key=lambda p: (p[1].ts, p[0]))
     cur_cat, cur_reason, cur_start = Category.UNKNOWN, None, start
     out: list[StateSpan] = []
-    for _, ev in ordered:
-        if ev.ts >= end:
-            break
-        cat = category_of(ev.state)
-        reason = ev.reason or None
-        if ev.ts <= start:
+    for ts, cat, reason in _last_per_instant(events, end):
+        if ts <= start:
             cur_cat, cur_reason = cat, reason
-            continue
-        if (cat, reason) == (cur_cat, cur_reason):
-            continue
-        out.append(StateSpan(cur_start, ev.ts, cur_cat, cur_reason))
-        cur_cat, cur_reason, cur_start = cat, reason, ev.ts
+        elif (cat, reason) != (cur_cat, cur_reason):
+            out.append(StateSpan(cur_start, ts, cur_cat, cur_reason))
+            cur_cat, cur_reason, cur_start = cat, reason, ts
     out.append(StateSpan(cur_start, end, cur_cat, cur_reason))
-    return [s for s in out if s.end > s.start]
+    return out
 
 
 def failures(events: Sequence[StateEvent], start: int, end: int) -> int:
     """Unplanned-stop episodes that begin in [start, end)."""
-    last_at: dict[int, Category] = {}  # at equal timestamps the later event wins
-    for ev in sorted(events, key=lambda e: e.ts):
-        if ev.ts < end:
-            last_at[ev.ts] = category_of(ev.state)
     prev = Category.UNKNOWN
     count = 0
-    for ts, cat in last_at.items():
+    for ts, cat, _ in _last_per_instant(events, end):
         if cat is Category.UNPLANNED_STOP and prev is not Category.UNPLANNED_STOP and ts >= start:
             count += 1
-        prev = cat
+        if cat is not Category.UNKNOWN:  # a stop, an outage, the same stop again: one episode
+            prev = cat
     return count
 
 
