@@ -17,7 +17,7 @@ from pathlib import Path
 
 import paho.mqtt.client as mqtt
 import pytest
-from paho.mqtt.enums import CallbackAPIVersion
+from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
 from paho.mqtt.reasoncodes import ReasonCode
 
 from shopfloor.connectors.mosquitto import BrokerOptions, LogWatch, MosquittoManager, ServiceUser
@@ -49,10 +49,10 @@ class Client:
     """A paho client in its own network thread; no automatic reconnect within a test."""
 
     def __init__(self, port: int, username: str | None, password: str | None, client_id: str = "", *,
-                 clean_session: bool = True, protocol: mqtt.MQTTProtocolVersion = mqtt.MQTTv311) -> None:
+                 clean_session: bool = True, protocol: MQTTProtocolVersion = MQTTProtocolVersion.MQTTv311) -> None:
         self.port = port
-        kwargs = {"clean_session": clean_session} if protocol != mqtt.MQTTv5 else {}
-        self.client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id, protocol=protocol, **kwargs)
+        self.client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id, protocol=protocol,
+                                  clean_session=None if protocol == MQTTProtocolVersion.MQTTv5 else clean_session)
         if username is not None:
             self.client.username_pw_set(username, password)
         self.client.reconnect_delay_set(120, 120)
@@ -90,6 +90,7 @@ class Client:
 
     async def subscribe(self, topic_filter: str) -> ReasonCode:
         _, mid = self.client.subscribe(topic_filter, qos=1)
+        assert mid is not None
         assert await eventually(lambda: mid in self.subacks), "no SUBACK"
         return self.subacks[mid][0]
 
@@ -270,7 +271,7 @@ async def test_commands_reach_only_the_device_that_owns_the_machine(plant: Plant
     ingest.publish(f"{M1}/command", b'{"id": "c1"}')
     ingest.publish(f"{M1}/telemetry", b"ingest may not forge device data")
     ingest.publish(f"{M2}/command", b'{"id": "c2"}')
-    assert await eventually(lambda: dev1.received and dev2.received)
+    assert await eventually(lambda: bool(dev1.received and dev2.received))
     await asyncio.sleep(0.3)
     assert dev1.received == [(f"{M1}/command", b'{"id": "c1"}')]
     assert dev2.received == [(f"{M2}/command", b'{"id": "c2"}')]
