@@ -89,7 +89,7 @@ def test_interop_ndata_by_alias_without_types_reads_with_the_birth_types() -> No
     )  # fmt: skip
     payload = decode_payload(ndata)
     assert payload.seq == 1 and all(m.name is None and m.datatype is None for m in payload.metrics)
-    typed = [retype(m, birth[m.alias]) for m in payload.metrics]
+    typed = [retype(m, birth[m.alias or 0]) for m in payload.metrics]
     assert [m.value for m in typed] == [-100, -(2**63), -4.0, [True, False, True], 0.5]
     assert typed[2].quality == Quality.STALE
 

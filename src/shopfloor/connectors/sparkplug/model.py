@@ -177,16 +177,11 @@ class Metric:
     @property
     def quality(self) -> int | None:
         """The ``Quality`` property's code (0 bad, 192 good, 500 stale), if the metric carries one."""
-        prop = self.properties.get(QUALITY_KEY) if self.properties else None
-        return prop.value if prop is not None and isinstance(prop.value, int) else None
+        return quality_of(self.properties)
 
     @property
     def engineering_unit(self) -> str | None:
-        for key in ENGINEERING_UNIT_KEYS:
-            prop = self.properties.get(key) if self.properties else None
-            if prop is not None and isinstance(prop.value, str):
-                return prop.value
-        return None
+        return engineering_unit_of(self.properties)
 
 
 @dataclass(frozen=True, slots=True)
@@ -203,3 +198,18 @@ class Payload:
             if metric.name == name:
                 return metric
         return None
+
+
+def quality_of(properties: PropertySet | None) -> int | None:
+    prop = properties.get(QUALITY_KEY) if properties else None
+    if prop is None or isinstance(prop.value, bool) or not isinstance(prop.value, int):
+        return None
+    return prop.value
+
+
+def engineering_unit_of(properties: PropertySet | None) -> str | None:
+    for key in ENGINEERING_UNIT_KEYS:
+        prop = properties.get(key) if properties else None
+        if prop is not None and isinstance(prop.value, str):
+            return prop.value
+    return None
