@@ -379,6 +379,38 @@ async def test_rejects_are_counted_from_the_broker_log(plant: Plant) -> None:
     assert rejects.publish_denied_by_client == {"press-01-plc": 4}
 
 
+async def test_log_rotation_keeps_counting(plant: Plant) -> None:
+    watch = LogWatch(plant.manager.log_file)
+    watch.poll()
+    dev1 = plant.client("acme.dev1")
+    await dev1.connect()
+    dev1.publish(f"{M2}/telemetry")
+    assert await eventually(lambda: watch.poll() >= 0 and watch.rejects().by_kind["publish_denied"] == 1)
+    assert plant.manager.rotate_log(max_bytes=0)
+    assert await eventually(plant.manager.log_file.exists)  # Mosquitto reopened it
+    dev1.publish(f"{M2}/telemetry")
+    assert await eventually(lambda: watch.poll() >= 0 and watch.rejects().by_kind["publish_denied"] == 2)
+    assert watch.rejects().publish_denied_by_username == {"acme.dev1": 2}
+    assert plant.manager.log_file.with_name("mosquitto.log.1").exists()
+    assert not dev1.disconnected.is_set()  # the SIGHUP re-checked dev1, whose secret still matches
+    assert plant.manager.rotate_log() is False  # under log_max_bytes
+
+
+async def test_a_broker_left_running_by_a_killed_process_is_stopped_at_the_next_start(plant: Plant) -> None:
+    old = plant.manager.pid
+    assert old is not None
+    orphan = plant.manager._proc  # as if the shopfloor process that started it had been killed
+    plant.manager._proc = None
+    try:
+        assert plant.manager.start() != old
+        assert orphan is not None and orphan.wait(5) == 0  # SIGTERM: a clean stop
+        assert not (await plant.client("acme.dev1").connect()).is_failure
+    finally:
+        if orphan is not None and orphan.poll() is None:
+            orphan.kill()
+            orphan.wait()
+
+
 # --- persistence: a dead worker's share waits for it ---------------------------------------------
 
 

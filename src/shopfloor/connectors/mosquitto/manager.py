@@ -122,7 +122,8 @@ class MosquittoManager:
                  pid: int | None = None, pid_file: Path | None = None,
                  reload_command: Sequence[str] | None = None, binary: str = "mosquitto",
                  data_dir: Path | None = None, log_file: Path | None = None,
-                 file_mode: int = 0o600, file_group: str | None = None) -> None:
+                 file_mode: int = 0o600, file_group: str | None = None,
+                 log_max_bytes: int | None = 100 * 1024 * 1024) -> None:
         self.conf_dir = conf_dir.absolute()
         self._accounts = accounts
         self.service_users = tuple(service_users)
@@ -135,6 +136,7 @@ class MosquittoManager:
         self.log_file = (log_file or self.conf_dir / LOG_FILE).absolute()
         self._file_mode = file_mode
         self._file_group = file_group
+        self.log_max_bytes = log_max_bytes
         self._lock = threading.RLock()
         self._proc: subprocess.Popen[bytes] | None = None
         self._starting = False
@@ -240,7 +242,10 @@ class MosquittoManager:
         return True
 
     async def watch(self, repo: Versioned, every_s: float = 1.0, *, resync_every_s: float = 60.0) -> None:
-        """Sync whenever ``repo.version()`` changes (and every ``resync_every_s`` anyway), until cancelled."""
+        """Sync whenever ``repo.version()`` changes (and every ``resync_every_s`` anyway), until cancelled.
+
+        Each turn also rotates the broker's log once it is past ``log_max_bytes``.
+        """
         last: int | None = None
         last_sync = time.monotonic()
         child_dead_logged = False
@@ -252,11 +257,39 @@ class MosquittoManager:
                     last, last_sync = version, time.monotonic()
             except Exception:
                 _log.exception("could not bring Mosquitto's files up to date; trying again")
+            try:
+                self.rotate_log()
+            except OSError as exc:
+                _log.warning("could not rotate the Mosquitto log %s: %s", self.log_file, exc)
             if self._proc is not None and self._proc.poll() is not None and not child_dead_logged:
                 child_dead_logged = True
                 _log.error("Mosquitto (pid %d) exited with %s; see %s", self._proc.pid, self._proc.returncode,
                            self.log_file)
             await asyncio.sleep(every_s)
+
+    def rotate_log(self, max_bytes: int | None = None) -> bool:
+        """Rename a log past ``max_bytes`` (default ``log_max_bytes``) to ``<log>.1`` and SIGHUP the broker.
+
+        Mosquitto reopens its log on SIGHUP; a ``LogWatch`` reads the renamed file to its end first.
+        Done only when the broker can be signalled (else it would go on writing to the renamed file).
+        """
+        limit = self.log_max_bytes if max_bytes is None else max_bytes
+        if limit is None or self._reload_command is not None:
+            return False
+        with self._lock:
+            try:
+                if self.log_file.stat().st_size <= limit:
+                    return False
+            except FileNotFoundError:
+                return False
+            pid = self.pid
+            if pid is None or self._starting or not _is_mosquitto(pid):
+                return False
+            os.replace(self.log_file, self.log_file.with_name(self.log_file.name + ".1"))
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGHUP)
+            _log.info("rotated the Mosquitto log to %s.1", self.log_file.name)
+            return True
 
     def log_watch(self, *, from_start: bool = False) -> LogWatch:
         """A ``LogWatch`` on this broker's log, to count logins and publishes it refused."""
@@ -341,18 +374,32 @@ class MosquittoManager:
                 tail += path.read_text(errors="replace").splitlines()[-5:]
         return " | ".join(line for line in tail if line.strip()) or "no output"
 
-    def _stop_orphan(self) -> None:
+    def _stop_orphan(self, timeout_s: float = 10.0) -> None:
         """A Mosquitto left running on our config by a process that died: stop it (it holds the port)."""
-        with contextlib.suppress(OSError, ValueError):
+        try:
             pid = int(self.own_pid_file.read_text().strip())
-            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
-            if str(self.conf_file).encode() not in cmdline:
-                return
-            _log.warning("stopping a Mosquitto (pid %d) left running on %s", pid, self.conf_file)
+        except (OSError, ValueError):
+            return
+        if not self._runs_our_config(pid):
+            return
+        _log.warning("stopping a Mosquitto (pid %d) left running on %s", pid, self.conf_file)
+        with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGTERM)
-            for _ in range(100):
-                time.sleep(0.05)
-                os.kill(pid, 0)  # raises once it is gone
+        deadline = time.monotonic() + timeout_s
+        while self._runs_our_config(pid):
+            if time.monotonic() > deadline:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
+                break
+            time.sleep(0.05)
+
+    def _runs_our_config(self, pid: int) -> bool:
+        """True while ``pid`` is a live ``mosquitto -c <our conf>`` (an exited one has no command line)."""
+        try:
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+        except OSError:
+            return False
+        return str(self.conf_file).encode() in cmdline
 
     # -- helpers -----------------------------------------------------------------------------------
     def _prepare_dirs(self) -> None:
