@@ -144,6 +144,21 @@ def test_bad_service_patterns_are_refused(pattern: str) -> None:
         acl_file([], [ServiceUser("svc", HS, read=(pattern,))])
 
 
+def test_a_service_user_from_a_password() -> None:
+    svc = ServiceUser.from_password("shopfloor-ingest", "pw", write=())
+    assert verify_secret("pw", svc.secret_hash)
+    assert svc.read == ("shopfloor/v1/#",) and svc.write == ()
+    with pytest.raises(BrokerConfigError):
+        ServiceUser.from_password("bad user", "pw")
+
+
+def test_a_bad_service_user_fails_when_the_manager_is_made(tmp_path: Path) -> None:
+    with pytest.raises(BrokerConfigError):
+        MosquittoManager(tmp_path, list, service_users=[ServiceUser("svc", "plain")])
+    with pytest.raises(BrokerConfigError):
+        MosquittoManager(tmp_path, list, service_users=[ServiceUser("svc", HS, read=("a/#/b",))])
+
+
 def test_a_username_used_twice_is_refused() -> None:
     with pytest.raises(BrokerConfigError, match="twice"):
         password_file([DEV1, DeviceAccount(DEV1.username, H2, ())])

@@ -16,6 +16,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from shopfloor.domain.credentials import hash_secret
 from shopfloor.domain.errors import ShopfloorError
 from shopfloor.domain.topics import ROOT
 
@@ -63,6 +64,11 @@ class ServiceUser:
     read: tuple[str, ...] = INGEST_READ
     write: tuple[str, ...] = INGEST_WRITE
     readwrite: tuple[str, ...] = ()
+
+    @classmethod
+    def from_password(cls, username: str, password: str, **patterns: tuple[str, ...]) -> ServiceUser:
+        """Hash ``password`` (a new salt each call: make the user once, at startup, and keep it)."""
+        return cls(check_username(username), hash_secret(password), **patterns)
 
 
 @dataclass(frozen=True, slots=True)

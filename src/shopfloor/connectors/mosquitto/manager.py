@@ -142,8 +142,8 @@ class MosquittoManager:
         self._starting = False
         self._reload_pending = False
         self.reloads = 0  # SIGHUPs sent (or reload commands run)
-        for user in self.service_users:
-            check_username(user.username)
+        acl_file([], self.service_users)  # a bad service user fails here, at wiring, not on every sync
+        password_file([], self.service_users)
 
     @classmethod
     def for_registry(cls, repo: RegistryRepository, conf_dir: Path, **kwargs: Any) -> MosquittoManager:
