@@ -284,6 +284,9 @@ def test_duckdb_restore_refuses_a_file_in_use_and_keeps_the_old_one_aside(server
     assert info.size_bytes == backup.stat().st_size
     with pytest.raises(Conflict, match="exists already"):
         DuckDBBackup(server.db.path, server.db).backup_to(backup)
+    busy = DuckDBBackup(server.db.path, server.db)
+    with busy._busy, pytest.raises(Conflict, match="running already"):  # as while another request runs
+        busy.backup_to(tmp_path / "second.duckdb")
     live = Path(server.db.path)
     with pytest.raises(Conflict, match="stop the server"):
         DuckDBBackup(live).restore_from(backup, replace=True)
@@ -478,3 +481,6 @@ def test_postgres_restore_refuses_data_unless_replace(pg_schemas: tuple[str, str
     with pytest.raises(InvalidInput, match="no schema"):
         PgBackup(dsn, f"{schema}_nothing").backup_to(tmp_path / "none.dump")
     assert not (tmp_path / "none.dump").exists()
+    busy = PgBackup(dsn, schema)
+    with busy._busy, pytest.raises(Conflict, match="running already"):
+        busy.backup_to(tmp_path / "second.dump")

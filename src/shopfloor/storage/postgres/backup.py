@@ -21,6 +21,7 @@ import re
 import shutil
 import subprocess
 import tempfile
+import threading
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -49,6 +50,7 @@ class PgBackup:
         self.schema = schema
         self.bin_dir = Path(bin_dir) if bin_dir else None
         self.work_dir = work_dir or Path(tempfile.gettempdir())
+        self._busy = threading.Lock()
 
     # ---- backup ----------------------------------------------------------------------------
 
@@ -58,6 +60,8 @@ class PgBackup:
             raise Conflict(f"{path} exists already; a backup never overwrites a file")
         path.parent.mkdir(parents=True, exist_ok=True)
         pg_dump = self._tool("pg_dump")
+        if not self._busy.acquire(blocking=False):
+            raise Conflict("a backup of this schema is running already; wait for it to finish")
         try:
             with self._connect() as conn:
                 conn.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
@@ -74,6 +78,8 @@ class PgBackup:
         except BaseException:
             path.unlink(missing_ok=True)
             raise
+        finally:
+            self._busy.release()
         return BackupInfo(self.store, path, path.stat().st_size, last_seq, now_us())
 
     # ---- restore ---------------------------------------------------------------------------
