@@ -4,12 +4,16 @@ bdSeq, reconnects, device deaths; the STATE message and the topic namespace."""
 from __future__ import annotations
 
 import json
+import re
+from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from shopfloor.connectors.sparkplug import sparkplug_b_pb2 as pb
 from shopfloor.connectors.sparkplug.codec import decode_payload, encode_payload
-from shopfloor.connectors.sparkplug.errors import SparkplugDecodeError
+from shopfloor.connectors.sparkplug.errors import SparkplugDecodeError, SparkplugEncodeError
 from shopfloor.connectors.sparkplug.host_messages import (
     REBIRTH_METRIC,
     HostStatus,
@@ -431,3 +435,66 @@ def test_topics_parse_and_print() -> None:
 def test_malformed_topics(topic: str) -> None:
     with pytest.raises(SparkplugDecodeError):
         parse_topic(topic)
+
+
+# ------------------------------------------------------------------------------ any message order
+
+_KINDS = st.sampled_from([MessageType.NBIRTH, MessageType.NDATA, MessageType.NDEATH, MessageType.DBIRTH,
+                          MessageType.DDATA, MessageType.DDEATH, MessageType.NCMD])
+_METRICS = st.builds(
+    Metric,
+    name=st.none() | st.sampled_from(["bdSeq", "Temperature", "Offset", "Force", "Node Control/Rebirth"]),
+    alias=st.none() | st.integers(0, 12),
+    datatype=st.none() | st.sampled_from([DataType.INT8, DataType.FLOAT, DataType.INT64, DataType.BOOLEAN]),
+    value=st.none() | st.integers(-5, 5) | st.floats(-1, 1) | st.booleans(),
+)
+
+
+@st.composite
+def _messages(draw: st.DrawFn) -> tuple[SparkplugTopic, Payload]:
+    kind = draw(_KINDS)
+    device = draw(st.sampled_from(["press", "oven"])) if kind in (
+        MessageType.DBIRTH, MessageType.DDATA, MessageType.DDEATH) else None
+    metrics = tuple(draw(st.lists(_METRICS, max_size=4)))
+    payload = Payload(metrics=metrics, seq=draw(st.none() | st.integers(0, 256)), timestamp=T0)
+    return SparkplugTopic(NODE, kind, device), payload
+
+
+_VALID = st.one_of(
+    st.integers(0, 3).map(lambda bd: (SparkplugTopic(NODE, MessageType.NBIRTH), _nbirth(bd))),
+    st.integers(0, 3).map(lambda bd: (SparkplugTopic(NODE, MessageType.NDEATH), _death(bd))),
+    st.integers(0, 4).map(lambda seq: (SparkplugTopic(NODE, MessageType.DBIRTH, "press"), _dbirth(seq))),
+    st.integers(0, 4).map(lambda seq: (SparkplugTopic(NODE, MessageType.NDATA), _data(
+        seq, Metric(alias=1, value=0.5, datatype=DataType.FLOAT)))),
+)
+
+
+@given(st.lists(_messages() | _VALID, max_size=30))
+@settings(max_examples=300)
+def test_any_message_order_yields_actions_and_keeps_the_rules(messages: list[tuple[SparkplugTopic, Payload]]) -> None:
+    host = HostState()
+    rebirth_asked = False
+    for topic, payload in messages:
+        try:
+            payload = decode_payload(encode_payload(payload))
+        except SparkplugEncodeError:
+            continue  # a value its type cannot hold never reaches the wire
+        actions = host.handle(topic, payload)
+        assert all(isinstance(action, Action.__args__) for action in actions)  # type: ignore[attr-defined]
+        if any(isinstance(a, Store) for a in actions):
+            assert host.status(NODE) is NodeStatus.ONLINE
+        rebirths = [a for a in actions if isinstance(a, Rebirth)]
+        assert len(rebirths) <= 1
+        if rebirths:
+            assert not rebirth_asked, "a second rebirth request before the NBIRTH"
+            rebirth_asked = True
+        if topic.message_type is MessageType.NBIRTH and host.status(NODE) is NodeStatus.ONLINE:
+            rebirth_asked = False
+        if host.status(NODE) is NodeStatus.OFFLINE:
+            rebirth_asked = False
+
+
+def test_the_docs_example_runs() -> None:
+    page = (Path(__file__).resolve().parents[2] / "docs" / "sparkplug.md").read_text()
+    [block] = re.findall(r"```python\n(.*?)```", page, re.S)
+    exec(compile(block, "docs/sparkplug.md", "exec"), {})

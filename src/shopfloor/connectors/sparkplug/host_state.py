@@ -18,7 +18,8 @@ The rules (Sparkplug B 3.0, chapters "Topics" and "Operational Behavior"):
   from an earlier connection does not kill the new session. It takes the node and its devices offline.
 - A DDEATH takes its device offline; the device's data is refused until its next DBIRTH.
 - ``bdSeq``, ``Node Control/*``, ``Device Control/*`` and ``Properties/*`` metrics are bookkeeping, not
-  measurements, and transient metrics are not kept in history: none of them is stored.
+  measurements; transient metrics are not kept in history; template definitions are types, not values:
+  none of them is stored.
 """
 
 from __future__ import annotations
