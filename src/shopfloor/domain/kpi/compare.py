@@ -56,8 +56,10 @@ def compare(baseline: KpiSet, current: KpiSet) -> dict[str, Change]:
 
 
 def ln_ratio(new: float, old: float) -> float:
-    """ln(new / old) for positive numbers, accurate when they are close."""
-    return math.log1p((new - old) / old)
+    """ln(new / old) for positive numbers, accurate also when they are close."""
+    if abs(new - old) < 0.5 * old:
+        return math.log1p((new - old) / old)
+    return math.log(new) - math.log(old)
 
 
 def logmean(a: float, b: float) -> float:
@@ -92,9 +94,9 @@ class UnitCostDecomposition(msgspec.Struct, frozen=True):
     baseline: float
     current: float
     change: float  # current - baseline, currency per good unit
-    relative: float  # current / baseline - 1
+    relative: float | None  # current / baseline - 1 (None for a zero baseline)
     effects: dict[str, float]  # energy, labour, material, overhead, scrap: they sum to change
-    relative_effects: dict[str, float]  # effects / baseline: they sum to relative
+    relative_effects: dict[str, float]  # effects / baseline: they sum to relative (empty without it)
     detail: dict[str, float]  # energy_intensity + energy_price = energy, and so on
 
 
@@ -139,8 +141,8 @@ def decompose_unit_cost(baseline: CostBreakdown, current: CostBreakdown) -> Unit
             detail[price_factor] += own - qty
         else:
             detail[qty_factor] += own
-    return UnitCostDecomposition(u0, u1, u1 - u0, u1 / u0 - 1.0, effects,
-                                 {k: v / u0 for k, v in effects.items()}, detail)
+    relative = {k: v / u0 for k, v in effects.items()} if u0 > 0 else {}
+    return UnitCostDecomposition(u0, u1, u1 - u0, change(u0, u1), effects, relative, detail)
 
 
 class Comparison(msgspec.Struct, frozen=True):
