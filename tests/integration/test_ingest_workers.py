@@ -177,6 +177,7 @@ class Run:
     schema: str
     workdir: Path
     supervisor: Supervisor | None = None
+    publisher: subprocess.Popen[bytes] | None = None
     base_ms: int = 0
 
     @property
@@ -230,7 +231,7 @@ def _stream(run: Run, disturb: Callable[[Run], None], *, count: int = COUNT, rat
         for t in TOPICS:
             cmd += ["--topic", t]
         pub_log = (run.workdir / "publisher.log").open("wb")
-        publisher = subprocess.Popen(cmd, stdout=pub_log, stderr=subprocess.STDOUT, cwd=REPO)
+        publisher = run.publisher = subprocess.Popen(cmd, stdout=pub_log, stderr=subprocess.STDOUT, cwd=REPO)
         pub_log.close()
         try:
             deadline = time.monotonic() + 30
@@ -306,8 +307,73 @@ def test_mosquitto_restarts_mid_stream_and_nothing_is_lost(broker: Mosquitto, pg
     dsn, schema = pg_schema
 
     def restart_broker(run: Run) -> None:
-        broker.restart(down_s=1.0)  # sessions, subscriptions and queued messages come back from disk
+        assert run.publisher is not None
+        # Mosquitto 2.0 restores sessions (queued and in-flight messages) but not shared
+        # subscriptions, so what a device publishes before a worker has subscribed again matches
+        # nobody (see the next test and docs/ingest-workers.md). Hold the device until then.
+        run.publisher.send_signal(signal.SIGSTOP)
+        try:
+            for i in (0, 1):
+                (run.ready_dir / f"ingest-{i}").unlink()
+            broker.restart(down_s=1.0)
+            run.wait_ready(0, timeout=15)  # reconnected (session present) and subscribed again
+            run.wait_ready(1, timeout=15)
+        finally:
+            run.publisher.send_signal(signal.SIGCONT)  # its connection is dead: it reconnects, resends
 
     run = Run(broker, dsn, schema, tmp_path)
     _stream(run, restart_broker)
     assert broker.starts == 2
+
+
+def test_mosquitto_keeps_sessions_but_not_shared_subscriptions_across_a_restart(broker: Mosquitto) -> None:
+    """What the workers work around (they subscribe on every connect). If this fails, Mosquitto has
+    started to persist shared subscriptions: update docs/ingest-workers.md and the test above."""
+    import threading
+
+    import paho.mqtt.client as mqtt
+    from paho.mqtt.enums import CallbackAPIVersion
+    from paho.mqtt.packettypes import PacketTypes
+    from paho.mqtt.properties import Properties
+
+    got: list[bytes] = []
+    events: dict[str, threading.Event] = {k: threading.Event() for k in ("connected", "subscribed", "acked")}
+    session: list[bool] = []
+    puback: list[int] = []
+
+    def subscriber() -> mqtt.Client:
+        c = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="probe-sub", protocol=mqtt.MQTTv5)
+        c.on_connect = lambda _c, _u, flags, _rc, _p: (session.append(flags.session_present), events["connected"].set())
+        c.on_subscribe = lambda *_: events["subscribed"].set()
+        c.on_message = lambda _c, _u, msg: got.append(msg.payload)
+        props = Properties(PacketTypes.CONNECT)
+        props.SessionExpiryInterval = 3600
+        c.connect("127.0.0.1", broker.port, clean_start=False, properties=props)
+        c.loop_start()
+        assert events["connected"].wait(10)
+        events["connected"].clear()
+        return c
+
+    sub = subscriber()
+    sub.subscribe("$share/probe/probe/#", qos=1)
+    assert events["subscribed"].wait(10)
+    sub.disconnect()
+    sub.loop_stop()
+    broker.restart(down_s=0.2)
+
+    pub = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="probe-pub", protocol=mqtt.MQTTv5)
+    pub.on_publish = lambda _c, _u, _mid, rc, _p: (puback.append(rc.value), events["acked"].set())
+    pub.connect("127.0.0.1", broker.port)
+    pub.loop_start()
+    pub.publish("probe/1", b"after the restart", qos=1)
+    assert events["acked"].wait(10)
+    pub.disconnect()
+    pub.loop_stop()
+    assert puback == [16]  # PUBACK "No matching subscribers": acknowledged, and dropped
+
+    sub = subscriber()
+    time.sleep(1.0)
+    sub.disconnect()
+    sub.loop_stop()
+    assert session == [False, True]  # the session came back from the persistence file ...
+    assert got == []  # ... without its shared subscription

@@ -67,6 +67,17 @@ _RETRY_MIN_S = 0.1
 _SUBSCRIBE_TIMEOUT_S = 30.0
 
 
+class _QuietReconnects(logging.Filter):
+    """paho 2.2 logs "Client is not connected" at ERROR on every reconnect attempt; we log those once."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith("Client is not connected")
+
+
+_PAHO_LOG = _log.getChild("paho")
+_PAHO_LOG.addFilter(_QuietReconnects())
+
+
 class WorkerError(ShopfloorError):
     """The ingest worker cannot do its job (the broker refused its subscriptions)."""
 
@@ -109,7 +120,7 @@ class IngestWorker:
                  topics: Sequence[str] = DEFAULT_TOPICS, batch_max: int = DEFAULT_BATCH_MAX,
                  flush_ms: float = 20.0, receive_maximum: int = DEFAULT_RECEIVE_MAXIMUM, pipeline: int = 2,
                  session_expiry_s: int = DEFAULT_SESSION_EXPIRY_S, keepalive_s: int = 30,
-                 reconnect_max_s: int = 30, retry_max_s: float = 10.0, tls: ssl.SSLContext | None = None,
+                 reconnect_min_s: float = 0.1, reconnect_max_s: float = 2.0, retry_max_s: float = 10.0, tls: ssl.SSLContext | None = None,
                  on_subscribed: Callable[[], None] | None = None) -> None:
         if index < 0:
             raise InvalidInput(f"worker index must be >= 0, not {index}")
@@ -151,6 +162,7 @@ class IngestWorker:
         self._gen_lock = threading.Lock()
         self._outstanding: collections.Counter[int] = collections.Counter()  # gen -> unacked deliveries
         self._subscribe_mid: int | None = None
+        self._unreachable = False  # the last connection attempt failed (logged once)
 
         client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=self.client_id, protocol=mqtt.MQTTv5,
                              manual_ack=True)
@@ -158,7 +170,12 @@ class IngestWorker:
             client.username_pw_set(username, password)
         if tls is not None:
             client.tls_set_context(tls)
-        client.reconnect_delay_set(1, max(1, reconnect_max_s))
+        # Back in the share group quickly after a broker restart: Mosquitto 2.0 keeps a session's
+        # messages across a restart but not its shared subscriptions, so until a worker subscribes
+        # again, what devices publish matches nobody. paho sleeps these delays (floats work; its
+        # hints say int).
+        client.reconnect_delay_set(reconnect_min_s, max(reconnect_min_s, reconnect_max_s))  # type: ignore[arg-type]
+        client.enable_logger(_PAHO_LOG)  # packet traces at DEBUG, errors in our callbacks at ERROR
         client.on_connect = self._on_connect
         client.on_connect_fail = self._on_connect_fail
         client.on_disconnect = self._on_disconnect
@@ -219,6 +236,7 @@ class IngestWorker:
             _log.error("%s: the broker refused the connection: %s", self.client_id, reason)
             return
         self.stats.connects += 1
+        self._unreachable = False
         _log.info("%s: connected (session present: %s)", self.client_id, flags.session_present)
         subs = [(f"$share/{self.share_group}/{t}", SubscribeOptions(qos=1)) for t in self.topics]
         rc, mid = client.subscribe(subs)
@@ -226,7 +244,9 @@ class IngestWorker:
             self._subscribe_mid = mid
 
     def _on_connect_fail(self, _client: mqtt.Client, _userdata: object) -> None:
-        _log.warning("%s: cannot reach the broker at %s:%d; retrying", self.client_id, self.host, self.port)
+        level = logging.DEBUG if self._unreachable else logging.WARNING
+        self._unreachable = True
+        _log.log(level, "%s: cannot reach the broker at %s:%d; retrying", self.client_id, self.host, self.port)
 
     def _on_subscribe(self, _client: mqtt.Client, _userdata: object, mid: int, reasons: list[ReasonCode],
                       _props: Properties | None) -> None:
