@@ -5,10 +5,14 @@ from __future__ import annotations
 
 import contextlib
 import math
+import subprocess
+import sys
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
+from google.protobuf import descriptor_pb2
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
@@ -150,6 +154,26 @@ def test_data_type_codes_are_the_spec_enumeration() -> None:
     assert [t.value for t in DataType] == list(range(35))
     for code, name in enumerate(SPEC_DATATYPES):
         assert DataType(code).name.replace("_", "") == name.upper()
+
+
+def _all_descriptor_protos(messages: Any) -> Iterator[Any]:
+    for message in messages:
+        yield message
+        yield from _all_descriptor_protos(message.nested_type)
+
+
+def test_generated_module_is_up_to_date_with_the_proto(tmp_path: Path) -> None:
+    pytest.importorskip("grpc_tools", reason="regenerating needs grpcio-tools (see scripts/gen_sparkplug.sh)")
+    proto_dir = Path(pb.__file__).parent
+    out = tmp_path / "set.pb"
+    subprocess.run([sys.executable, "-m", "grpc_tools.protoc", f"--proto_path={proto_dir}",
+                    f"--descriptor_set_out={out}", "sparkplug_b.proto"], check=True, cwd=proto_dir)
+    [fresh] = descriptor_pb2.FileDescriptorSet.FromString(out.read_bytes()).file
+    for message in _all_descriptor_protos(fresh.message_type):
+        for f in message.field:
+            f.ClearField("json_name")  # a descriptor set carries it, generated code does not
+    assert fresh == descriptor_pb2.FileDescriptorProto.FromString(pb.DESCRIPTOR.serialized_pb), (
+        "sparkplug_b.proto changed: run scripts/gen_sparkplug.sh")
 
 
 def test_decode_errors_are_shopfloor_errors() -> None:
