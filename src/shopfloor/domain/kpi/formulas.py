@@ -251,8 +251,7 @@ def compute(inputs: PeriodInputs, cycle_times: CycleTimes | None = None, cost: C
         {"apt_h": t.run / HOUR, "adet_h": t.delay / HOUR}, iso="Technical efficiency")
     kwh = inputs.kwh if energy_cov is not None else None
     put("energy_efficiency", ratio(n.good, kwh), "units/kWh", "GQ / kWh", {"gq": n.good, "kwh": kwh}, e_cov)
-    put("kwh_per_good_unit", ratio(kwh, n.good), "kWh/unit", "kWh / GQ", {"kwh": kwh, "gq": n.good}, e_cov,
-        iso="Comprehensive energy consumption")
+    put("kwh_per_good_unit", ratio(kwh, n.good), "kWh/unit", "kWh / GQ", {"kwh": kwh, "gq": n.good}, e_cov)
     put("labour_productivity", ratio(n.good, inputs.labour_hours), "units/h", "GQ / labour hours",
         {"gq": n.good, "labour_h": inputs.labour_hours})
     if cost is not None:
