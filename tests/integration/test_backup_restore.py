@@ -3,7 +3,7 @@
 What "consistent" means here: the restored store holds every commit up to the backup's ingest
 sequence, completely, and nothing after it; and registry and history agree (no sample of a series
 the registry does not know). DuckDB: through the running API (POST /admin/backup) while ingest
-and registry writes go on. PostgreSQL: pg_dump while writers commit, pg_restore into a new schema.
+and registry writes go on. PostgreSQL: pg_dump while the registry and historian commit, pg_restore into a new schema.
 """
 
 from __future__ import annotations
@@ -48,6 +48,7 @@ from shopfloor.storage.duckdb.historian import DuckDBHistorian
 from shopfloor.storage.duckdb.registry import DuckDBRegistry
 from shopfloor.storage.postgres.backup import PgBackup
 from shopfloor.storage.postgres.database import PgDatabase
+from shopfloor.storage.postgres.historian import PostgresHistorian
 from shopfloor.storage.postgres.registry import PostgresRegistry
 from tests.conftest import need
 
@@ -326,25 +327,12 @@ def test_duckdb_offline_backup_and_bad_backup_files(tmp_path: Path) -> None:
 
 # ---- PostgreSQL: pg_dump while writers commit, pg_restore into a new schema ----------------------
 
-HISTORY_SQL = """
-CREATE TABLE samples (series_id bigint NOT NULL, ts bigint NOT NULL, value double precision, seq bigint NOT NULL,
-                      PRIMARY KEY (series_id, ts));
-CREATE TABLE historian_seq (last_seq bigint NOT NULL);
-INSERT INTO historian_seq VALUES (0);
-"""
-
-
-def _pg_commit(db: PgDatabase, series_ids: list[int], rows: int) -> int:
-    """What a historian commit does: samples and the new sequence number in one transaction."""
-    with db.connection() as conn:
-        row = conn.execute("UPDATE historian_seq SET last_seq = last_seq + 1 RETURNING last_seq").fetchone()
-        assert row is not None
-        seq = int(row[0])
-        base = now_us()
-        with conn.cursor() as cur:
-            cur.executemany("INSERT INTO samples VALUES (%s, %s, %s, %s)",
-                            [(series_ids[i % len(series_ids)], base + i, float(i), seq) for i in range(rows)])
-        return seq
+def _pg_commit(historian: PostgresHistorian, series_ids: list[int], rows: int) -> int:
+    b = IngestBatch()
+    base = now_us()
+    for i in range(rows):
+        b.samples.add(series_ids[i % len(series_ids)], base + i, float(i))
+    return historian.commit(b)
 
 
 def _pg_counts(dsn: str, schema: str, upto: int) -> dict[int, int]:
@@ -371,7 +359,7 @@ def test_postgres_dump_while_writing_restores_into_a_new_schema(pg_schemas: tupl
     need(shutil.which("pg_dump") is not None and shutil.which("pg_restore") is not None, "pg_dump and pg_restore")
     db = PgDatabase(dsn, schema)
     repo = PostgresRegistry(db)
-    db.migrate("test_history", [HISTORY_SQL])
+    historian = PostgresHistorian(db)
     registry = RegistryService(repo)
     registry.create_tenant(PLATFORM, "acme")
     _, token = registry.create_token(PLATFORM, "eng", Role.ENGINEER, tenant_slug="acme")
@@ -398,7 +386,7 @@ def test_postgres_dump_while_writing_restores_into_a_new_schema(pg_schemas: tupl
         try:
             while not stop.is_set():
                 if series:
-                    _pg_commit(db, series[-4:], 200)  # samples of the newest series
+                    _pg_commit(historian, series[-4:], 200)  # samples of the newest series
         except BaseException as exc:
             errors.append(exc)
 
@@ -417,7 +405,7 @@ def test_postgres_dump_while_writing_restores_into_a_new_schema(pg_schemas: tupl
             t.join(30)
     assert not errors, errors
     assert info.store == "postgresql" and info.last_seq is not None and info.size_bytes > 0
-    live_seq = _pg_commit(db, series[:1], 1)
+    live_seq = _pg_commit(historian, series[:1], 1)
     assert live_seq > info.last_seq + 1  # writing went on after the snapshot
     db.close()
 
@@ -446,9 +434,12 @@ def test_postgres_dump_while_writing_restores_into_a_new_schema(pg_schemas: tupl
     rdb = PgDatabase(dsn, target)
     try:
         rregistry = RegistryService(PostgresRegistry(rdb))
+        rhistorian = PostgresHistorian(rdb)
+        assert rhistorian.last_seq() == info.last_seq
         m = rregistry.create_asset(ctx, Level.MACHINE, "after-restore", parent_id=line.id, type_name="press")
         assert m.id > max(restored_assets)
-        assert _pg_commit(rdb, [s.id for s in rregistry.series_of(ctx, m.id)], 3) == info.last_seq + 1
+        assert _pg_commit(rhistorian, [s.id for s in rregistry.series_of(ctx, m.id)], 3) == info.last_seq + 1
+        assert rhistorian.count_samples() == sum(_pg_counts(dsn, target, 2**62).values())
     finally:
         rdb.close()
 
@@ -457,7 +448,7 @@ def test_postgres_restore_refuses_data_unless_replace(pg_schemas: tuple[str, str
                                                       tmp_path: Path) -> None:
     dsn, schema, more = pg_schemas
     db = PgDatabase(dsn, schema)
-    db.migrate("test_history", [HISTORY_SQL])
+    PostgresHistorian(db)
     registry = RegistryService(PostgresRegistry(db))
     registry.create_tenant(PLATFORM, "acme")
     dump = tmp_path / "b.dump"
