@@ -1,90 +1,89 @@
-"""What the ingest-worker tests run in each worker process: ``run_worker`` over a PostgreSQL sink.
+"""What the ingest-worker tests run: the plant they ingest into, and each worker process's entry.
 
-The sink stands in for the ingest service in server mode: it takes (topic, ts, value) from each
-message and commits it to ``received`` (primary key topic + ts, so a redelivered message is stored
-once, as the historian does with (series, ts)), and counts every delivery in ``deliveries``. A lost
-connection is ``StoreUnavailable``: the worker keeps the batch and retries.
+A worker commits through the real server-mode stack: ``IngestService`` over ``PostgresRegistry`` and
+``PostgresHistorian`` in one schema, with an empty device ("trusted topic": the broker already
+checked the publisher). Each committed batch is also counted in a file per worker process, so a
+test can tell which worker (and which incarnation of it) stored what.
 """
 
 from __future__ import annotations
 
-import asyncio
-import json
 import os
-import threading
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-import psycopg
-
 from shopfloor.connectors.mqtt.worker_main import WorkerSettings, run_worker
-from shopfloor.domain.errors import StoreUnavailable
-from shopfloor.ports.ingest import RawMessage
+from shopfloor.domain.assets import Level, MeasurementDef
+from shopfloor.domain.tenancy import Role
+from shopfloor.domain.topics import parse_topic
+from shopfloor.ports.ingest import MessageSink, RawMessage
+from shopfloor.services.auth import TokenAuthenticator
+from shopfloor.services.cache import RegistryCache
+from shopfloor.services.clock import SystemClock
+from shopfloor.services.ingest import IngestService
+from shopfloor.services.registry import PLATFORM, RegistryService
+from shopfloor.services.stats import IngestStats
+from shopfloor.storage.postgres.database import PgDatabase
+from shopfloor.storage.postgres.historian import PostgresHistorian
+from shopfloor.storage.postgres.registry import PostgresRegistry
 
-SCHEMA_SQL = """
-CREATE TABLE IF NOT EXISTS received (topic text NOT NULL, ts bigint NOT NULL, value double precision,
-                                     worker int NOT NULL, PRIMARY KEY (topic, ts));
-CREATE TABLE IF NOT EXISTS deliveries (worker int NOT NULL, pid int NOT NULL, messages int NOT NULL,
-                                       stored int NOT NULL);
-"""
+
+def make_plant(dsn: str, schema: str, topics: Sequence[str]) -> dict[str, int]:
+    """Tenant, asset type and one machine per telemetry topic; returns topic -> temperature series id."""
+    db = PgDatabase(dsn, schema)
+    try:
+        repo = PostgresRegistry(db)
+        PostgresHistorian(db).close()  # migrate once, before the workers start
+        reg = RegistryService(repo)
+        addrs = [parse_topic(t) for t in topics]
+        reg.create_tenant(PLATFORM, addrs[0].tenant)
+        _, token = reg.create_token(PLATFORM, "test", Role.ADMIN, tenant_slug=addrs[0].tenant)
+        ctx = TokenAuthenticator(repo).context_for(token)
+        reg.put_asset_type(ctx, "press", measurements=[MeasurementDef("temperature", "degC")])
+        site, area, line, _ = addrs[0].path
+        site_id = reg.create_asset(ctx, Level.SITE, site, timezone="UTC").id
+        area_id = reg.create_asset(ctx, Level.AREA, area, parent_id=site_id).id
+        line_id = reg.create_asset(ctx, Level.LINE, line, parent_id=area_id).id
+        series = {}
+        for topic, addr in zip(topics, addrs, strict=True):
+            machine = reg.create_asset(ctx, Level.MACHINE, addr.path[3], parent_id=line_id, type_name="press")
+            series[topic] = reg.series_of(ctx, machine.id)[0].id
+        return series
+    finally:
+        db.close()
 
 
-class PgTestSink:
-    """A ``MessageSink`` that commits straight to PostgreSQL, one transaction per batch."""
+class CountingSink:
+    """Passes batches on; after each commit appends its size to this process's count file."""
 
-    def __init__(self, dsn: str, schema: str, worker: int) -> None:
-        self._dsn = dsn
-        self._schema = schema
-        self._worker = worker
-        self._conn: psycopg.Connection | None = None
-        self._lock = threading.Lock()
+    def __init__(self, inner: MessageSink, counts: Path) -> None:
+        self._inner = inner
+        self._counts = counts
 
     async def submit_messages(self, messages: list[RawMessage]) -> None:
-        await asyncio.to_thread(self._commit, messages)
-
-    def _commit(self, messages: list[RawMessage]) -> None:
-        rows = []
-        for m in messages:
-            doc = json.loads(m.payload)
-            rows.append((m.topic, int(doc["ts"]), float(doc["values"]["temperature"]), self._worker))
-        with self._lock:
-            try:
-                conn = self._connection()
-                with conn.transaction(), conn.cursor() as cur:
-                    cur.execute("CREATE TEMP TABLE IF NOT EXISTS incoming (topic text, ts bigint, "
-                                "value double precision, worker int) ON COMMIT DELETE ROWS")
-                    with cur.copy("COPY incoming (topic, ts, value, worker) FROM STDIN") as copy:
-                        for row in rows:
-                            copy.write_row(row)
-                    cur.execute("INSERT INTO received SELECT * FROM incoming ON CONFLICT DO NOTHING")
-                    stored = cur.rowcount
-                    cur.execute("INSERT INTO deliveries VALUES (%s, %s, %s, %s)",
-                                (self._worker, os.getpid(), len(rows), stored))
-            except psycopg.OperationalError as exc:
-                self.close()
-                raise StoreUnavailable(f"PostgreSQL unavailable: {exc}") from None
-
-    def _connection(self) -> psycopg.Connection:
-        if self._conn is None or self._conn.closed:
-            self._conn = psycopg.connect(self._dsn, connect_timeout=3, autocommit=True,
-                                         options=f"-c search_path={self._schema}")
-        return self._conn
-
-    def close(self) -> None:
-        if self._conn is not None:
-            self._conn.close()
-            self._conn = None
+        await self._inner.submit_messages(messages)
+        with self._counts.open("a") as f:
+            f.write(f"{len(messages)}\n")
 
 
 @asynccontextmanager
-async def pg_sink(dsn: str, schema: str, worker: int) -> AsyncIterator[PgTestSink]:
-    sink = PgTestSink(dsn, schema, worker)
+async def ingest_sink(dsn: str, schema: str, counts: Path) -> AsyncIterator[MessageSink]:
+    db = PgDatabase(dsn, schema, max_size=4, timeout=5.0)
     try:
-        yield sink
+        repo = PostgresRegistry(db)
+        historian = PostgresHistorian(db)
+        clock = SystemClock()
+        service = IngestService(historian, RegistryCache(repo, clock), clock, IngestStats(clock))
+        try:
+            yield CountingSink(service, counts)
+        finally:
+            await service.drain()
+            service.close()
+            historian.close()
     finally:
-        sink.close()
+        db.close()
 
 
 @dataclass(frozen=True)
@@ -94,12 +93,14 @@ class WorkerTarget:
     settings: WorkerSettings
     dsn: str
     schema: str
-    ready_dir: str  # ``{ready_dir}/ingest-{i}`` appears when worker i has subscribed
+    state_dir: str  # ``ingest-{i}`` appears when worker i has subscribed; ``counts-{i}-{pid}`` per process
 
     def __call__(self, index: int) -> None:
-        ready = Path(self.ready_dir) / f"ingest-{index}"
+        state = Path(self.state_dir)
+        counts = state / f"counts-{index}-{os.getpid()}"
 
         def subscribed() -> None:
-            ready.write_text(str(os.getpid()))
+            (state / f"ingest-{index}").write_text(str(os.getpid()))
 
-        run_worker(index, self.settings, lambda: pg_sink(self.dsn, self.schema, index), on_subscribed=subscribed)
+        run_worker(index, self.settings, lambda: ingest_sink(self.dsn, self.schema, counts),
+                   on_subscribed=subscribed)
