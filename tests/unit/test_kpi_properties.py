@@ -14,6 +14,7 @@ from shopfloor.domain.kpi.compare import decompose_product, decompose_unit_cost
 from shopfloor.domain.kpi.counts import CountMessage, count_units
 from shopfloor.domain.kpi.energy import kwh_from_counter
 from shopfloor.domain.kpi.formulas import CostBreakdown, compute, time_account
+from shopfloor.domain.kpi.labour import ClockEvent
 from shopfloor.domain.kpi.models import (
     Break,
     Category,
@@ -22,7 +23,10 @@ from shopfloor.domain.kpi.models import (
     PeriodInputs,
     Shift,
     ShiftCalendar,
+    Tariff,
+    TariffPeriod,
     TimeBucket,
+    combine,
 )
 from shopfloor.domain.kpi.reference import RawEvents, period_inputs
 from shopfloor.domain.kpi.timeline import OrderEvent, StateEvent, breakdown, order_spans, state_spans
@@ -188,3 +192,32 @@ def test_monotone_totals_credit_last_minus_first_and_windows_add_up(steps: list[
         left = count_units(msgs, 0, c).get("", Counts()).good
         right = count_units(msgs, c, end).get("", Counts()).good
         assert left + right == totals[-1] - totals[0]
+
+
+TARIFF = Tariff("Europe/Berlin", 0.1, "night", [TariffPeriod("day", 0.3, "06:00", "22:00")])
+count_msgs = st.lists(st.builds(lambda ts, m, g, r: CountMessage(T0 + ts, m, good=g, reject=r),
+                                st.integers(-H, DAY), st.sampled_from(["delta", "total"]),
+                                st.integers(0, 500), st.none() | st.integers(0, 50)), max_size=20)
+clock = st.lists(st.builds(lambda ts, op, k: ClockEvent(T0 + ts, op, k), st.integers(-H, DAY),
+                           st.sampled_from(["ann", "bob"]), st.sampled_from(["in", "out"])), max_size=10)
+meter = st.lists(st.tuples(st.integers(-H, DAY + H).map(lambda x: T0 + x), st.floats(0, 1e5)), max_size=12)
+
+
+@PROPS
+@given(state_events, order_events, count_msgs, clock, meter, calendars, st.integers(1, DAY - 1))
+def test_summing_two_adjacent_windows_equals_summing_their_union(
+        events: list[StateEvent], orders: list[OrderEvent] | None, msgs: list[CountMessage],
+        clock_events: list[ClockEvent], readings: list[tuple[int, float]], cal: ShiftCalendar | None,
+        cut: int) -> None:
+    raw = RawEvents(states=events, orders=orders, counts=msgs, clock=clock_events, energy_counter=readings)
+    start, mid, end = T0, T0 + cut, T0 + DAY
+    whole = period_inputs(raw, start, end, cal, TARIFF)
+    parts = combine([period_inputs(raw, start, mid, cal, TARIFF), period_inputs(raw, mid, end, cal, TARIFF)])
+    as_map = lambda p: {(b.category, b.scheduled, b.with_order): b.seconds for b in p.time}  # noqa: E731
+    assert as_map(parts) == pytest.approx(as_map(whole))
+    assert parts.counts == whole.counts
+    assert parts.failures == whole.failures
+    assert parts.downtime_by_reason == pytest.approx(whole.downtime_by_reason)
+    assert parts.energy_kwh == pytest.approx(whole.energy_kwh, rel=1e-9, abs=1e-6)
+    assert parts.energy_coverage == pytest.approx(whole.energy_coverage)
+    assert parts.labour_hours == pytest.approx(whole.labour_hours)

@@ -18,6 +18,7 @@ from shopfloor.domain.kpi.models import (
     ShiftCalendar,
     Tariff,
     TimeBucket,
+    combine,
 )
 
 __all__ = [
@@ -36,6 +37,7 @@ __all__ = [
     "ShiftCalendar",
     "Tariff",
     "TimeBucket",
+    "combine",
     "comparison",
     "compute",
     "cost_breakdown",

@@ -42,11 +42,16 @@ class EnergyReading:
 
 
 def _check(start: int, end: int, periods: Sequence[Labelled]) -> list[Labelled]:
+    """The tariff periods, which must partition the window (as ``calendar.tariff_spans`` does)."""
     if end <= start:
         raise InvalidInput("a KPI window must end after it starts")
     if not periods:
         return [(start, end, "standard")]
-    return sorted(periods)
+    out = sorted(periods)
+    bounds = [start] + [b for s, e, _ in out for b in (s, e)] + [end]
+    if any(bounds[i] != bounds[i + 1] for i in range(0, len(bounds), 2)):
+        raise InvalidInput("tariff periods must cover the window without gaps or overlaps")
+    return out
 
 
 def _spread(acc: dict[str, float], periods: Sequence[Labelled], starts: Sequence[int],

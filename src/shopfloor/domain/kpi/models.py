@@ -245,3 +245,40 @@ class PeriodInputs(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     @property
     def kwh(self) -> float:
         return sum(self.energy_kwh.values())
+
+
+def combine(parts: list[PeriodInputs]) -> PeriodInputs:
+    """The inputs of a group made of disjoint groups (shifts → a day, machines' days → a month).
+
+    Everything adds up; energy coverage is weighted by each part's calendar time.
+    """
+    time: dict[tuple[Category, bool, bool], float] = {}
+    counts: dict[str, Counts] = {}
+    reasons: dict[str, float] = {}
+    kwh: dict[str, float] = {}
+    covered = window = 0.0
+    has_energy = False
+    for p in parts:
+        span = sum(b.seconds for b in p.time)
+        window += span
+        for b in p.time:
+            key = (b.category, b.scheduled, b.with_order)
+            time[key] = time.get(key, 0.0) + b.seconds
+        for product, c in p.counts.items():
+            counts[product] = counts.get(product, Counts()) + c
+        for reason, s in p.downtime_by_reason.items():
+            reasons[reason] = reasons.get(reason, 0.0) + s
+        for period, e in p.energy_kwh.items():
+            kwh[period] = kwh.get(period, 0.0) + e
+        if p.energy_coverage is not None or p.energy_kwh:
+            has_energy = True
+            covered += span * (1.0 if p.energy_coverage is None else p.energy_coverage)
+    return PeriodInputs(
+        time=[TimeBucket(c, s, sch, o) for (c, sch, o), s in sorted(time.items())],
+        counts=dict(sorted(counts.items())),
+        failures=sum(p.failures for p in parts),
+        downtime_by_reason=dict(sorted(reasons.items())),
+        energy_kwh=dict(sorted(kwh.items())),
+        energy_coverage=(covered / window if window else None) if has_energy else None,
+        labour_hours=sum(p.labour_hours for p in parts),
+    )
