@@ -17,7 +17,20 @@ from shopfloor.domain.timeutil import to_us
 from shopfloor.storage.postgres import pg_copy
 from shopfloor.storage.postgres.database import PgDatabase
 from shopfloor.storage.postgres.historian import PostgresHistorian
-from shopfloor.testing.store_contract import MIN, T0, B, G, H, HistorianContract, S, event, sample_batch
+from shopfloor.storage.postgres.historian_schema import MIGRATIONS
+from shopfloor.storage.postgres.partitions import SamplePartitions, to_datetime
+from shopfloor.testing.store_contract import (
+    MIN,
+    T0,
+    B,
+    G,
+    H,
+    HistorianContract,
+    S,
+    event,
+    sample_batch,
+    values,
+)
 
 
 @pytest.fixture
@@ -29,14 +42,20 @@ def pg_db(pg_schema: tuple[str, str]) -> Iterator[PgDatabase]:
 
 
 @pytest.fixture
-def historian(pg_db: PgDatabase) -> Iterator[PostgresHistorian]:
-    store = PostgresHistorian(pg_db)
+def rollup_staleness_us() -> int:
+    return 5 * MIN
+
+
+@pytest.fixture
+def historian(pg_db: PgDatabase, rollup_staleness_us: int) -> Iterator[PostgresHistorian]:
+    store = PostgresHistorian(pg_db, rollup_staleness_us=rollup_staleness_us)
     yield store
     store.close()
 
 
 class TestPostgresHistorian(HistorianContract):
     pass
+
 
 
 # ---- PostgreSQL only ---------------------------------------------------------------------------
@@ -268,3 +287,58 @@ def test_closed_historian_refuses_reads_and_writes(historian: PostgresHistorian)
 def test_an_unreachable_server_is_store_unavailable() -> None:
     with pytest.raises(StoreUnavailable):
         PgDatabase("host=127.0.0.1 port=1 dbname=test user=postgres connect_timeout=2", "nowhere")
+
+
+def test_a_database_of_schema_version_1_is_upgraded_and_keeps_its_data(pg_db: PgDatabase) -> None:
+    pg_db.migrate("historian", MIGRATIONS[:1])
+    SamplePartitions(pg_db, 1, 0).ensure_timestamps([T0, T0 + 3 * H])
+    with pg_db.connection() as conn:  # what version 1 wrote: samples, events, dead letters, the seq
+        conn.execute("INSERT INTO samples (series_id, ts, value, text, quality, seq)"
+                     " SELECT 1, %s + g * interval '1 minute', g, NULL, 0, 1 FROM generate_series(0, 179) g",
+                     [to_datetime(T0)])
+        conn.execute("INSERT INTO events (seq, tenant_id, asset_id, ts, kind, type, data)"
+                     " VALUES (2, 1, 10, %s, 'state', 'running', '{\"by\": \"v1\"}')", [to_datetime(T0)])
+        conn.execute("INSERT INTO dead_letters (tenant_id, device, topic, reason, detail, payload, received_at, seq)"
+                     " VALUES (1, 'plc-1', 't', 'undecodable', 'd', '\\x00ff', %s, 2)", [to_datetime(T0)])
+        conn.execute("UPDATE historian_seq SET last_seq = 2")
+    assert pg_db.version("historian") == 1
+
+    store = PostgresHistorian(pg_db)
+    assert pg_db.version("historian") == len(MIGRATIONS) == 2
+    assert store.last_seq() == 2
+    assert store.count_samples() == 180 and store.raw(1, T0, T0 + 1)[0].value == 0.0
+    assert store.events(1)[0].data == {"by": "v1"}
+    assert store.dead_letters(1)[0].payload == b"\x00\xff"
+    # the rollups (version 2) were built from the data kept: with raw gone, hours still answer
+    hours = [(T0 + i * H, T0 + (i + 1) * H) for i in range(3)]
+    before = values(store.aggregate(1, hours, Agg.AVG, MIN))
+    assert store.delete_before(T0 + 3 * H) == 180
+    assert values(store.aggregate(1, hours, Agg.AVG, MIN)) == before == [(29.5, 60), (89.5, 60), (149.5, 60)]
+    assert store.commit(sample_batch((1, T0 + 3 * H, 1.0, G))) == 3
+
+
+def test_another_rollup_staleness_rebuilds_the_rollups_on_open(pg_db: PgDatabase) -> None:
+    five = PostgresHistorian(pg_db, rollup_staleness_us=5 * MIN)
+    five.commit(sample_batch(*[(1, T0 + i * 150 * S, float(i), G) for i in range(40)]))
+    minutes = [(T0 + i * MIN, T0 + (i + 1) * MIN) for i in range(100)]
+    truth = values(five.aggregate(1, minutes, Agg.TWA, 90 * S))  # from raw: not the rollups' staleness
+    ninety = PostgresHistorian(pg_db, rollup_staleness_us=90 * S)
+    with pg_db.connection() as conn:
+        row = conn.execute("SELECT rebuild_pending, staleness_us FROM rollup_state").fetchone()
+    assert row == (False, 90 * S)
+    ninety.delete_before(T0 + 2 * H)  # only the rollups, now built with 90 s, can answer
+    assert values(ninety.aggregate(1, minutes, Agg.TWA, 90 * S)) == [
+        (None if v is None else pytest.approx(v), n) for v, n in truth]
+    assert sum(n for _, n in truth) > 40
+
+
+def test_huge_values_never_make_a_commit_fail(historian: PostgresHistorian) -> None:
+    big = 1.5e308
+    historian.commit(sample_batch((1, T0, big, G), (1, T0 + S, big, G), (1, T0 + 2 * S, -big, G)))
+    assert historian.count_samples() == 3
+    hour = [(T0, T0 + H)]
+    assert historian.aggregate(1, hour, Agg.MAX, MIN)[0].value == big
+    # from the rollups, summed in numeric where double precision overflowed on the way
+    assert historian.aggregate(1, hour, Agg.SUM, MIN)[0].value == big
+    with pytest.raises(InvalidInput):  # raw arithmetic in double precision overflows
+        historian.aggregate(1, [(T0, T0 + H + 1)], Agg.SUM, MIN)

@@ -37,6 +37,7 @@ sequence numbers, idempotence, which samples aggregates use, ``AggRow.count``, t
 from __future__ import annotations
 
 import json
+import logging
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -49,11 +50,12 @@ from shopfloor.domain.query import Agg, AggRow, StoredDeadLetter, StoredEvent
 from shopfloor.domain.records import DeadLetter, EventRecord, IngestBatch, Quality, Sample, SampleBatch
 from shopfloor.domain.timeutil import MAX_US, MIN_US, now_us, to_us
 from shopfloor.ports.clock import Clock
-from shopfloor.storage.postgres import pg_copy
+from shopfloor.storage.postgres import pg_copy, pg_rollups
 from shopfloor.storage.postgres.database import PgDatabase
 from shopfloor.storage.postgres.historian_schema import MIGRATIONS
 from shopfloor.storage.postgres.partitions import SamplePartitions, parse_partition_interval, to_datetime
 
+log = logging.getLogger(__name__)
 BAD = int(Quality.BAD)
 _AHEAD_CHECK_US = 3_600_000_000  # look at partitions ahead once an hour
 _MAX_STALENESS_US = MAX_US - MIN_US  # a longer hold reaches past every timestamp kept
@@ -105,20 +107,30 @@ class PostgresHistorian:
     """``shopfloor.ports.store.Historian`` on a shared :class:`PgDatabase` (component "historian")."""
 
     def __init__(self, db: PgDatabase, *, partition_interval: str = "1 day", partitions_ahead: int = 3,
-                 rollup_staleness_us: int = 300_000_000, clock: Clock | None = None,
-                 migrations: Sequence[str] | None = None) -> None:
+                 rollup_staleness_us: int = 300_000_000, clock: Clock | None = None) -> None:
         self._db = db
         self._closed = False
         self._now: Callable[[], int] = clock.now_us if clock is not None else now_us
-        self.rollup_staleness_us = rollup_staleness_us
+        self.rollup_staleness_us = pg_rollups.check_staleness(rollup_staleness_us)
         self.partitions = SamplePartitions(db, parse_partition_interval(partition_interval), partitions_ahead)
         try:
-            db.migrate("historian", MIGRATIONS if migrations is None else migrations)
+            db.migrate("historian", MIGRATIONS)
         except psycopg.Error as exc:
             raise StoreUnavailable(f"could not migrate the historian's tables: {exc}") from exc
         self._ahead_lock = threading.Lock()
         self._next_ahead_us = 0
         self._keep_ahead()
+        self._open_rollups()
+
+    def _open_rollups(self) -> None:
+        """Rebuild the rollups if migration 2 asked for it (an upgrade) or they were built with
+        another staleness than this historian's."""
+        with self._conn() as conn:
+            state = pg_rollups.lock_and_read(conn, [], lock=False)
+        if state.rebuild_pending or state.staleness_us != self.rollup_staleness_us:
+            log.info("rebuilding the historian's rollups from raw samples (staleness %d µs)",
+                     self.rollup_staleness_us)
+            self.rebuild_rollups()
 
     # ---- writing ---------------------------------------------------------------------------
 
@@ -148,6 +160,7 @@ class PostgresHistorian:
                     if samples is not None:
                         pg_copy.write_idempotent(conn, "samples", pg_copy.SAMPLE_COLUMNS, pg_copy.SAMPLE_TYPES,
                                                  samples, seq, _SAMPLE_KEY)
+                        self._refresh_rollups(conn, batch.samples)
                     if events is not None:
                         pg_copy.write_idempotent(conn, "events", pg_copy.EVENT_COLUMNS, pg_copy.EVENT_TYPES,
                                                  events, seq, _EVENT_KEY)
@@ -169,6 +182,12 @@ class PostgresHistorian:
                 raise StoreUnavailable(f"could not commit ingest batch: {exc}") from exc
         raise AssertionError("unreachable")  # pragma: no cover
 
+    def _refresh_rollups(self, conn: psycopg.Connection, samples: SampleBatch) -> None:
+        """Rollup maintenance for a batch, inside its transaction (the seq row is locked)."""
+        state = pg_rollups.lock_and_read(conn, sorted(set(samples.series_id)), lock=False)
+        st = state.staleness_us or self.rollup_staleness_us
+        pg_rollups.refresh(conn, pg_rollups.batch_ranges(samples.series_id, samples.ts_us, st), state, st)
+
     def last_seq(self) -> int:
         with self._conn() as conn:
             row = conn.execute("SELECT last_seq FROM historian_seq").fetchone()
@@ -177,11 +196,19 @@ class PostgresHistorian:
         return int(row[0])
 
     def delete_before(self, cutoff_us: int, series_ids: Sequence[int] | None = None) -> int:
-        """Drop raw samples older than ``cutoff_us``: whole partitions first, then a DELETE for the rest."""
+        """Drop raw samples older than ``cutoff_us``: whole partitions first, then a DELETE for the rest.
+
+        The cutoff is recorded first (its own transaction, under the seq row lock): from then on no
+        commit recomputes a rollup bucket whose raw data may be going, so rollups keep what they
+        know about the deleted samples.
+        """
         self._check_open()
+        if series_ids is not None and not series_ids:
+            return 0
+        with self._conn() as conn:
+            pg_rollups.lock_and_read(conn, [], lock=True)
+            pg_rollups.raise_mark(conn, "raw", cutoff_us, series_ids)
         if series_ids is not None:
-            if not series_ids:
-                return 0
             return self._delete("DELETE FROM samples WHERE ts < %s AND series_id = ANY(%s::int8[])",
                                 [to_datetime(cutoff_us), list(series_ids)])
         dropped = self.drop_partitions_before(cutoff_us)
@@ -191,6 +218,49 @@ class PostgresHistorian:
         """Drop the partitions that end at or before ``cutoff_us``; return how many rows they held."""
         self._check_open()
         return self.partitions.drop_before(cutoff_us)
+
+    def delete_rollups_before(self, level: str, cutoff_us: int, series_ids: Sequence[int] | None = None) -> int:
+        """Drop rollup rows of ``level`` ("1m" or "1h") whose bucket starts before ``cutoff_us``;
+        from then on that level answers only windows starting at or after the cutoff."""
+        pg_rollups.check_level(level)
+        if series_ids is not None and not series_ids:
+            return 0
+        with self._conn() as conn:
+            pg_rollups.lock_and_read(conn, [], lock=True)
+            pg_rollups.raise_mark(conn, level, cutoff_us, series_ids)
+            return pg_rollups.delete_before(conn, level, cutoff_us, series_ids)
+
+    def rebuild_rollups(self, series_ids: Sequence[int] | None = None, start_us: int | None = None,
+                        end_us: int | None = None) -> None:
+        """Recompute from raw the rollup rows of every bucket overlapping [start, end) (default: all
+        time) of ``series_ids`` (default: every series). Buckets whose raw data retention may have
+        removed keep what they hold. To repair a change of raw data in [a, b), pass end = b +
+        rollup staleness, since a sample's hold reaches that far.
+
+        Runs in chunks (a day of up to 500 series per transaction), each under the seq row lock, so
+        ingest goes on in between; a full rebuild flags the rollups pending meanwhile, and queries
+        answer from raw until it has finished.
+        """
+        if series_ids is not None and not series_ids:
+            return
+        full = series_ids is None and start_us is None and end_us is None
+        with self._conn() as conn:
+            state = pg_rollups.lock_and_read(conn, [], lock=True)
+            if full:
+                conn.execute("UPDATE rollup_state SET rebuild_pending = true, staleness_us = %s",
+                             [self.rollup_staleness_us])
+            st = self.rollup_staleness_us if full else (state.staleness_us or self.rollup_staleness_us)
+            ranges = pg_rollups.all_ranges(conn, series_ids, start_us, end_us, st)
+        for chunk in pg_rollups.rebuild_chunks(ranges):
+            with self._conn() as conn:
+                state = pg_rollups.lock_and_read(conn, sorted({r[0] for r in chunk}), lock=True)
+                st = state.staleness_us or self.rollup_staleness_us
+                pg_rollups.refresh(conn, chunk, state, st)
+        if full:
+            with self._conn() as conn:
+                pg_rollups.lock_and_read(conn, [], lock=True)
+                conn.execute("UPDATE rollup_state SET rebuild_pending = false WHERE staleness_us = %s",
+                             [self.rollup_staleness_us])
 
     def delete_events_before(self, cutoff_us: int) -> int:
         return self._delete("DELETE FROM events WHERE ts < %s", [to_datetime(cutoff_us)])
@@ -241,10 +311,17 @@ class PostgresHistorian:
             return []
         params: dict[str, Any] = {"sid": series_id, "b0": [to_datetime(b[0]) for b in buckets],
                                   "b1": [to_datetime(b[1]) for b in buckets]}
+        if agg is Agg.TWA and staleness_us <= 0:
+            raise InvalidInput("staleness must be a positive number of microseconds for a time-weighted average")
+        if pg_rollups.tiles(buckets):
+            with self._conn() as conn:
+                state = pg_rollups.lock_and_read(conn, [series_id], lock=False)
+                level = pg_rollups.level_for(buckets, agg, staleness_us, state, series_id)
+                if level is not None:
+                    out = pg_rollups.query(conn, level, series_id, params["b0"], params["b1"], agg)
+                    return [AggRow(b[0], b[1], value, count)
+                            for b, (value, count) in zip(buckets, out, strict=True)]
         if agg is Agg.TWA:
-            if staleness_us <= 0:
-                raise InvalidInput("staleness must be a positive number of microseconds for a "
-                                   "time-weighted average")
             st = min(staleness_us, _MAX_STALENESS_US)
             params.update(st_s=st // 1_000_000, st_us=st % 1_000_000,
                           since=to_datetime(min(b[0] for b in buckets) - st))

@@ -7,6 +7,8 @@ described for SQL readers (Grafana, psql) in docs/postgres-schema.md.
 
 from __future__ import annotations
 
+from shopfloor.storage.postgres.pg_rollups import MIGRATION as V2_ROLLUPS
+
 V1_BASE = """
 CREATE TABLE samples (
     series_id integer NOT NULL,
@@ -57,4 +59,4 @@ INSERT INTO historian_seq (last_seq) VALUES (0);
 COMMENT ON TABLE historian_seq IS 'The last ingest sequence number; its row lock orders commits';
 """
 
-MIGRATIONS: list[str] = [V1_BASE]
+MIGRATIONS: list[str] = [V1_BASE, V2_ROLLUPS]
