@@ -44,7 +44,7 @@ from shopfloor.domain.query import Agg, AggRow, StoredDeadLetter, StoredEvent
 from shopfloor.domain.records import DeadLetter, EventRecord, IngestBatch, Quality, Sample, SampleBatch
 from shopfloor.storage.duckdb.database import Database
 from shopfloor.storage.duckdb.rollups import MIGRATION as ROLLUPS_MIGRATION
-from shopfloor.storage.duckdb.rollups import Marks, Range, Rollups, check_level, register
+from shopfloor.storage.duckdb.rollups import Marks, Rollups, check_level, register
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -280,36 +280,46 @@ class DuckDBHistorian:
 
     def aggregate(self, series_id: int, buckets: Sequence[tuple[int, int]], agg: Agg,
                   staleness_us: int) -> list[AggRow]:
-        """One row per bucket, in the given order; the work is one SQL statement (see module docs)."""
+        """One row per bucket, in the given order. Each bucket is answered by the coarsest rollup
+        level that tiles it and still holds it, else from raw; one SQL statement per source."""
         agg = Agg(agg)
         if not buckets:
             return []
+        if agg is Agg.TWA and staleness_us <= 0:
+            raise InvalidInput("staleness must be a positive number of microseconds for a "
+                               "time-weighted average")
+        by_source: dict[str | None, list[int]] = {}
+        for i, source in enumerate(self._rollups.sources(series_id, buckets, agg, staleness_us)):
+            by_source.setdefault(source, []).append(i)
+        found: dict[int, tuple[float | None, int]] = {}
+        with self._read() as cur:
+            for source, idx in by_source.items():
+                found.update(zip(idx, self._aggregate_part(cur, source, series_id, [buckets[i] for i in idx],
+                                                            agg, staleness_us), strict=True))
+        return [AggRow(b0, b1, *found[i]) for i, (b0, b1) in enumerate(buckets)]
+
+    def _aggregate_part(self, cur: duckdb.DuckDBPyConnection, source: str | None, series_id: int,
+                        buckets: list[tuple[int, int]], agg: Agg,
+                        staleness_us: int) -> list[tuple[float | None, int]]:
+        """(value, count) per bucket from one source: a rollup level, or raw (None)."""
         lo = min(b[0] for b in buckets)
         hi = max(b[1] for b in buckets)
-        table = pa.table({
+        register(cur, "_sf_buckets", pa.table({
             "i": pa.array(range(len(buckets)), pa.int32()),
             "b0": pa.array([b[0] for b in buckets], pa.int64()),
             "b1": pa.array([b[1] for b in buckets], pa.int64()),
-        })
-        level = self._rollups.level_for(series_id, buckets, agg, staleness_us)
-        with self._read() as cur:
-            register(cur, "_sf_buckets", table)
-            try:
-                if level is not None:
-                    rows = self._rollups.rows(cur, level, series_id, lo, hi, agg)
-                elif agg is Agg.TWA:
-                    rows = self._twa_rows(cur, series_id, lo, hi, staleness_us)
-                else:
-                    rows = _numeric_rows(cur, series_id, lo, hi, agg)
-            finally:
-                cur.unregister("_sf_buckets")
-        return [AggRow(b[0], b[1], value, count) for b, (value, count) in zip(buckets, rows, strict=True)]
+        }))
+        try:
+            if source is not None:
+                return self._rollups.rows(cur, source, series_id, lo, hi, agg)
+            if agg is Agg.TWA:
+                return self._twa_rows(cur, series_id, lo, hi, staleness_us)
+            return _numeric_rows(cur, series_id, lo, hi, agg)
+        finally:
+            cur.unregister("_sf_buckets")
 
     def _twa_rows(self, cur: duckdb.DuckDBPyConnection, series_id: int, lo: int, hi: int,
                   staleness_us: int) -> list[tuple[float | None, int]]:
-        if staleness_us <= 0:
-            raise InvalidInput("staleness must be a positive number of microseconds for a "
-                               "time-weighted average")
         st = min(staleness_us, _MAX_STALENESS_US)
         params = {"sid": series_id, "lo": lo, "hi": hi, "st": st, "since": lo - st}
         out: list[tuple[float | None, int]] = []
@@ -461,7 +471,7 @@ def _samples_table(s: SampleBatch) -> pa.Table:
         raise InvalidInput(f"malformed sample batch (columns must be parallel and typed): {exc}") from exc
 
 
-def _insert_samples(cur: duckdb.DuckDBPyConnection, table: pa.Table, seq: int, rollups: Rollups) -> list[Range]:
+def _insert_samples(cur: duckdb.DuckDBPyConnection, table: pa.Table, seq: int, rollups: Rollups) -> pa.Table:
     """Insert the new samples; return the 1-minute rollup ranges they can change."""
     lo, hi = _ts_range(table)
     register(cur, "_sf_samples", table)

@@ -30,11 +30,13 @@ or after that level's cutoff, so after a level's retention the next finer level 
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import duckdb
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from shopfloor.domain.errors import InvalidInput
 from shopfloor.domain.query import Agg
@@ -46,8 +48,11 @@ LEVELS: tuple[tuple[str, int], ...] = (("1h", HOUR_US), ("1m", MINUTE_US))  # co
 _WIDTH = dict(LEVELS)
 _BAD = int(Quality.BAD)
 _CLUSTER_GAP_US = 24 * HOUR_US  # ranges further apart than this are refreshed in separate statements
+_NARROW_US = 6 * HOUR_US  # a series whose samples in a batch span less is refreshed as one range
 
-Range = tuple[int, int, int]  # (series_id, lo, hi): bucket starts lo <= b < hi, aligned to the level
+# Ranges are Arrow tables (series_id int32, lo int64, hi int64): for each row, the buckets whose
+# start b has lo <= b < hi, lo and hi multiples of the level's width; disjoint within a series.
+RANGE_SCHEMA = pa.schema([("series_id", pa.int32()), ("lo", pa.int64()), ("hi", pa.int64())])
 
 MIGRATION = """
 CREATE TABLE rollup_1m (
@@ -98,12 +103,14 @@ def _merge_columns(start: str) -> str:
         coalesce(bool_or(m.twa_carried_in) FILTER (WHERE m.bucket_us = {start}), false)"""
 
 
-_DELETE_SQL = """
-DELETE FROM {table} USING _sf_ranges r
-WHERE {table}.series_id = r.series_id AND {table}.bucket_us >= r.lo AND {table}.bucket_us < r.hi
-  AND {table}.bucket_us >= $tlo AND {table}.bucket_us < $thi
+_DELETE_MINUTES_SQL = """
+DELETE FROM rollup_1m USING _sf_ranges r
+WHERE rollup_1m.series_id = r.series_id AND rollup_1m.bucket_us >= r.lo AND rollup_1m.bucket_us < r.hi
+  AND rollup_1m.bucket_us >= $tlo AND rollup_1m.bucket_us < $thi
 """
 
+# One pass: a good sample yields one row per minute its hold touches (a text sample, which holds
+# nothing, one row for its own minute); the row of its own minute also carries its statistics.
 _MINUTES_FROM_RAW_SQL = f"""
 INSERT INTO rollup_1m
 WITH pts AS (
@@ -111,37 +118,44 @@ WITH pts AS (
     FROM samples s JOIN _sf_ranges r ON s.series_id = r.series_id AND s.ts >= r.lo - $st AND s.ts < r.hi
     WHERE s.ts >= $tlo - $st AND s.ts < $thi
 ), holds AS (
-    SELECT series_id, lo, hi, ts, value, quality,
-           least(coalesce(lead(ts) OVER (PARTITION BY series_id, lo ORDER BY ts), ts + $st), ts + $st) AS h1
-    FROM pts
-), stats AS (
-    SELECT series_id, {_floor("ts", MINUTE_US)} AS bucket_us, count(*) AS n, count(value) AS nv,
-           sum(value) AS vsum, min(value) AS vmin, max(value) AS vmax,
-           min(ts) AS t_first, first(value ORDER BY ts) AS v_first,
-           max(ts) AS t_last, last(value ORDER BY ts) AS v_last
-    FROM holds WHERE quality < {_BAD} AND ts >= lo
-    GROUP BY ALL
+    SELECT series_id, lo, hi, ts, value, {_floor("ts", MINUTE_US)} AS own,
+           CASE WHEN value IS NULL THEN ts + 1
+                ELSE least(coalesce(lead(ts) OVER (PARTITION BY series_id, lo ORDER BY ts), ts + $st), ts + $st)
+           END AS h1
+    FROM pts QUALIFY quality < {_BAD}
 ), pieces AS (
-    SELECT h.series_id, b.bucket_us, h.value, h.ts < b.bucket_us AS carried,
+    SELECT h.series_id, b.bucket_us, h.ts, h.value, b.bucket_us = h.own AS mine,
            least(h.h1, b.bucket_us + {MINUTE_US}) - greatest(h.ts, b.bucket_us) AS dt
-    FROM holds h, range({_floor("h.ts", MINUTE_US)}, h.h1, {MINUTE_US}) b(bucket_us)
-    WHERE h.quality < {_BAD} AND h.value IS NOT NULL AND b.bucket_us >= h.lo AND b.bucket_us < h.hi
-), twa AS (
-    SELECT series_id, bucket_us, sum(value * dt) AS num, sum(dt) AS den, bool_or(carried) AS carried
-    FROM pieces GROUP BY ALL
+    FROM holds h, range(h.own, h.h1, {MINUTE_US}) b(bucket_us)
+    WHERE b.bucket_us >= h.lo AND b.bucket_us < h.hi
 )
-SELECT coalesce(s.series_id, t.series_id), coalesce(s.bucket_us, t.bucket_us),
-       coalesce(s.n, 0), coalesce(s.nv, 0), s.vsum, s.vmin, s.vmax, s.t_first, s.v_first, s.t_last, s.v_last,
-       coalesce(t.num, 0), coalesce(t.den, 0), coalesce(t.carried, false)
-FROM stats s FULL JOIN twa t ON s.series_id = t.series_id AND s.bucket_us = t.bucket_us
+SELECT series_id, bucket_us, count(*) FILTER (WHERE mine), count(value) FILTER (WHERE mine),
+       sum(value) FILTER (WHERE mine), min(value) FILTER (WHERE mine), max(value) FILTER (WHERE mine),
+       min(ts) FILTER (WHERE mine), first(value ORDER BY ts) FILTER (WHERE mine),
+       max(ts) FILTER (WHERE mine), last(value ORDER BY ts) FILTER (WHERE mine),
+       coalesce(sum(value * dt), 0), coalesce(sum(dt) FILTER (WHERE value IS NOT NULL), 0),
+       coalesce(bool_or(NOT mine), false)
+FROM pieces GROUP BY series_id, bucket_us
+"""
+
+# hour ranges are single hours (hi = lo + 1 h), so both statements join on equality
+_DELETE_HOURS_SQL = """
+DELETE FROM rollup_1h USING _sf_ranges r
+WHERE rollup_1h.series_id = r.series_id AND rollup_1h.bucket_us = r.lo
+  AND rollup_1h.bucket_us >= $tlo AND rollup_1h.bucket_us < $thi
 """
 
 _HOURS_FROM_MINUTES_SQL = f"""
 INSERT INTO rollup_1h
-SELECT m.series_id, {_floor("m.bucket_us", HOUR_US)} AS hour_us, {_merge_columns(_floor("m.bucket_us", HOUR_US))}
-FROM rollup_1m m JOIN _sf_ranges r ON m.series_id = r.series_id AND m.bucket_us >= r.lo AND m.bucket_us < r.hi
+SELECT m.series_id, r.lo, {_merge_columns("r.lo")}
+FROM rollup_1m m JOIN _sf_ranges r ON m.series_id = r.series_id AND {_floor("m.bucket_us", HOUR_US)} = r.lo
 WHERE m.bucket_us >= $tlo AND m.bucket_us < $thi
-GROUP BY 1, 2
+GROUP BY m.series_id, r.lo
+"""
+
+_HOURS_OF_MINUTES_SQL = f"""
+SELECT DISTINCT series_id, h AS lo, h + {HOUR_US} AS hi
+FROM _sf_ranges, range({_floor("lo", HOUR_US)}, hi, {HOUR_US}) t(h)
 """
 
 _QUERY_SQL = """
@@ -152,12 +166,15 @@ FROM _sf_buckets b LEFT JOIN (
 GROUP BY b.i ORDER BY b.i
 """
 
-# per series of the batch: the minute ranges [floor(ts), floor(ts + st - 1) + 1 min), merged
+# per series of the batch: the minute ranges [floor(ts), floor(ts + st - 1) + 1 min), merged;
+# a series whose samples lie close together gets one range from its first to its last
 _BATCH_RANGES_SQL = f"""
-WITH iv AS (
-    SELECT DISTINCT series_id, {_floor("ts", MINUTE_US)} AS lo,
-           {_floor("ts + $st - 1", MINUTE_US)} + {MINUTE_US} AS hi
-    FROM _sf_samples
+WITH per AS (
+    SELECT series_id, min(ts) AS a, max(ts) AS z FROM _sf_samples GROUP BY series_id
+), iv AS (
+    SELECT DISTINCT s.series_id, {_floor("s.ts", MINUTE_US)} AS lo,
+           {_floor("s.ts + $st - 1", MINUTE_US)} + {MINUTE_US} AS hi
+    FROM _sf_samples s JOIN per p ON s.series_id = p.series_id AND p.z - p.a > {_NARROW_US}
 ), marked AS (
     SELECT series_id, lo, hi,
            coalesce(lo > max(hi) OVER (PARTITION BY series_id ORDER BY lo, hi
@@ -168,7 +185,10 @@ WITH iv AS (
            sum(brk::INTEGER) OVER (PARTITION BY series_id ORDER BY lo, hi ROWS UNBOUNDED PRECEDING) AS k
     FROM marked
 )
-SELECT series_id, min(lo), max(hi) FROM numbered GROUP BY series_id, k
+SELECT series_id, min(lo) AS lo, max(hi) AS hi FROM numbered GROUP BY series_id, k
+UNION ALL
+SELECT series_id, {_floor("a", MINUTE_US)}, {_floor("z + $st - 1", MINUTE_US)} + {MINUTE_US}
+FROM per WHERE z - a <= {_NARROW_US}
 """
 
 
@@ -178,6 +198,8 @@ class Marks:
 
     every: dict[str, int] = field(default_factory=dict)
     per_series: dict[str, dict[int, int]] = field(default_factory=dict)
+    _guards: dict[tuple[int, int], tuple[int | None, dict[int, int]]] = field(
+        default_factory=dict, compare=False, repr=False)
 
     @classmethod
     def load(cls, cur: duckdb.DuckDBPyConnection) -> Marks:
@@ -186,8 +208,10 @@ class Marks:
             marks = marks.raised(str(kind), int(cutoff), None if sid is None else [int(sid)])
         return marks
 
-    def horizon(self, kind: str, series_id: int) -> int | None:
-        found = [c for c in (self.every.get(kind), self.per_series.get(kind, {}).get(series_id)) if c is not None]
+    def horizon(self, kind: str, series_id: int | None) -> int | None:
+        """The cutoff of ``kind`` for a series (None: for a series without marks of its own)."""
+        own = None if series_id is None else self.per_series.get(kind, {}).get(series_id)
+        found = [c for c in (self.every.get(kind), own) if c is not None]
         return max(found) if found else None
 
     def raised(self, kind: str, cutoff: int, series_ids: Sequence[int] | None) -> Marks:
@@ -215,14 +239,25 @@ class Marks:
                         " unnest($c::BIGINT[])",
                         {"k": [r[0] for r in rows], "s": [r[1] for r in rows], "c": [r[2] for r in rows]})
 
-    def minute_guard(self, series_id: int, staleness_us: int) -> int | None:
+    def guards(self, width: int, staleness_us: int) -> tuple[int | None, dict[int, int]]:
+        """For the level of ``width``: the guard of every series, and the higher guards of some."""
+        key = (width, staleness_us)
+        if key not in self._guards:
+            guard = self.minute_guard if width == MINUTE_US else self.hour_guard
+            kinds = ("raw", "1m") if width == MINUTE_US else ("raw", "1m", "1h")
+            marked = {sid for kind in kinds for sid in self.per_series.get(kind, {})}
+            per = {sid: g for sid in marked if (g := guard(sid, staleness_us)) is not None}
+            self._guards[key] = guard(None, staleness_us), per
+        return self._guards[key]
+
+    def minute_guard(self, series_id: int | None, staleness_us: int) -> int | None:
         """The first 1-minute bucket start that may be recomputed from raw (None: any)."""
         raw = self.horizon("raw", series_id)
         found = [g for g in (None if raw is None else raw + staleness_us, self.horizon("1m", series_id))
                  if g is not None]
         return _ceil_py(max(found), MINUTE_US) if found else None
 
-    def hour_guard(self, series_id: int, staleness_us: int) -> int | None:
+    def hour_guard(self, series_id: int | None, staleness_us: int) -> int | None:
         found = [g for g in (self.minute_guard(series_id, staleness_us), self.horizon("1h", series_id))
                  if g is not None]
         return _ceil_py(max(found), HOUR_US) if found else None
@@ -239,65 +274,50 @@ class Rollups:
 
     # ---- maintenance ---------------------------------------------------------------------
 
-    def batch_ranges(self, cur: duckdb.DuckDBPyConnection) -> list[Range]:
+    def batch_ranges(self, cur: duckdb.DuckDBPyConnection) -> pa.Table:
         """The 1-minute ranges a batch registered as ``_sf_samples`` can change."""
-        rows = cur.execute(_BATCH_RANGES_SQL, {"st": self.staleness_us}).fetchall()
-        return [(int(s), int(lo), int(hi)) for s, lo, hi in rows]
+        return _ranges(cur.sql(_BATCH_RANGES_SQL, params={"st": self.staleness_us}).to_arrow_table())
 
     def all_ranges(self, cur: duckdb.DuckDBPyConnection, series_ids: Sequence[int] | None,
-                   start_us: int | None, end_us: int | None) -> list[Range]:
+                   start_us: int | None, end_us: int | None) -> pa.Table:
         """1-minute ranges covering raw and rollup rows of ``series_ids`` (all: None) in [start, end)."""
         where = ""
-        params: dict[str, object] = {"st": self.staleness_us}
+        params: dict[str, object] = {
+            "st": self.staleness_us,
+            "start": -(2**62) if start_us is None else _floor_py(start_us, MINUTE_US),
+            "end": 2**62 if end_us is None else _ceil_py(end_us, MINUTE_US),
+        }
         if series_ids is not None:
             where = " WHERE series_id IN (SELECT unnest($ids::INTEGER[]))"
             params["ids"] = list(series_ids)
-        rows = cur.execute(
-            "SELECT series_id, min(lo), max(hi) FROM ("
+        table = _ranges(cur.sql(
+            f"SELECT series_id, greatest({_floor('min(lo)', MINUTE_US)}, $start) AS lo,"
+            f" least({_floor('max(hi) - 1', MINUTE_US)} + {MINUTE_US}, $end) AS hi FROM ("
             f" SELECT series_id, min(ts) AS lo, max(ts) + $st AS hi FROM samples{where} GROUP BY series_id"
             " UNION ALL"
             f" SELECT series_id, min(bucket_us), max(bucket_us) + {MINUTE_US} FROM rollup_1m{where}"
             " GROUP BY series_id) GROUP BY series_id",
-            params,
-        ).fetchall()
-        out: list[Range] = []
-        for sid, lo, hi in rows:
-            lo, hi = _floor_py(int(lo), MINUTE_US), _ceil_py(int(hi), MINUTE_US)
-            if start_us is not None:
-                lo = max(lo, _floor_py(start_us, MINUTE_US))
-            if end_us is not None:
-                hi = min(hi, _ceil_py(end_us, MINUTE_US))
-            if lo < hi:
-                out.append((int(sid), lo, hi))
-        return out
+            params=params,
+        ).to_arrow_table())
+        return table.filter(pc.less(table["lo"], table["hi"]))
 
-    def refresh(self, cur: duckdb.DuckDBPyConnection, minute_ranges: Iterable[Range]) -> None:
-        """Recompute the 1-minute rows of ``minute_ranges`` from raw, then the hours around them."""
+    def refresh(self, cur: duckdb.DuckDBPyConnection, minute_ranges: pa.Table) -> None:
+        """Recompute the 1-minute rows of ``minute_ranges`` from raw, then the hours they touch."""
         st = self.staleness_us
-        minutes = _clip(minute_ranges, MINUTE_US, lambda s: self.marks.minute_guard(s, st))
-        if not minutes:
+        minutes = _clip(_ranges(minute_ranges), MINUTE_US, *self.marks.guards(MINUTE_US, st))
+        if minutes.num_rows == 0:
             return
-        hours = _clip(((s, _floor_py(lo, HOUR_US), _ceil_py(hi, HOUR_US)) for s, lo, hi in minutes),
-                      HOUR_US, lambda s: self.marks.hour_guard(s, st))
-        for cluster in _clusters(minutes):
-            self._run(cur, cluster, "rollup_1m", _MINUTES_FROM_RAW_SQL, {"st": st})
-        for cluster in _clusters(hours):
-            self._run(cur, cluster, "rollup_1h", _HOURS_FROM_MINUTES_SQL, {})
-
-    @staticmethod
-    def _run(cur: duckdb.DuckDBPyConnection, ranges: list[Range], table: str, insert_sql: str,
-             params: dict[str, int]) -> None:
-        tlo, thi = min(r[1] for r in ranges), max(r[2] for r in ranges)
-        register(cur, "_sf_ranges", pa.table({
-            "series_id": pa.array([r[0] for r in ranges], pa.int32()),
-            "lo": pa.array([r[1] for r in ranges], pa.int64()),
-            "hi": pa.array([r[2] for r in ranges], pa.int64()),
-        }))
-        try:
-            cur.execute(_DELETE_SQL.format(table=table), {"tlo": tlo, "thi": thi})
-            cur.execute(insert_sql, {**params, "tlo": tlo, "thi": thi})
-        finally:
-            cur.unregister("_sf_ranges")
+        for part in _clusters(minutes):
+            with _registered(cur, part) as (tlo, thi):
+                cur.execute(_DELETE_MINUTES_SQL, {"tlo": tlo, "thi": thi})
+                cur.execute(_MINUTES_FROM_RAW_SQL, {"st": st, "tlo": tlo, "thi": thi})
+        with _registered(cur, minutes):
+            hours = _ranges(cur.sql(_HOURS_OF_MINUTES_SQL).to_arrow_table())
+        hours = _clip(hours, HOUR_US, *self.marks.guards(HOUR_US, st))
+        for part in _clusters(hours):
+            with _registered(cur, part) as (tlo, thi):
+                cur.execute(_DELETE_HOURS_SQL, {"tlo": tlo, "thi": thi})
+                cur.execute(_HOURS_FROM_MINUTES_SQL, {"tlo": tlo, "thi": thi})
 
     def delete_before(self, cur: duckdb.DuckDBPyConnection, level: str, cutoff_us: int,
                       series_ids: Sequence[int] | None) -> int:
@@ -311,19 +331,20 @@ class Rollups:
 
     # ---- queries ---------------------------------------------------------------------------
 
-    def level_for(self, series_id: int, buckets: Sequence[tuple[int, int]], agg: Agg,
-                  staleness_us: int) -> str | None:
-        """The coarsest level whose buckets tile every requested bucket and that still holds the
-        window; None: answer from raw."""
+    def sources(self, series_id: int, buckets: Sequence[tuple[int, int]], agg: Agg,
+                staleness_us: int) -> list[str | None]:
+        """Per bucket, the coarsest level whose buckets tile it and that still holds it (its
+        retention cutoff is not after the bucket's start); None: answer from raw. For twa only
+        when the query's staleness is the one the rollups were built with."""
         if agg is Agg.TWA and staleness_us != self.staleness_us:
-            return None
-        lo = min(b[0] for b in buckets)
-        for name, width in LEVELS:
-            if all(b0 % width == 0 and b1 % width == 0 for b0, b1 in buckets):
-                horizon = self.marks.horizon(name, series_id)
-                if horizon is None or lo >= horizon:
-                    return name
-        return None
+            return [None] * len(buckets)
+        horizons = [(name, width, self.marks.horizon(name, series_id)) for name, width in LEVELS]
+        out: list[str | None] = []
+        for b0, b1 in buckets:
+            out.append(next((name for name, width, horizon in horizons
+                             if b0 % width == 0 and b1 % width == 0 and (horizon is None or b0 >= horizon)),
+                            None))
+        return out
 
     @staticmethod
     def rows(cur: duckdb.DuckDBPyConnection, level: str, series_id: int, lo: int, hi: int,
@@ -354,33 +375,54 @@ def _value(agg: Agg, n: int, nv: int, vsum: float | None, vmin: float | None, vm
     return (None if picked is None else float(picked)), nv
 
 
-def _clip(ranges: Iterable[Range], width: int, guard: Callable[[int], int | None]) -> list[Range]:
-    """Ranges cut to start at or after the guard of their series, then merged where they overlap."""
-    out: list[Range] = []
-    for sid, lo, hi in sorted(ranges):
-        g = guard(sid)
-        if g is not None:
-            lo = max(lo, _ceil_py(g, width))
-        if lo >= hi:
-            continue
-        if out and out[-1][0] == sid and lo <= out[-1][2]:
-            out[-1] = (sid, out[-1][1], max(hi, out[-1][2]))
-        else:
-            out.append((sid, lo, hi))
+def _ranges(table: pa.Table) -> pa.Table:
+    return pa.table([table.column(i).cast(f.type) for i, f in enumerate(RANGE_SCHEMA)], schema=RANGE_SCHEMA)
+
+
+def _clip(ranges: pa.Table, width: int, every: int | None, per_series: dict[int, int]) -> pa.Table:
+    """Ranges cut to start at or after the guard of their series (a multiple of ``width``)."""
+    if every is None and not per_series:
+        return ranges
+    lo = ranges["lo"]
+    if every is not None:
+        lo = pc.max_element_wise(lo, pa.scalar(_ceil_py(every, width), pa.int64()))
+    ranges = ranges.set_column(1, "lo", lo)
+    if per_series:
+        guards = pa.table({"series_id": pa.array(list(per_series), pa.int32()),
+                           "guard": pa.array([_ceil_py(g, width) for g in per_series.values()], pa.int64())})
+        joined = ranges.join(guards, "series_id", join_type="left outer")
+        lo = pc.max_element_wise(joined["lo"], joined["guard"], skip_nulls=True)
+        ranges = _ranges(joined.set_column(1, "lo", lo).select(["series_id", "lo", "hi"]))
+    return ranges.filter(pc.less(ranges["lo"], ranges["hi"]))
+
+
+def _clusters(ranges: pa.Table) -> list[pa.Table]:
+    """Ranges split into groups that lie close in time, so that each statement scans one stretch of
+    the tables (zone maps skip the rest). Usually one group."""
+    if ranges.num_rows == 0:
+        return []
+    if pc.max(ranges["hi"]).as_py() - pc.min(ranges["lo"]).as_py() <= _CLUSTER_GAP_US:
+        return [ranges]
+    ranges = ranges.sort_by("lo")
+    out: list[pa.Table] = []
+    start, end = 0, None
+    for i, (lo, hi) in enumerate(zip(ranges["lo"].to_pylist(), ranges["hi"].to_pylist(), strict=True)):
+        if end is not None and lo > end + _CLUSTER_GAP_US:
+            out.append(ranges.slice(start, i - start))
+            start, end = i, None
+        end = hi if end is None else max(end, hi)
+    out.append(ranges.slice(start))
     return out
 
 
-def _clusters(ranges: list[Range]) -> list[list[Range]]:
-    """Group ranges that lie close in time, so each statement scans one stretch of the tables."""
-    out: list[list[Range]] = []
-    end = None
-    for r in sorted(ranges, key=lambda r: (r[1], r[0])):
-        if end is None or r[1] > end + _CLUSTER_GAP_US:
-            out.append([])
-            end = r[2]
-        out[-1].append(r)
-        end = max(end, r[2])
-    return out
+@contextmanager
+def _registered(cur: duckdb.DuckDBPyConnection, ranges: pa.Table) -> Iterator[tuple[int, int]]:
+    """``ranges`` as ``_sf_ranges`` on the cursor; yields the smallest lo and the largest hi."""
+    register(cur, "_sf_ranges", ranges)
+    try:
+        yield pc.min(ranges["lo"]).as_py(), pc.max(ranges["hi"]).as_py()
+    finally:
+        cur.unregister("_sf_ranges")
 
 
 def register(cur: duckdb.DuckDBPyConnection, name: str, table: pa.Table) -> None:
