@@ -11,22 +11,40 @@ from shopfloor.domain.errors import InvalidInput, StoreUnavailable
 from shopfloor.domain.query import Agg
 from shopfloor.domain.records import IngestBatch, Reason
 from shopfloor.storage.duckdb.database import Database
-from shopfloor.storage.duckdb.historian import DuckDBHistorian
-from shopfloor.testing.store_contract import MIN, T0, HistorianContract, dead, event, sample_batch
+from shopfloor.storage.duckdb.historian import DEFAULT_ROLLUP_STALENESS_US, DuckDBHistorian
+from shopfloor.testing.store_contract import (
+    MIN,
+    T0,
+    HistorianContract,
+    RollupContract,
+    dead,
+    event,
+    sample_batch,
+)
 
 G = 0
 
 
+@pytest.fixture
+def rollup_staleness_us() -> int:
+    """The store's default; ``RollupContract`` overrides it with its own values."""
+    return DEFAULT_ROLLUP_STALENESS_US
+
+
 @pytest.fixture(params=["memory", "file"])
-def historian(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[DuckDBHistorian]:
+def historian(request: pytest.FixtureRequest, tmp_path: Path, rollup_staleness_us: int) -> Iterator[DuckDBHistorian]:
     db = Database(":memory:" if request.param == "memory" else tmp_path / "shopfloor.duckdb")
-    store = DuckDBHistorian(db)
+    store = DuckDBHistorian(db, rollup_staleness_us=rollup_staleness_us)
     yield store
     store.close()
     db.close()
 
 
 class TestDuckDBHistorian(HistorianContract):
+    pass
+
+
+class TestDuckDBRollups(RollupContract):
     pass
 
 

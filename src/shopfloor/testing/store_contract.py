@@ -11,11 +11,30 @@ What the contract fixes beyond the port's docstrings:
   ``count`` of an ``AggRow`` is the number of samples used; empty buckets are (None, 0);
 * dead letters record deliveries: the same bad message delivered twice is listed twice;
   dead-letter counts are ordered by device, then reason.
+
+``RollupContract`` (subclass it next to ``HistorianContract``) checks the 1-minute and 1-hour
+rollups against ``aggregate_reference.reference_aggregate``. The ``historian`` fixture must build
+the store with ``rollup_staleness_us`` from the fixture of that name: ``RollupContract`` defines it
+(parametrised: 5 minutes, and 90 s, which is no whole number of minutes), so give the test module a
+default fixture of that name for the other suites. What it fixes:
+* every aggregate, twa included, over 1-minute, 15-minute, hourly and local-day (Europe/Berlin,
+  across a DST change) buckets equals the raw semantics, also after late samples landed in the
+  middle of older data in a later commit; twa with another staleness than the rollups' is
+  answered from raw;
+* rollups keep text samples for count/first/last as raw does (a text sample counts, and is a
+  first/last of value None), so those answers too survive raw retention;
+* raw retention (``delete_before``): buckets that rollups tile keep their answers; others (7-minute
+  buckets of a window that starts at no whole minute) show the deletion;
+* a bucket is answered by the coarsest level that tiles it and whose retention cutoff
+  (``delete_rollups_before``) is not after the bucket's start, else by a finer level, else raw;
+* ``rebuild_rollups`` gives the rollups incremental maintenance gave, and does not drop what
+  rollups know where raw data is gone.
 """
 
 from __future__ import annotations
 
 import itertools
+import random
 import threading
 from datetime import UTC, datetime
 from typing import Any
@@ -24,10 +43,12 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from shopfloor.domain.errors import InvalidInput
 from shopfloor.domain.query import Agg, AggRow, Interval, buckets
 from shopfloor.domain.records import DeadLetter, EventRecord, IngestBatch, Quality, Reason, Sample
 from shopfloor.domain.timeutil import to_us
 from shopfloor.ports.store import Historian
+from shopfloor.testing.aggregate_reference import irregular_samples, reference_aggregate
 
 S = 1_000_000
 MIN = 60 * S
@@ -378,3 +399,148 @@ class HistorianContract:
             historian.commit(batch)
         got = {(x.series_id, x.ts_us): x.value for s in range(4) for x in historian.raw(base + s, 0, 2**62)}
         assert got == expected
+
+
+# ---- rollups ----------------------------------------------------------------------------------
+
+D0 = to_us(datetime(2024, 3, 29, 22, tzinfo=UTC))  # 23:00 in Berlin; the data spans its DST change
+_DATA_END = D0 + 50 * H
+ALIGNED_GRIDS: dict[str, list[tuple[int, int]]] = {
+    "1m": buckets(D0 + 25 * H, D0 + 28 * H, Interval(1, "m")),
+    "15m": buckets(D0 + 10 * H, D0 + 40 * H, Interval(15, "m")),
+    "1h": buckets(D0 - 2 * H, D0 + 52 * H, Interval(1, "h")),
+    "1d Europe/Berlin": buckets(D0 + 2 * H, D0 + 48 * H, Interval(1, "d"), "Europe/Berlin"),
+}
+# 7-minute buckets of a window that starts at no whole minute: no rollup tiles them
+UNALIGNED_GRID = [(D0 + 3 * H + 30 * S + i * 7 * MIN, D0 + 3 * H + 30 * S + (i + 1) * 7 * MIN)
+                  for i in range(200)]
+GRIDS = {**ALIGNED_GRIDS, "7m unaligned": UNALIGNED_GRID}
+
+
+def check_aggregates(historian: Historian, series_id: int, samples: list[Sample],
+                     grid: list[tuple[int, int]], agg: Agg, staleness_us: int, what: str = "") -> None:
+    """``aggregate`` equals the reference over ``samples`` (floating-point tolerance only)."""
+    got = historian.aggregate(series_id, grid, agg, staleness_us)
+    expected = reference_aggregate(samples, grid, agg, staleness_us)
+    assert [(r.start_us, r.end_us) for r in got] == list(grid)
+    for row, (value, count) in zip(got, expected, strict=True):
+        where = f"{what} {agg} bucket at {(row.start_us - D0) / H:+.4f} h"
+        assert row.count == count, f"{where}: count {row.count}, expected {count}"
+        if value is None:
+            assert row.value is None, f"{where}: {row.value}, expected None"
+        else:
+            assert row.value == pytest.approx(value, rel=1e-9, abs=1e-9), where
+
+
+class RollupContract:
+    @pytest.fixture(params=[5 * MIN, 90 * S], ids=["staleness-5min", "staleness-90s"])
+    def rollup_staleness_us(self, request: pytest.FixtureRequest) -> int:
+        return int(request.param)
+
+    def _load(self, historian: Historian, *, shuffled: bool = True) -> dict[int, list[Sample]]:
+        """Two irregular series, committed in seven batches (shuffled: each batch scattered
+        over the whole span, so most commits land between older samples)."""
+        data = {sid: irregular_samples(sid, D0, _DATA_END, seed=sid) for sid in (1, 2)}
+        rows = [s for series in data.values() for s in series]
+        if shuffled:
+            random.Random(7).shuffle(rows)
+        else:
+            rows.sort(key=lambda s: s.ts_us)
+        for k in range(7):
+            part = rows[k * len(rows) // 7:(k + 1) * len(rows) // 7]
+            historian.commit(sample_batch(*[(s.series_id, s.ts_us, s.value, s.quality, s.text) for s in part]))
+        return data
+
+    def _check_grids(self, historian: Historian, series_id: int, samples: list[Sample], staleness_us: int,
+                     grids: dict[str, list[tuple[int, int]]], what: str) -> None:
+        for name, grid in grids.items():
+            for agg in Agg:
+                check_aggregates(historian, series_id, samples, grid, agg, staleness_us, f"{what}, {name}:")
+
+    @pytest.mark.parametrize("grid", list(GRIDS))
+    def test_aggregates_equal_the_raw_semantics(self, historian: Historian, rollup_staleness_us: int,
+                                                grid: str) -> None:
+        data = self._load(historian)
+        for sid in (1, 2):
+            for agg in Agg:
+                check_aggregates(historian, sid, data[sid], GRIDS[grid], agg, rollup_staleness_us, f"series {sid}")
+        # a twa with another staleness than the rollups' is answered from raw, the same way
+        check_aggregates(historian, 1, data[1], GRIDS[grid], Agg.TWA, 2 * MIN + 7 * S, "other staleness")
+
+    def test_late_samples_update_the_rollups(self, historian: Historian, rollup_staleness_us: int) -> None:
+        data = self._load(historian, shuffled=False)
+        self._check_grids(historian, 1, data[1], rollup_staleness_us, ALIGNED_GRIDS, "before")
+        old = data[1]
+        short = [i for i in range(len(old) - 1) if 2 * S < old[i + 1].ts_us - old[i].ts_us < 90 * S]
+        long = [i for i in range(len(old) - 1) if old[i + 1].ts_us - old[i].ts_us > 20 * MIN]
+        late = [Sample(1, (old[i].ts_us + old[i + 1].ts_us) // 2, value, text, quality)
+                for i, (value, text, quality) in zip(
+                    [short[3], short[len(short) // 2], short[-5], long[0], long[-1]],
+                    [(55.5, None, G), (None, "late text", G), (999.0, None, B), (-7.25, None, U), (3.0, None, G)],
+                    strict=True)]
+        historian.commit(sample_batch(*[(s.series_id, s.ts_us, s.value, s.quality, s.text) for s in late]))
+        everything = old + late
+        historian.delete_before(_DATA_END + H)  # only rollups can answer now
+        self._check_grids(historian, 1, everything, rollup_staleness_us, ALIGNED_GRIDS, "with late samples")
+
+    def test_raw_retention_keeps_aligned_answers(self, historian: Historian, rollup_staleness_us: int) -> None:
+        data = self._load(historian)
+        cutoff = D0 + 20 * H + 17 * S + 3
+        older = [s for s in data[1] if s.ts_us < cutoff]
+        assert historian.delete_before(cutoff, [1]) == len(older)
+        self._check_grids(historian, 1, data[1], rollup_staleness_us, ALIGNED_GRIDS, "raw partly gone")
+        kept = [s for s in data[1] if s.ts_us >= cutoff]
+        for agg in Agg:
+            check_aggregates(historian, 1, kept, UNALIGNED_GRID, agg, rollup_staleness_us, "unaligned")
+        self._check_grids(historian, 2, data[2], rollup_staleness_us, GRIDS, "other series")
+        historian.delete_before(_DATA_END)
+        self._check_grids(historian, 1, data[1], rollup_staleness_us, ALIGNED_GRIDS, "raw all gone")
+        for agg in Agg:
+            check_aggregates(historian, 1, [], UNALIGNED_GRID, agg, rollup_staleness_us, "unaligned, raw gone")
+
+    def test_delete_rollups_before(self, historian: Historian, rollup_staleness_us: int) -> None:
+        data = self._load(historian)
+        historian.delete_before(_DATA_END)
+        cutoff = D0 + 24 * H
+        hourly = ALIGNED_GRIDS["1h"]
+        assert historian.delete_rollups_before("1h", cutoff, [1]) > 0
+        assert historian.delete_rollups_before("1h", cutoff, [1]) == 0
+        # hours before the cutoff now come from the 1-minute rollups
+        self._check_grids(historian, 1, data[1], rollup_staleness_us, {"1h": hourly}, "1h dropped")
+        assert historian.delete_rollups_before("1m", cutoff, [1]) > 0
+        newer = [b for b in hourly if b[0] >= cutoff]
+        self._check_grids(historian, 1, data[1], rollup_staleness_us, {"1h": newer, "1m": ALIGNED_GRIDS["1m"]},
+                          "after the cutoff")
+        for agg in Agg:
+            assert values(historian.aggregate(1, [b for b in hourly if b[0] < cutoff], agg, rollup_staleness_us)) \
+                == [(None, 0)] * (len(hourly) - len(newer)), agg
+        self._check_grids(historian, 2, data[2], rollup_staleness_us, ALIGNED_GRIDS, "other series")
+        assert historian.delete_rollups_before("1h", cutoff) > 0  # the other series' rows
+        assert historian.delete_rollups_before("1m", cutoff, []) == 0
+        with pytest.raises(InvalidInput):
+            historian.delete_rollups_before("1d", cutoff)
+
+    def test_rollup_retention_while_raw_is_there_changes_no_answer(self, historian: Historian,
+                                                                    rollup_staleness_us: int) -> None:
+        data = self._load(historian)
+        historian.delete_rollups_before("1h", _DATA_END + H)
+        historian.delete_rollups_before("1m", D0 + 30 * H)
+        self._check_grids(historian, 1, data[1], rollup_staleness_us, ALIGNED_GRIDS, "rollups dropped")
+
+    def test_rebuild_equals_incremental(self, historian: Historian, rollup_staleness_us: int) -> None:
+        data = self._load(historian)
+        historian.rebuild_rollups()
+        historian.rebuild_rollups([1], D0 + 5 * H + 7 * S, D0 + 9 * H)
+        historian.rebuild_rollups([2], start_us=D0 + 40 * H)
+        historian.rebuild_rollups([])
+        historian.delete_before(_DATA_END)
+        for sid in (1, 2):
+            self._check_grids(historian, sid, data[sid], rollup_staleness_us, ALIGNED_GRIDS, f"rebuilt {sid}")
+
+    def test_rebuild_keeps_rollups_where_raw_is_gone(self, historian: Historian,
+                                                     rollup_staleness_us: int) -> None:
+        data = self._load(historian)
+        historian.delete_before(D0 + 30 * H + 11 * S)
+        historian.rebuild_rollups()
+        historian.rebuild_rollups([1], D0, D0 + 40 * H)
+        self._check_grids(historian, 1, data[1], rollup_staleness_us, ALIGNED_GRIDS, "rebuilt after retention")
