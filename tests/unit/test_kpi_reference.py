@@ -20,9 +20,12 @@ from shopfloor.domain.kpi.models import (
     Tariff,
     TariffPeriod,
 )
-from shopfloor.domain.kpi.reference import RawEvents, period_inputs
+from shopfloor.domain.kpi.reference import RawEvents, from_records, period_inputs
 from shopfloor.domain.kpi.timeline import OrderEvent, StateEvent
+from shopfloor.domain.payloads import Decoder, MachineInfo
+from shopfloor.domain.records import EventRecord
 from shopfloor.domain.timeutil import parse_ts
+from shopfloor.domain.topics import Kind
 
 H = 3600.0
 
@@ -130,3 +133,28 @@ def test_power_samples_and_machines_without_orders() -> None:
 def test_labour_can_be_limited_to_working_shifts() -> None:
     raw = RawEvents(clock=RAW.clock, labour_scheduled_only=True)
     assert period_inputs(raw, START, END, CAL).labour_hours == 10.0 - 0.5  # ann's break half hour
+
+
+def test_stored_event_records_read_as_raw_events() -> None:
+    """The payloads of the core issue, decoded by ingest's decoder, feed the reference unchanged."""
+    now = z("05:00")
+    machine = MachineInfo(tenant_id=1, asset_id=7, measurements={})
+    messages = [
+        (Kind.STATE, '[{"ts": "2024-03-31T00:00:00Z", "state": "running"},'
+                     ' {"ts": "2024-03-31T01:00:00Z", "state": "unplanned_stop", "reason": "jam"}]'),
+        (Kind.COUNT, '[{"ts": "2024-03-31T00:00:00Z", "good": 10, "mode": "total"},'
+                     ' {"ts": "2024-03-31T00:30:00Z", "good": 70, "reject": 2, "mode": "total"}]'),
+        (Kind.EVENT, '[{"ts": "2024-03-31T00:00:00Z", "type": "work_order_start", "order_id": "o1",'
+                     ' "product": "small"}, {"ts": "2024-03-31T00:00:00Z", "type": "clock_in", "operator": "ann"}]'),
+        (Kind.STATUS, '{"status": "offline", "ts": "2024-03-31T01:30:00Z"}'),
+    ]
+    records: list[EventRecord] = []
+    for kind, payload in messages:
+        batch = Decoder().decode(kind, payload.encode(), machine, device="d", topic="t", now_us=now)
+        assert batch.dead_letters == []
+        records.extend(batch.events)
+    inputs = period_inputs(from_records(records), z("00:00"), z("02:00"))
+    assert {(b.category, b.seconds / H) for b in inputs.time} == {
+        (Category.RUN, 1.0), (Category.UNPLANNED_STOP, 0.5), (Category.UNKNOWN, 0.5)}
+    assert inputs.counts == {"small": Counts(good=60)}  # reject: first total, a baseline only
+    assert inputs.failures == 1 and inputs.labour_hours == 2.0

@@ -1,16 +1,18 @@
 """The reference implementation: raw event lists → ``PeriodInputs``, in plain Python.
 
-This is what the SQL of DuckDB and PostgreSQL must reproduce (the contract suite compares them on
-the same events); tests and small windows use it directly. It only sums — every ratio is left to
+This is what the SQL of DuckDB and PostgreSQL must reproduce (a contract test should compare them
+on the same events); tests and small windows use it directly. It only sums — every ratio is left to
 ``formulas``.
 
 Give each list from the last event *before* ``start`` (it sets the state, order, counter baseline,
-clock-in or energy reading in force at the start); later events than ``end`` are ignored.
+clock-in or energy reading in force at the start). Events from ``end`` on are ignored, except the
+first energy reading after the window, which the counter's last increment is spread up to.
+``from_records`` reads the ingest's ``EventRecord`` list (state, count, event and status records).
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 from shopfloor.domain.kpi.calendar import Span, scheduled, spans_by_label, subtract, tariff_spans
@@ -27,6 +29,7 @@ from shopfloor.domain.kpi.timeline import (
     order_spans,
     state_spans,
 )
+from shopfloor.domain.records import EventRecord
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,3 +71,31 @@ def period_inputs(raw: RawEvents, start: int, end: int, calendar: ShiftCalendar 
         energy_coverage=energy.coverage if energy else None,
         labour_hours=labour_hours(raw.clock, start, end, exclude),
     )
+
+
+def from_records(records: Iterable[EventRecord], energy_counter: Sequence[tuple[int, float]] | None = None,
+                 power: Sequence[tuple[int, float | None]] | None = None, orders_reported: bool = True) -> RawEvents:
+    """One machine's stored event records as ``RawEvents``: ``state`` records, ``count`` records,
+    ``work_order_start``/``work_order_end`` and ``clock_in``/``clock_out`` events, and ``offline``
+    status records (the state is unknown from then until the next state record)."""
+    states: list[StateEvent] = []
+    counts: list[CountMessage] = []
+    orders: list[OrderEvent] = []
+    clock: list[ClockEvent] = []
+    for r in records:
+        d = r.data
+        if r.kind == "state":
+            states.append(StateEvent(r.ts_us, str(d.get("state", r.type)), d.get("reason")))
+        elif r.kind == "status" and r.type == "offline":
+            states.append(StateEvent(r.ts_us, None))
+        elif r.kind == "count":
+            counts.append(CountMessage(r.ts_us, str(d.get("mode", r.type)), d.get("good"), d.get("reject"),
+                                       d.get("rework")))
+        elif r.kind == "event" and r.type in ("work_order_start", "work_order_end"):
+            product = d.get("product")
+            orders.append(OrderEvent(r.ts_us, "start" if r.type == "work_order_start" else "end",
+                                     str(d.get("order_id", "")), product if isinstance(product, str) else None))
+        elif r.kind == "event" and r.type in ("clock_in", "clock_out"):
+            clock.append(ClockEvent(r.ts_us, str(d.get("operator", "")), "in" if r.type == "clock_in" else "out"))
+    return RawEvents(states=states, counts=counts, orders=orders if orders_reported else None, clock=clock,
+                     energy_counter=energy_counter, power=power)
