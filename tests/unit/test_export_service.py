@@ -10,13 +10,15 @@ from dataclasses import dataclass, field
 
 import pyarrow.parquet as pq
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from shopfloor.domain.assets import Level, MeasurementDef, ValueType
 from shopfloor.domain.errors import Forbidden, InvalidInput, NotFound
 from shopfloor.domain.records import Quality, Sample
 from shopfloor.domain.tenancy import Role, TenantContext
-from shopfloor.domain.timeutil import parse_ts
-from shopfloor.services.export import COLUMNS, ExportFormat, ExportService
+from shopfloor.domain.timeutil import MAX_US, MIN_US, from_us, parse_ts
+from shopfloor.services.export import COLUMNS, ExportFormat, ExportService, _iso
 from shopfloor.services.registry import PLATFORM, RegistryService
 from shopfloor.testing.fakes import InMemoryRegistry
 
@@ -227,3 +229,8 @@ def test_an_empty_window_is_a_header_or_an_empty_parquet_file(world: World) -> N
     data = b"".join(service.open(p.ctx, series_ids=[sid], start_us=T0, end_us=T0 + S, fmt="parquet").chunks())
     table = pq.read_table(io.BytesIO(data))
     assert table.num_rows == 0 and table.column_names == list(COLUMNS)
+
+
+@given(st.integers(min_value=MIN_US, max_value=MAX_US))
+def test_csv_timestamps_are_rfc3339_utc_with_microseconds(us: int) -> None:
+    assert _iso(us) == from_us(us).isoformat(timespec="microseconds").replace("+00:00", "Z")
