@@ -152,8 +152,10 @@ def export(
 @contextmanager
 def _download(client: ApiClient, method: str, path: str, timeout: httpx.Timeout,
               params: dict[str, Any] | None = None) -> Iterator[httpx.Response]:
+    answered = False
     try:
         with client.http.stream(method, path, params=params, timeout=timeout) as r:
+            answered = True
             if r.status_code >= 400:
                 r.read()
                 try:
@@ -163,6 +165,8 @@ def _download(client: ApiClient, method: str, path: str, timeout: httpx.Timeout,
                 raise ShopfloorError(f"{r.status_code}: {detail}")
             yield r
     except httpx.HTTPError as exc:
+        if answered:
+            raise ShopfloorError(f"the transfer from {client.url} broke off: {exc}") from None
         raise ShopfloorError(f"cannot reach {client.url}: {exc} (is 'shopfloor serve' running?)") from None
 
 

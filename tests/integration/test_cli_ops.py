@@ -225,3 +225,23 @@ def test_restore_a_postgres_dump(pg_schema: tuple[str, str], tmp_path: Path) -> 
     with psycopg.connect(dsn, autocommit=True) as conn:
         assert conn.execute(f'SELECT slug FROM "{schema}".tenants').fetchall() == [("acme",)]
         conn.execute(f'DROP SCHEMA "{kept}" CASCADE')
+
+
+class _Cut(httpx.SyncByteStream):
+    def __iter__(self) -> Iterator[bytes]:
+        yield b"PAR1" * 100
+        raise httpx.ReadError("connection reset")
+
+
+def test_a_transfer_cut_midway_leaves_nothing(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.chdir(tmp_path)
+
+    def handler(_: httpx.Request) -> httpx.Response:
+        return httpx.Response(200, stream=_Cut(),
+                              headers={"content-disposition": 'attachment; filename="history-x.parquet"'})
+
+    monkeypatch.setattr(cli_ops, "api_client", _mock(handler))
+    r = CliRunner().invoke(app, ["export", "--series-id", "1", "--format", "parquet", "--token", "sft_x"])
+    assert isinstance(r.exception, ShopfloorError)
+    assert r.exception.message == "the transfer from http://mock broke off: connection reset"
+    assert list(tmp_path.iterdir()) == []

@@ -43,12 +43,15 @@ def backup(ctx: Ctx, svc: Services) -> Response:
     store = svc.backup
     store.work_dir.mkdir(parents=True, exist_ok=True)
     scratch = Path(tempfile.mkdtemp(prefix=".backup-", dir=store.work_dir))
+    f: BinaryIO | None = None
     try:
         info = store.backup_to(scratch / "backup")
         name = f"shopfloor-{from_us(info.created_us).strftime('%Y%m%dT%H%M%SZ')}{store.suffix}"
         f = info.path.open("rb")
         digest = _sha256(f)
     except BaseException:
+        if f is not None:
+            f.close()
         shutil.rmtree(scratch, ignore_errors=True)
         raise
     # the open file keeps its bytes; the folder goes now, so nothing is left behind if the caller
