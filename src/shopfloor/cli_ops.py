@@ -178,6 +178,8 @@ def _filename(r: httpx.Response, default: str) -> str:
 
 def _destination(output: Path | None, name: str) -> Path:
     dest = Path(name) if output is None else (output / name if output.is_dir() else output)
+    if not dest.parent.is_dir():
+        raise ShopfloorError(f"there is no folder {dest.parent}; create it first")
     if dest.exists():
         raise ShopfloorError(f"{dest} exists; choose another --output")
     return dest
