@@ -13,6 +13,8 @@ from typing import Any
 import msgspec
 
 from shopfloor.domain.errors import InvalidInput
+from shopfloor.domain.kpi.models import CostModel, ShiftCalendar
+from shopfloor.domain.kpi_config import check_calendar, check_cost_model, prepare_calendar, prepare_cost_model
 
 MAX_PLANT_VALUES = 2_000_000
 MAX_PLANT_DEPTH = 64
@@ -59,6 +61,8 @@ class SiteSpec(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True):
     timezone: str = "UTC"
     display_name: str = ""
     attributes: dict[str, Any] = {}
+    calendar: ShiftCalendar | None = None  # shifts, breaks, holidays (zone: the site's unless given)
+    cost_model: CostModel | None = None  # tariff, labour rate, material cost, overhead
     areas: list[AreaSpec] = []
 
 
@@ -90,10 +94,37 @@ def plant_from_obj(obj: Any) -> PlantSpec:
         obj = json.loads(json.dumps(obj, default=_json_value, allow_nan=False))
     except (TypeError, ValueError, RecursionError) as exc:
         raise InvalidInput(f"plant file: {exc}") from None
+    obj = _prepare_sites(obj)
     try:
-        return msgspec.convert(obj, PlantSpec)
+        spec = msgspec.convert(obj, PlantSpec)
     except msgspec.ValidationError as exc:
         raise InvalidInput(f"plant file: {exc}") from None
+    except InvalidInput as exc:  # a struct's own check (a bad wall time, weekday, negative rate)
+        raise InvalidInput(f"plant file: {exc.message}") from None
+    for site in spec.sites:
+        if site.calendar is not None:
+            check_calendar(site.calendar, f"plant file: site {site.name}: calendar")
+        if site.cost_model is not None:
+            check_cost_model(site.cost_model, f"plant file: site {site.name}: cost_model")
+    return spec
+
+
+def _prepare_sites(obj: Any) -> Any:
+    """Sites' calendar and cost-model sections take the site's zone unless they name one."""
+    if not isinstance(obj, dict) or not isinstance(obj.get("sites"), list):
+        return obj
+    sites = []
+    for site in obj["sites"]:
+        if isinstance(site, dict):
+            tz = site.get("timezone", "UTC")
+            tz = tz if isinstance(tz, str) else "UTC"
+            site = dict(site)
+            if "calendar" in site:
+                site["calendar"] = prepare_calendar(site["calendar"], tz)
+            if "cost_model" in site:
+                site["cost_model"] = prepare_cost_model(site["cost_model"], tz)
+        sites.append(site)
+    return {**obj, "sites": sites}
 
 
 def _check_size(obj: Any) -> None:

@@ -1,12 +1,19 @@
-"""Apply a whole plant file to the registry idempotently, and export the registry as one."""
+"""Apply a whole plant file to the registry idempotently, and export the registry as one.
+
+Sites' shift calendars and cost models live in the site's attributes under reserved keys
+(``domain.kpi_config``): the file and the API show them as sections, and an apply that leaves a
+section out keeps the stored one (nothing is deleted by an apply).
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from typing import Any
 
+from shopfloor.domain import kpi_config
 from shopfloor.domain.assets import Asset, Level, MeasurementDef, ValueType
 from shopfloor.domain.errors import InvalidInput
+from shopfloor.domain.kpi.models import CostModel, ShiftCalendar
 from shopfloor.domain.plant import (
     AreaSpec,
     AssetTypeSpec,
@@ -47,6 +54,7 @@ class PlantService:
         reg, repo = self.registry, self.registry.repo
         result = ApplyResult()
         self._check_types_known(tid, spec)
+        _check_kpi_attributes(spec)
         for ts in spec.asset_types:
             measurements = [_measurement(ts.name, m) for m in ts.measurements]
             existing = repo.get_asset_type(tid, ts.name)
@@ -60,7 +68,7 @@ class PlantService:
             result.count("asset_types", "updated" if existing else "created")
         for site in spec.sites:
             s = self._asset(ctx, result, None, Level.SITE, site.name, site.display_name, None,
-                            site.attributes, site.timezone)
+                            self._site_attributes(tid, site), site.timezone)
             for area in site.areas:
                 a = self._asset(ctx, result, s, Level.AREA, area.name, area.display_name, None, area.attributes)
                 for line in area.lines:
@@ -72,6 +80,62 @@ class PlantService:
         for d in spec.devices:
             self._device(ctx, result, d)
         return result
+
+    def _site_attributes(self, tenant_id: int, site: SiteSpec) -> dict[str, Any]:
+        """The site's attributes with its calendar and cost model under their reserved keys; a
+        section the file leaves out keeps what is stored."""
+        existing = self.registry.repo.find_asset(tenant_id, (site.name,))
+        stored = existing.attributes if existing else {}
+        out = dict(site.attributes)
+        sections: dict[str, dict[str, Any] | None] = {
+            kpi_config.CALENDAR: None if site.calendar is None else kpi_config.calendar_to_obj(site.calendar),
+            kpi_config.COST_MODEL: None if site.cost_model is None else kpi_config.cost_model_to_obj(site.cost_model),
+        }
+        for key, section in sections.items():
+            if section is not None:
+                out[key] = section
+            elif key in stored:
+                out[key] = stored[key]
+        return out
+
+    # -- one site's calendar and cost model (GET/PUT /sites/{id}/calendar and /cost-model) ------
+    def site_calendar(self, ctx: TenantContext, site_id: int) -> ShiftCalendar | None:
+        site = self._site(ctx, site_id)
+        return kpi_config.site_calendar(site.attributes, site.timezone)
+
+    def put_site_calendar(self, ctx: TenantContext, site_id: int, obj: Any) -> ShiftCalendar | None:
+        """Replace the site's calendar with ``obj`` (JSON; the site's zone unless it names one), or
+        remove it with None (then every moment counts as scheduled)."""
+        site = self._site(ctx, site_id)
+        cal = None if obj is None else kpi_config.decode_calendar(obj, site.timezone or "UTC")
+        self._put_section(ctx, site, kpi_config.CALENDAR, None if cal is None else kpi_config.calendar_to_obj(cal))
+        return cal
+
+    def site_cost_model(self, ctx: TenantContext, site_id: int) -> CostModel | None:
+        site = self._site(ctx, site_id)
+        return kpi_config.site_cost_model(site.attributes, site.timezone)
+
+    def put_site_cost_model(self, ctx: TenantContext, site_id: int, obj: Any) -> CostModel | None:
+        """Replace the site's cost model with ``obj`` (JSON), or remove it with None."""
+        site = self._site(ctx, site_id)
+        model = None if obj is None else kpi_config.decode_cost_model(obj, site.timezone or "UTC")
+        self._put_section(ctx, site, kpi_config.COST_MODEL,
+                          None if model is None else kpi_config.cost_model_to_obj(model))
+        return model
+
+    def _site(self, ctx: TenantContext, site_id: int) -> Asset:
+        site = self.registry.asset(ctx, site_id)
+        if site.level is not Level.SITE:
+            raise InvalidInput(f"asset {site_id} is a {site.level.value}; calendars and cost models belong to sites")
+        return site
+
+    def _put_section(self, ctx: TenantContext, site: Asset, key: str, value: dict[str, Any] | None) -> None:
+        ctx.require(Role.ENGINEER)
+        attributes = {k: v for k, v in site.attributes.items() if k != key}
+        if value is not None:
+            attributes[key] = value
+        if attributes != site.attributes:
+            self.registry.update_asset(ctx, site.id, attributes=attributes)
 
     def _check_types_known(self, tenant_id: int, spec: PlantSpec) -> None:
         known = {t.name for t in spec.asset_types}
@@ -156,7 +220,10 @@ class PlantService:
                                 for m in children.get(ln.id, [])]
                     lines.append(LineSpec(ln.name, ln.display_name, dict(ln.attributes), machines))
                 areas.append(AreaSpec(a.name, a.display_name, dict(a.attributes), lines))
-            sites.append(SiteSpec(s.name, s.timezone or "UTC", s.display_name, dict(s.attributes), areas))
+            attributes = {k: v for k, v in s.attributes.items() if k not in kpi_config.SECTIONS}
+            sites.append(SiteSpec(s.name, s.timezone or "UTC", s.display_name, attributes,
+                                  calendar=kpi_config.site_calendar(s.attributes, s.timezone),
+                                  cost_model=kpi_config.site_cost_model(s.attributes, s.timezone), areas=areas))
         by_id = {a.id: a for a in assets}
         devices = [
             DeviceSpec(d.name, [by_id[i].path_str for i in d.asset_ids if i in by_id], d.gateway, d.enabled,
@@ -164,6 +231,24 @@ class PlantService:
             for d in sorted(repo.list_devices(tid), key=lambda d: d.name)
         ]
         return PlantSpec(types, sites, devices)
+
+
+def _check_kpi_attributes(spec: PlantSpec) -> None:
+    """Every KPI attribute of the file is valid before anything is written."""
+    for t in spec.asset_types:
+        kpi_config.check_attributes(t.attributes, f"asset type {t.name}")
+    for s in spec.sites:
+        for key, section in kpi_config.SECTIONS.items():
+            if key in s.attributes:
+                raise InvalidInput(f"site {s.name}: {key!r} is kept by shopfloor; write a {section!r} section "
+                                   "for the site instead")
+        kpi_config.check_attributes(s.attributes, f"site {s.name}")
+        for a in s.areas:
+            kpi_config.check_attributes(a.attributes, f"area {s.name}/{a.name}")
+            for ln in a.lines:
+                kpi_config.check_attributes(ln.attributes, f"line {s.name}/{a.name}/{ln.name}")
+                for m in ln.machines:
+                    kpi_config.check_attributes(m.attributes, f"machine {s.name}/{a.name}/{ln.name}/{m.name}")
 
 
 def _measurement(type_name: str, m: MeasurementSpec) -> MeasurementDef:
