@@ -11,6 +11,7 @@ import pytest
 from shopfloor.domain.errors import InvalidInput, StoreUnavailable
 from shopfloor.domain.query import Agg, Interval, buckets
 from shopfloor.domain.records import IngestBatch, Reason, Sample
+from shopfloor.storage.duckdb import rollups
 from shopfloor.storage.duckdb.database import Database
 from shopfloor.storage.duckdb.historian import DEFAULT_ROLLUP_STALENESS_US, MIGRATIONS, DuckDBHistorian
 from shopfloor.testing.aggregate_reference import irregular_samples, reference_aggregate
@@ -284,3 +285,21 @@ def test_unknown_rollup_level_and_bad_staleness() -> None:
         store.rebuild_rollups([])
     finally:
         db.close()
+
+
+def test_rebuild_in_stretches_equals_incremental(historian: DuckDBHistorian, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(rollups, "_REBUILD_CHUNK_US", 5 * H)  # the 50 hours of data in eleven stretches
+    data = {sid: _series(sid) for sid in (1, 2)}
+    for sid in (1, 2):
+        _commit(historian, data[sid])
+    edge = D0 + 20 * H - (D0 + 20 * H) % (5 * H)  # a stretch boundary; the next stretch has no samples
+    lonely = [Sample(3, edge - 2 * MIN, 5.0, None, G), Sample(3, edge + 11 * H, 6.0, None, G)]
+    _commit(historian, lonely)
+    historian.rebuild_rollups()
+    historian.rebuild_rollups([2], D0 + 7 * H + 13 * S, D0 + 31 * H)
+    historian.delete_before(D0 + 60 * H)
+    for sid in (1, 2):
+        _check(historian, sid, data[sid], DEFAULT_ROLLUP_STALENESS_US, f"rebuilt in stretches {sid}")
+    for agg in Agg:  # the hold of the last sample before an empty stretch reaches into it
+        check_aggregates(historian, 3, lonely, buckets(edge - H, edge + H, Interval(1, "m")), agg,
+                         DEFAULT_ROLLUP_STALENESS_US, "across the boundary")

@@ -226,7 +226,7 @@ class DuckDBHistorian:
             return
 
         def work(cur: duckdb.DuckDBPyConnection) -> None:
-            self._rollups.refresh(cur, self._rollups.all_ranges(cur, series_ids, start_us, end_us))
+            self._rollups.rebuild(cur, series_ids, start_us, end_us)
             if series_ids is None and start_us is None and end_us is None:
                 cur.execute("UPDATE rollup_state SET rebuild_pending = false, staleness_us = ?",
                             [self._rollups.staleness_us])

@@ -49,6 +49,7 @@ _WIDTH = dict(LEVELS)
 _BAD = int(Quality.BAD)
 _CLUSTER_GAP_US = 24 * HOUR_US  # ranges further apart than this are refreshed in separate statements
 _NARROW_US = 6 * HOUR_US  # a series whose samples in a batch span less is refreshed as one range
+_REBUILD_CHUNK_US = 7 * 24 * HOUR_US  # a rebuild recomputes one such stretch (whole hours) at a time
 
 # Ranges are Arrow tables (series_id int32, lo int64, hi int64): for each row, the buckets whose
 # start b has lo <= b < hi, lo and hi multiples of the level's width; disjoint within a series.
@@ -300,6 +301,32 @@ class Rollups:
             params=params,
         ).to_arrow_table())
         return table.filter(pc.less(table["lo"], table["hi"]))
+
+    def rebuild(self, cur: duckdb.DuckDBPyConnection, series_ids: Sequence[int] | None,
+                start_us: int | None, end_us: int | None) -> None:
+        """Recompute the rows of ``all_ranges`` from raw, one stretch of time at a time (only the
+        stretches that hold samples, the holds of samples, or rollup rows), so that no statement
+        has to hold all history at once."""
+        ranges = self.all_ranges(cur, series_ids, start_us, end_us)
+        if ranges.num_rows == 0:
+            return
+        chunk = _REBUILD_CHUNK_US
+        where = ""
+        params: dict[str, object] = {"st": self.staleness_us}
+        if series_ids is not None:
+            where = " WHERE series_id IN (SELECT unnest($ids::INTEGER[]))"
+            params["ids"] = list(series_ids)
+        rows = cur.execute(
+            f"SELECT {_floor('ts', chunk)} AS w FROM samples{where}"
+            f" UNION SELECT {_floor('ts + $st - 1', chunk)} FROM samples{where}"
+            f" UNION SELECT {_floor('bucket_us', chunk)} FROM rollup_1m{where} ORDER BY w",
+            params,
+        ).fetchall()
+        for (w0,) in rows:
+            lo = pc.max_element_wise(ranges["lo"], pa.scalar(int(w0), pa.int64()))
+            hi = pc.min_element_wise(ranges["hi"], pa.scalar(int(w0) + chunk, pa.int64()))
+            part = ranges.set_column(1, "lo", lo).set_column(2, "hi", hi)
+            self.refresh(cur, part.filter(pc.less(part["lo"], part["hi"])))
 
     def refresh(self, cur: duckdb.DuckDBPyConnection, minute_ranges: pa.Table) -> None:
         """Recompute the 1-minute rows of ``minute_ranges`` from raw, then the hours they touch."""
