@@ -12,7 +12,9 @@ publisher got a PUBACK for is in PostgreSQL exactly once.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
+import multiprocessing
 import os
 import shutil
 import signal
@@ -221,6 +223,35 @@ class Run:
         return out
 
 
+def _publish(run: Run, name: str, count: int, base_ms: int) -> set[tuple[str, int]]:
+    """Publish ``count`` messages from a device process as fast as it can; returns those acked."""
+    out = run.workdir / f"{name}.json"
+    cmd = [sys.executable, str(PUBLISHER), "--port", str(run.broker.port), "--count", str(count),
+           "--base-ms", str(base_ms), "--out", str(out), "--client-id", name]
+    for t in TOPICS:
+        cmd += ["--topic", t]
+    done = subprocess.run(cmd, capture_output=True, timeout=60, cwd=REPO)
+    assert done.returncode == 0, done.stderr.decode()
+    acked = json.loads(out.read_text())["acked"]
+    assert len(acked) == count
+    return {(TOPICS[i % len(TOPICS)], base_ms + i) for i in acked}
+
+
+def _stored_when_still(run: Run, want: set[tuple[str, int]], timeout: float = 20.0) -> set[tuple[str, int]]:
+    """What is stored of ``want`` once all of it is there, or once nothing new arrived for 1.5 s."""
+    deadline = time.monotonic() + timeout
+    last, since = -1, time.monotonic()
+    while True:
+        got = set(run.samples()) & want
+        if got == want or time.monotonic() > deadline:
+            return got
+        if len(got) != last:
+            last, since = len(got), time.monotonic()
+        elif time.monotonic() - since > 1.5:
+            return got
+        time.sleep(0.1)
+
+
 def _progress(out: Path) -> int:
     try:
         return int(out.with_suffix(".progress").read_text() or 0)
@@ -391,3 +422,55 @@ def test_mosquitto_keeps_sessions_but_not_shared_subscriptions_across_a_restart(
     sub.loop_stop()
     assert session == [False, True]  # the session came back from the persistence file ...
     assert got == []  # ... without its shared subscription
+
+
+def test_retiring_a_worker_hands_its_share_over(broker: Mosquitto, pg_schema: tuple[str, str],
+                                                tmp_path: Path) -> None:
+    dsn, schema = pg_schema
+    run = Run(broker, dsn, schema, tmp_path)
+    run.series = make_plant(dsn, schema, TOPICS)
+    run.state_dir.mkdir()
+    target = WorkerTarget(WorkerSettings(port=broker.port, batch_max=200, receive_maximum=1000), dsn, schema,
+                          str(run.state_dir))
+    with Supervisor(3, target, restart_delay_s=0.2):  # three sessions join the group
+        for i in range(3):
+            run.wait_ready(i)
+    base = int(time.time() * 1000) - 600_000
+    with Supervisor(2, target, restart_delay_s=0.2):  # scaled down to two, without retiring ingest-2
+        run.wait_ready(0)
+        run.wait_ready(1)
+        first = _publish(run, "first", 3000, base)
+        stored = _stored_when_still(run, first)
+        assert 0.6 * len(first) < len(stored) < 0.75 * len(first), "ingest-2's share should be waiting"
+
+        retiring = multiprocessing.get_context("spawn").Process(target=dataclasses.replace(target, retire=True),
+                                                                args=(2,))
+        retiring.start()
+        retiring.join(30)
+        assert retiring.exitcode == 0
+        assert _stored_when_still(run, first) == first  # its share was committed on the way out
+
+        second = _publish(run, "second", 3000, base + 10_000)
+        assert _stored_when_still(run, second) == second  # nothing routed to the retired session
+    assert run.count_samples() == len(first) + len(second)
+    assert not _session_present(broker, "ingest-2")
+
+
+def _session_present(broker: Mosquitto, client_id: str) -> bool:
+    import threading
+
+    import paho.mqtt.client as mqtt
+    from paho.mqtt.enums import CallbackAPIVersion
+
+    present: list[bool] = []
+    connected = threading.Event()
+    c = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id, protocol=mqtt.MQTTv5)
+    c.on_connect = lambda _c, _u, flags, _rc, _p: (present.append(flags.session_present), connected.set())
+    c.connect("127.0.0.1", broker.port, clean_start=False)  # session expiry 0: gone again at disconnect
+    c.loop_start()
+    try:
+        assert connected.wait(10)
+    finally:
+        c.disconnect()
+        c.loop_stop()
+    return present[0]

@@ -14,7 +14,7 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from shopfloor.connectors.mqtt.worker_main import WorkerSettings, run_worker
+from shopfloor.connectors.mqtt.worker_main import WorkerSettings, retire_worker, run_worker
 from shopfloor.domain.assets import Level, MeasurementDef
 from shopfloor.domain.tenancy import Role
 from shopfloor.domain.topics import parse_topic
@@ -94,10 +94,14 @@ class WorkerTarget:
     dsn: str
     schema: str
     state_dir: str  # ``ingest-{i}`` appears when worker i has subscribed; ``counts-{i}-{pid}`` per process
+    retire: bool = False  # retire worker ``index`` instead of running it
 
     def __call__(self, index: int) -> None:
         state = Path(self.state_dir)
         counts = state / f"counts-{index}-{os.getpid()}"
+        if self.retire:
+            retire_worker(index, self.settings, lambda: ingest_sink(self.dsn, self.schema, counts), quiet_s=1.0)
+            return
 
         def subscribed() -> None:
             (state / f"ingest-{index}").write_text(str(os.getpid()))

@@ -155,6 +155,7 @@ class IngestWorker:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._arrived = asyncio.Event()
         self._wake_pending = False
+        self._wake_at = 1  # inbox length at which the network thread wakes the consumer
         self._stopping = asyncio.Event()
         self._failure: BaseException | None = None
         # The connection generation: bumped when a connection ends (paho thread), read when acking.
@@ -162,6 +163,11 @@ class IngestWorker:
         self._gen_lock = threading.Lock()
         self._outstanding: collections.Counter[int] = collections.Counter()  # gen -> unacked deliveries
         self._subscribe_mid: int | None = None
+        self._retiring = False  # leave the share group, drain the session, then end it
+        self._left_group = asyncio.Event()
+        self._end_session = False
+        self._last_delivery = time.monotonic()
+        self._in_sink = 0  # batches handed to the sink and not yet settled
         self._unreachable = False  # the last connection attempt failed (logged once)
 
         client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=self.client_id, protocol=mqtt.MQTTv5,
@@ -176,10 +182,12 @@ class IngestWorker:
         # hints say int).
         client.reconnect_delay_set(reconnect_min_s, max(reconnect_min_s, reconnect_max_s))  # type: ignore[arg-type]
         client.enable_logger(_PAHO_LOG)  # packet traces at DEBUG, errors in our callbacks at ERROR
+        client.suppress_exceptions = True  # a bug in a callback is logged, it does not end the network thread
         client.on_connect = self._on_connect
         client.on_connect_fail = self._on_connect_fail
         client.on_disconnect = self._on_disconnect
         client.on_subscribe = self._on_subscribe
+        client.on_unsubscribe = self._on_unsubscribe
         client.on_message = self._on_message
         self._client = client
 
@@ -190,23 +198,54 @@ class IngestWorker:
         Raises ``WorkerError`` when the broker refuses the subscriptions.
         """
         self._loop = asyncio.get_running_loop()
-        props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
-        props.SessionExpiryInterval = self.session_expiry_s
-        props.ReceiveMaximum = self.receive_maximum
+        connect = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
+        connect.SessionExpiryInterval = self.session_expiry_s
+        connect.ReceiveMaximum = self.receive_maximum
         _log.info("%s: connecting to %s:%d (group %s, batch %d, window %d)", self.client_id, self.host,
                   self.port, self.share_group, self.batch_max, self.receive_maximum)
         self._client.connect_async(self.host, self.port, keepalive=self.keepalive_s, clean_start=False,
-                                   properties=props)
+                                   properties=connect)
         self._client.loop_start()
         try:
             await self._consume()
         finally:
+            end: Properties | None = None
+            if self._end_session:
+                end = Properties(PacketTypes.DISCONNECT)  # type: ignore[no-untyped-call]
+                end.SessionExpiryInterval = 0
             with contextlib.suppress(Exception):
-                self._client.disconnect()  # keeps the session: its expiry was set at CONNECT
+                # a stop keeps the session (its expiry was set at CONNECT); a retirement ends it
+                self._client.disconnect(properties=end)
             await asyncio.to_thread(self._client.loop_stop)
             _log.info("%s: stopped; %s", self.client_id, self.describe())
         if self._failure is not None:
             raise self._failure
+
+    async def retire(self, quiet_s: float = 2.0) -> None:
+        """Take this worker out of the group for good, without losing its share.
+
+        Connects under the worker's client id, unsubscribes from the share group (so the broker
+        routes nothing new to this session), commits and acknowledges what the session still holds
+        until nothing has arrived for ``quiet_s`` and nothing is outstanding, then disconnects with
+        a Session Expiry Interval of 0, which ends the session. Use it when the number of workers
+        goes down: the session of a worker that never comes back keeps receiving its share.
+        """
+        self._retiring = True
+        run = asyncio.ensure_future(self.run())
+        try:
+            while not run.done():
+                if self._left_group.is_set() and self._drained(quiet_s):
+                    self._end_session = True
+                    self.stop()
+                    break
+                await asyncio.wait({run}, timeout=0.1)
+        finally:
+            await run
+        _log.info("%s: retired; its session is gone", self.client_id)
+
+    def _drained(self, quiet_s: float) -> bool:
+        return (time.monotonic() - self._last_delivery >= quiet_s and not self._inbox
+                and self._outstanding[self._gen] == 0 and self._in_sink == 0)
 
     def stop(self) -> None:
         """Stop taking batches; finish (and acknowledge) those with the sink, then disconnect.
@@ -238,10 +277,22 @@ class IngestWorker:
         self.stats.connects += 1
         self._unreachable = False
         _log.info("%s: connected (session present: %s)", self.client_id, flags.session_present)
-        subs = [(f"$share/{self.share_group}/{t}", SubscribeOptions(qos=1)) for t in self.topics]
-        rc, mid = client.subscribe(subs)
+        if self._retiring:
+            rc, mid = client.unsubscribe(self._filters())
+        else:
+            rc, mid = client.subscribe([(f, SubscribeOptions(qos=1)) for f in self._filters()])
         if rc == mqtt.MQTT_ERR_SUCCESS:
             self._subscribe_mid = mid
+
+    def _filters(self) -> list[str]:
+        return [f"$share/{self.share_group}/{t}" for t in self.topics]
+
+    def _on_unsubscribe(self, _client: mqtt.Client, _userdata: object, mid: int, _reasons: list[ReasonCode],
+                        _props: Properties | None) -> None:
+        if mid == self._subscribe_mid and self._loop is not None:
+            _log.info("%s: left share group %s; draining its session", self.client_id, self.share_group)
+            self._last_delivery = time.monotonic()  # the quiet period starts now
+            self._loop.call_soon_threadsafe(self._left_group.set)
 
     def _on_connect_fail(self, _client: mqtt.Client, _userdata: object) -> None:
         level = logging.DEBUG if self._unreachable else logging.WARNING
@@ -276,11 +327,12 @@ class IngestWorker:
         except UnicodeDecodeError:  # brokers refuse such topics; keep it for the dead-letter log anyway
             topic = bytes(msg._topic).decode("utf-8", "replace")
         raw = RawMessage("", topic, bytes(msg.payload), time.time_ns() // 1000)
+        self._last_delivery = time.monotonic()
         self.stats.received += 1
         if msg.dup:
             self.stats.redelivered += 1
         self._inbox.append(_Delivery(msg.mid, msg.qos, self._gen, raw))
-        if not self._wake_pending and self._loop is not None:
+        if len(self._inbox) >= self._wake_at and not self._wake_pending and self._loop is not None:
             self._wake_pending = True
             self._loop.call_soon_threadsafe(self._wake)
 
@@ -299,7 +351,8 @@ class IngestWorker:
         inbox = self._inbox
         while inbox and len(batch) < limit:
             d = inbox.popleft()
-            self._outstanding[d.gen] += 1
+            if d.qos:
+                self._outstanding[d.gen] += 1
             batch.append(d)
 
     def _window_full(self) -> bool:
@@ -319,6 +372,7 @@ class IngestWorker:
                     slots.release()
                     self._forget(batch)  # not handed over: the broker delivers them again
                     break
+                self._in_sink += 1
                 in_sink.put_nowait((batch, loop.create_task(self._commit(batch))))
         finally:
             in_sink.put_nowait(None)
@@ -332,32 +386,44 @@ class IngestWorker:
                 self._ack(batch)
             else:
                 self._forget(batch)
+            self._in_sink -= 1
             slots.release()
 
     async def _gather(self) -> list[_Delivery]:
-        """The next batch: full, window full, or ``flush_s`` after its first message."""
+        """The next batch: full, window full, or ``flush_s`` after its first message.
+
+        The network thread wakes this loop only when it has enough to finish the batch (or, when
+        idle, on the first message), not for every message.
+        """
         batch: list[_Delivery] = []
-        while not batch:
-            self._drain_into(batch, self.batch_max)
-            if batch or self._stopping.is_set():
+        deadline = 0.0
+        while not self._stopping.is_set():
+            if not batch:
+                self._drain_into(batch, self.batch_max)
+                if batch:
+                    deadline = time.monotonic() + self.flush_s
+            if len(batch) >= self.batch_max or (batch and self._window_full()):
                 break
+            missing = min(self.batch_max - len(batch), self.receive_maximum - self._outstanding[self._gen])
+            self._wake_at = max(1, missing) if batch else 1
             self._arrived.clear()
-            self._drain_into(batch, self.batch_max)  # anything appended before the clear
-            if batch:
-                break
-            await self._arrived.wait()
-        deadline = time.monotonic() + self.flush_s
-        while (batch and len(batch) < self.batch_max and not self._window_full()
-               and not self._stopping.is_set()):
-            self._arrived.clear()
-            self._drain_into(batch, self.batch_max)
-            if len(batch) >= self.batch_max or self._window_full():
-                break
+            had = len(batch)
+            self._drain_into(batch, self.batch_max)  # what came before the new threshold was set
+            if len(batch) != had:
+                if not had:
+                    deadline = time.monotonic() + self.flush_s
+                continue
+            if not batch:
+                await self._arrived.wait()
+                continue
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 break
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._arrived.wait(), remaining)
+            self._drain_into(batch, self.batch_max)
+            if time.monotonic() >= deadline:
+                break
         return batch
 
     async def _commit(self, batch: list[_Delivery]) -> bool:
@@ -402,7 +468,8 @@ class IngestWorker:
 
     def _forget(self, batch: list[_Delivery]) -> None:
         for d in batch:
-            self._outstanding[d.gen] -= 1
+            if d.qos:
+                self._outstanding[d.gen] -= 1
         for gen in [g for g, n in self._outstanding.items() if n <= 0 and g != self._gen]:
             del self._outstanding[gen]
 

@@ -92,11 +92,22 @@ def run_worker(index: int, settings: WorkerSettings, sink_factory: SinkFactory, 
     worker connects as ``ingest-{index}``. Raises ``WorkerError`` if the broker refuses the
     subscriptions.
     """
-    asyncio.run(_serve(index, settings, sink_factory, on_subscribed))
+    asyncio.run(_serve(index, settings, sink_factory, on_subscribed, retire_quiet_s=None))
+
+
+def retire_worker(index: int, settings: WorkerSettings, sink_factory: SinkFactory, *,
+                  quiet_s: float = 2.0) -> None:
+    """Take worker ``index`` out of the share group for good, committing what its session holds.
+
+    Run it (once, with that worker stopped) when the number of workers goes down: Mosquitto
+    keeps routing a share of the messages to the session of ``ingest-{index}`` whether or not it
+    is connected. Returns when the session is drained (nothing for ``quiet_s``) and ended.
+    """
+    asyncio.run(_serve(index, settings, sink_factory, None, retire_quiet_s=quiet_s))
 
 
 async def _serve(index: int, settings: WorkerSettings, sink_factory: SinkFactory,
-                 on_subscribed: Callable[[], None] | None) -> None:
+                 on_subscribed: Callable[[], None] | None, *, retire_quiet_s: float | None) -> None:
     loop = asyncio.get_running_loop()
     stopping = asyncio.Event()
     worker: IngestWorker | None = None
@@ -116,7 +127,10 @@ async def _serve(index: int, settings: WorkerSettings, sink_factory: SinkFactory
                     worker = build_worker(index, settings, sink, on_subscribed)
                     if stopping.is_set():
                         return
-                    await worker.run()
+                    if retire_quiet_s is None:
+                        await worker.run()
+                    else:
+                        await worker.retire(retire_quiet_s)
                     return
             except StoreUnavailable as exc:
                 if worker is not None:
