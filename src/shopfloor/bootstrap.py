@@ -10,7 +10,7 @@ import contextlib
 import logging
 import os
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import uvicorn
@@ -22,31 +22,83 @@ from shopfloor.connectors.mqtt.embedded_broker import EmbeddedBroker
 from shopfloor.domain.assets import Device
 from shopfloor.domain.errors import ShopfloorError
 from shopfloor.domain.payloads import Limits
+from shopfloor.domain.retention import RetentionPolicy
+from shopfloor.ports.backup import Backup
 from shopfloor.ports.ingest import RawMessage
+from shopfloor.ports.registry import RegistryRepository
+from shopfloor.ports.store import Historian
 from shopfloor.services.auth import TokenAuthenticator
 from shopfloor.services.cache import RegistryCache
 from shopfloor.services.clock import SystemClock
 from shopfloor.services.devices import DeviceAccessService
+from shopfloor.services.export import ExportService
+from shopfloor.services.health import HealthService
 from shopfloor.services.history import HistoryService
 from shopfloor.services.ingest import IngestService
 from shopfloor.services.plant import PlantService
 from shopfloor.services.registry import RegistryService
+from shopfloor.services.retention import RetentionService, run_periodically
 from shopfloor.services.stats import IngestStats
+from shopfloor.storage.duckdb.backup import DuckDBBackup
 from shopfloor.storage.duckdb.database import Database
 from shopfloor.storage.duckdb.historian import DuckDBHistorian
 from shopfloor.storage.duckdb.registry import DuckDBRegistry
+from shopfloor.storage.postgres.database import PgDatabase
 
 log = logging.getLogger(__name__)
 
 
 @dataclass
+class Stores:
+    """The store adapters of one installation: DuckDB (embedded) or PostgreSQL (server mode)."""
+
+    repo: RegistryRepository
+    historian: Historian
+    backup: Backup
+    ping: Callable[[], object]
+    close: Callable[[], None]
+    db: Database | None = None  # the DuckDB file, in embedded mode
+    pg: PgDatabase | None = None  # the PostgreSQL database, in server mode
+
+
+def open_stores(settings: Settings, clock: SystemClock) -> Stores:
+    staleness_us = settings.staleness_s * 1_000_000
+    if settings.store == "postgres":
+        from shopfloor.storage.postgres.backup import PgBackup
+        from shopfloor.storage.postgres.historian import PostgresHistorian
+        from shopfloor.storage.postgres.registry import PostgresRegistry
+
+        pg = PgDatabase(settings.database_url, settings.database_schema)
+
+        def ping_pg() -> object:
+            with pg.connection() as conn:
+                return conn.execute("SELECT 1").fetchall()
+
+        pg_historian = PostgresHistorian(pg, rollup_staleness_us=staleness_us, clock=clock)
+
+        def close_pg() -> None:
+            pg_historian.close()
+            pg.close()
+
+        return Stores(PostgresRegistry(pg, clock=clock), pg_historian,
+                      PgBackup(pg.dsn, pg.schema, work_dir=settings.data_dir), ping_pg, close_pg, pg=pg)
+    db = Database(settings.db_path)
+    historian = DuckDBHistorian(db, rollup_staleness_us=staleness_us)
+
+    def close_duckdb() -> None:
+        historian.close()
+        db.close()
+
+    return Stores(DuckDBRegistry(db), historian, DuckDBBackup(db.path, db),
+                  lambda: db.cursor().execute("SELECT 1").fetchall(), close_duckdb, db=db)
+
+
+@dataclass
 class Platform:
-    """Everything one embedded shopfloor process runs, wired together."""
+    """Everything one shopfloor process runs, wired together."""
 
     settings: Settings
-    db: Database
-    repo: DuckDBRegistry
-    historian: DuckDBHistorian
+    stores: Stores
     clock: SystemClock
     stats: IngestStats
     cache: RegistryCache
@@ -54,9 +106,27 @@ class Platform:
     plant: PlantService
     history: HistoryService
     auth: TokenAuthenticator
+    export: ExportService
+    retention: RetentionService
     _ingest: IngestService | None = None
     broker: EmbeddedBroker | None = None
-    _closers: list[Callable[[], None]] = field(default_factory=list)
+    broker_connected: Callable[[], bool] | None = None
+    health: HealthService | None = None
+
+    @property
+    def repo(self) -> RegistryRepository:
+        return self.stores.repo
+
+    @property
+    def historian(self) -> Historian:
+        return self.stores.historian
+
+    @property
+    def db(self) -> Database:
+        """The DuckDB database (embedded mode only)."""
+        if self.stores.db is None:
+            raise RuntimeError("not an embedded (DuckDB) installation")
+        return self.stores.db
 
     @property
     def ingest(self) -> IngestService:
@@ -71,36 +141,51 @@ class Platform:
 
     def api_services(self) -> ApiServices:
         return ApiServices(self.registry, self.plant, self.history, self.auth, self.stats,
-                           ready=self._ready, invalidate=self.cache.invalidate)
+                           ready=self._ready, invalidate=self.cache.invalidate, backup=self.stores.backup,
+                           export=self.export, health=self._health())
+
+    def _broker_up(self) -> bool:
+        if self.broker is not None:
+            return self.broker.running
+        return self.broker_connected() if self.broker_connected is not None else False
+
+    def _health(self) -> HealthService:
+        if self.health is None:
+            self.health = HealthService(
+                self.clock, ping_database=self.stores.ping, broker_connected=self._broker_up,
+                last_commit_us=lambda: self._ingest.last_commit_us if self._ingest else None,
+                pending=lambda: self._ingest.pending_messages if self._ingest else 0)
+        return self.health
 
     def _ready(self) -> dict[str, bool]:
         checks = {"store": True}
         try:
-            self.historian.last_seq()
+            self.stores.ping()
         except Exception:
             checks["store"] = False
-        if self.broker is not None:
-            checks["broker"] = self.broker.running
+        if self.broker is not None or self.broker_connected is not None:
+            checks["broker"] = self._broker_up()
         return checks
 
     def close(self) -> None:
         if self._ingest is not None:
             self._ingest.close()
-        self.historian.close()
-        self.db.close()
+        if self.health is not None:
+            self.health.close()
+        self.stores.close()
 
 
 def build_platform(settings: Settings) -> Platform:
-    db = Database(settings.db_path)
-    repo = DuckDBRegistry(db)
-    historian = DuckDBHistorian(db)
     clock = SystemClock()
+    stores = open_stores(settings, clock)
     stats = IngestStats(clock)
-    cache = RegistryCache(repo, clock)
-    registry = RegistryService(repo)
-    return Platform(settings, db, repo, historian, clock, stats, cache, registry, PlantService(registry),
-                    HistoryService(registry, historian, settings.staleness_s * 1_000_000),
-                    TokenAuthenticator(repo))
+    cache = RegistryCache(stores.repo, clock)
+    registry = RegistryService(stores.repo)
+    policy = RetentionPolicy(settings.raw_retention_days, settings.rollup_1m_days, settings.rollup_1h_days)
+    return Platform(settings, stores, clock, stats, cache, registry, PlantService(registry),
+                    HistoryService(registry, stores.historian, settings.staleness_s * 1_000_000),
+                    TokenAuthenticator(stores.repo), ExportService(registry, stores.historian),
+                    RetentionService(stores.repo, stores.historian, clock, policy))
 
 
 @contextlib.contextmanager
@@ -168,9 +253,11 @@ async def serve(platform: Platform, stop: asyncio.Event,
             await asyncio.sleep(0.02)
         if started is not None:
             started(platform)
+        retention = loop.create_task(run_periodically(platform.retention, s.retention_every_s, stop))
         stop_task = loop.create_task(stop.wait())
         await asyncio.wait({server_task, stop_task}, return_when=asyncio.FIRST_COMPLETED)
         stop_task.cancel()
+        retention.cancel()
     finally:
         server.should_exit = True
         with contextlib.suppress(Exception):

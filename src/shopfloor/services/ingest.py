@@ -49,6 +49,8 @@ class IngestService:
         self._pending: list[_Pending] = []
         self._flusher: asyncio.Task[None] | None = None
         self.last_seq = store.last_seq()
+        self.last_commit_us: int | None = None
+        self._in_flight = 0
 
     # -- decoding (pure but for registry look-ups) ---------------------------------------------
     def decode(self, msg: RawMessage) -> tuple[IngestBatch, int | None]:
@@ -154,6 +156,7 @@ class IngestService:
             merged = IngestBatch()
             for p in group:
                 merged.extend(p.batch)
+            self._in_flight = len(group)
             try:
                 seq = await loop.run_in_executor(self._writer, self._store.commit, merged)
             except Exception as exc:
@@ -164,7 +167,10 @@ class IngestService:
                     if not p.future.done():
                         p.future.set_exception(err)
                 continue
+            finally:
+                self._in_flight = 0
             self.last_seq = seq
+            self.last_commit_us = self._clock.now_us()
             self.stats.commit_done(True)
             for p in group:
                 self.stats.record(p.tenant_id, p.device, p.messages,
@@ -172,6 +178,11 @@ class IngestService:
                                   [(d.device, d.reason.value) for d in p.batch.dead_letters])
                 if not p.future.done():
                     p.future.set_result(seq)
+
+    @property
+    def pending_messages(self) -> int:
+        """Submissions accepted but not yet committed (queued, plus the commit running now)."""
+        return len(self._pending) + self._in_flight
 
     async def drain(self) -> None:
         """Wait until everything submitted so far is committed (or failed)."""
