@@ -10,10 +10,12 @@ from fastapi import Depends, Request
 
 from shopfloor.domain.tenancy import TenantContext
 from shopfloor.ports.backup import Backup
+from shopfloor.ports.ingest import MessageSink
 from shopfloor.services.auth import TokenAuthenticator
 from shopfloor.services.export import ExportService
 from shopfloor.services.health import HealthService
 from shopfloor.services.history import HistoryService
+from shopfloor.services.kpis import KpiService
 from shopfloor.services.plant import PlantService
 from shopfloor.services.registry import RegistryService
 from shopfloor.services.stats import IngestStats
@@ -31,6 +33,8 @@ class ApiServices:
     backup: Backup | None = None  # POST /admin/backup answers 503 without it
     export: ExportService | None = None  # GET /export answers 503 without it
     health: HealthService | None = None  # /readyz falls back to ``ready`` without it
+    ingest: MessageSink | None = None  # POST /messages (back-fill) answers 503 without it
+    kpis: KpiService | None = None  # /kpis answers 503 without it
 
 
 def services(request: Request) -> ApiServices:
