@@ -26,6 +26,7 @@ from shopfloor.testing.store_contract import (
     G,
     H,
     HistorianContract,
+    RollupContract,
     S,
     event,
     sample_batch,
@@ -57,6 +58,8 @@ class TestPostgresHistorian(HistorianContract):
     pass
 
 
+class TestPostgresRollups(RollupContract):
+    pass
 
 # ---- PostgreSQL only ---------------------------------------------------------------------------
 

@@ -152,8 +152,8 @@ class PostgresHistorian:
         for attempt in (1, 2):
             try:
                 with self._db.connection() as conn:
-                    row = conn.execute("UPDATE historian_seq SET last_seq = last_seq + 1 RETURNING last_seq"
-                                       ).fetchone()
+                    row = conn.execute("UPDATE historian_seq SET last_seq = last_seq + 1"
+                                       f" RETURNING last_seq, {pg_rollups.SESSION_SETTINGS}").fetchone()
                     if row is None:
                         raise StoreUnavailable("the historian's sequence row is missing")
                     seq = int(row[0])

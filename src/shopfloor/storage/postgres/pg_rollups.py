@@ -104,29 +104,43 @@ _COLUMNS = ("series_id, bucket, sample_count, value_count, value_sum, value_min,
 _DELETE_SQL = ("DELETE FROM {table} m USING " + _RANGES +
                " WHERE m.series_id = r.series_id AND m.bucket >= r.lo AND m.bucket < r.hi")
 
+# Per range: the sample in force at its start (only the newest before it can be), then its
+# samples; each holds until the next one or its staleness. A hold's first piece lies in its own
+# minute; only holds crossing into later minutes need a generate_series.
+_MINUTE = "interval '1 minute'"
 _MINUTES_FROM_RAW = f"""
 INSERT INTO rollup_1m ({_COLUMNS})
-WITH pts AS (
+WITH r AS (
+    SELECT * FROM {_RANGES}
+), pts AS (
+    SELECT r.series_id, r.lo, r.hi, c.ts, c.value, c.quality FROM r CROSS JOIN LATERAL (
+        SELECT s.ts, s.value, s.quality FROM samples s
+        WHERE s.series_id = r.series_id AND s.ts < r.lo AND s.ts >= r.back ORDER BY s.ts DESC LIMIT 1
+    ) c
+    UNION ALL
     SELECT r.series_id, r.lo, r.hi, s.ts, s.value, s.quality
-    FROM {_RANGES} JOIN samples s ON s.series_id = r.series_id AND s.ts >= r.back AND s.ts < r.hi
+    FROM r JOIN samples s ON s.series_id = r.series_id AND s.ts >= r.lo AND s.ts < r.hi
 ), holds AS (
-    SELECT series_id, lo, hi, ts, value, quality,
+    SELECT series_id, lo, hi, ts, value, quality, date_bin({_MINUTE}, ts, timestamptz 'epoch') AS m0,
            least(lead(ts) OVER (PARTITION BY series_id, lo ORDER BY ts), ts + {_ST}) AS h1
     FROM pts
 ), stats AS (
-    SELECT series_id, date_bin('1 minute', ts, timestamptz 'epoch') AS bucket, count(*) AS n,
+    SELECT series_id, m0 AS bucket, count(*) AS n,
            count(value) AS nv, {{sum_value}} AS vsum, min(value) AS vmin, max(value) AS vmax,
            min(ts) AS t_first, (array_agg(value ORDER BY ts))[1] AS v_first,
            max(ts) AS t_last, (array_agg(value ORDER BY ts DESC))[1] AS v_last
     FROM holds WHERE quality < {_BAD} AND ts >= lo
     GROUP BY 1, 2
 ), pieces AS (
-    SELECT h.series_id, b.bucket, h.value, h.ts < b.bucket AS carried,
-           {_US.format("least(h.h1, b.bucket + interval '1 minute') - greatest(h.ts, b.bucket)")} AS dt
+    SELECT series_id, m0 AS bucket, value, false AS carried,
+           {_US.format(f"least(h1, m0 + {_MINUTE}) - ts")} AS dt
+    FROM holds WHERE quality < {_BAD} AND value IS NOT NULL AND ts >= lo
+    UNION ALL
+    SELECT h.series_id, b.bucket, h.value, true,
+           {_US.format(f"least(h.h1, b.bucket + {_MINUTE}) - b.bucket")}
     FROM holds h CROSS JOIN LATERAL generate_series(
-        greatest(date_bin('1 minute', h.ts, timestamptz 'epoch'), h.lo),
-        least(h.h1, h.hi) - interval '1 microsecond', interval '1 minute') AS b(bucket)
-    WHERE h.quality < {_BAD} AND h.value IS NOT NULL
+        greatest(h.m0 + {_MINUTE}, h.lo), least(h.h1, h.hi) - interval '1 microsecond', {_MINUTE}) AS b(bucket)
+    WHERE h.quality < {_BAD} AND h.value IS NOT NULL AND h.h1 > h.m0 + {_MINUTE}
 ), twa AS (
     SELECT series_id, bucket, {{sum_weighted}} AS num, sum(dt) AS den, bool_or(carried) AS carried
     FROM pieces GROUP BY 1, 2
@@ -230,6 +244,12 @@ class RollupState:
     marks: Marks
 
 
+# Set for the transactions that maintain rollups: JIT compilation would cost far more than it saves
+# on these short statements (the planner's row estimates for unnest/generate_series are far too
+# high), and the window sort of a 50k-sample batch should stay in memory.
+SESSION_SETTINGS = "set_config('jit', 'off', true), set_config('work_mem', '64MB', true)"
+
+
 def lock_and_read(conn: psycopg.Connection, series_ids: Sequence[int] | None, *, lock: bool) -> RollupState:
     """The stored staleness, the pending flag and the marks of ``series_ids`` (None: all).
 
@@ -237,7 +257,7 @@ def lock_and_read(conn: psycopg.Connection, series_ids: Sequence[int] | None, *,
     marks and rollups change in the same order as commits.
     """
     if lock:
-        conn.execute("SELECT last_seq FROM historian_seq FOR UPDATE")
+        conn.execute(f"SELECT last_seq, {SESSION_SETTINGS} FROM historian_seq FOR UPDATE")
     state = conn.execute("SELECT staleness_us, rebuild_pending FROM rollup_state").fetchone()
     if series_ids is None:
         rows = conn.execute("SELECT kind, series_id, cutoff FROM rollup_marks").fetchall()
