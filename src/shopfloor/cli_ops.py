@@ -80,10 +80,10 @@ def restore(
     config: Annotated[Path | None, typer.Option("--config", help="A shopfloor.toml settings file.")] = None,
     pg_dsn: Annotated[str | None, typer.Option("--pg-dsn", envvar="SHOPFLOOR_PG_DSN",
                                                help="PostgreSQL: connection string of the target database "
-                                                    "[env SHOPFLOOR_PG_DSN]")] = None,
-    pg_schema: Annotated[str, typer.Option("--pg-schema", envvar="SHOPFLOOR_PG_SCHEMA",
-                                           help="PostgreSQL: schema to restore into (empty or absent) "
-                                                "[env SHOPFLOOR_PG_SCHEMA]")] = "shopfloor",
+                                                    "[default: the database_url setting]")] = None,
+    pg_schema: Annotated[str | None, typer.Option("--pg-schema", envvar="SHOPFLOOR_PG_SCHEMA",
+                                                  help="PostgreSQL: schema to restore into (empty or absent) "
+                                                       "[default: the database_schema setting]")] = None,
     replace: Annotated[bool, typer.Option("--replace", help="Keep the current data aside (renamed, not "
                                                             "deleted) and restore in its place")] = False,
 ) -> None:
@@ -102,9 +102,9 @@ def restore(
         info = DuckDBBackup(settings.db_path).restore_from(file, replace=replace)
         where = str(info.path)
     elif is_pg_dump(file):
-        if not pg_dsn:
-            raise ShopfloorError("a PostgreSQL backup needs the target database: pass --pg-dsn or set "
-                                 "SHOPFLOOR_PG_DSN")
+        settings = load_settings(config)
+        pg_dsn = pg_dsn or settings.database_url
+        pg_schema = pg_schema or settings.database_schema
         info = PgBackup(pg_dsn, pg_schema).restore_from(file, replace=replace)
         where = f"schema {pg_schema}"
     else:

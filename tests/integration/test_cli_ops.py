@@ -215,9 +215,12 @@ def test_restore_a_postgres_dump(pg_schema: tuple[str, str], tmp_path: Path) -> 
     dump = tmp_path / "b.dump"
     PgBackup(dsn, schema).backup_to(dump)
     runner = CliRunner()
-    r = runner.invoke(app, ["restore", str(dump), "--pg-schema", schema], env={"SHOPFLOOR_PG_DSN": ""})
-    assert isinstance(r.exception, ShopfloorError) and "--pg-dsn" in r.exception.message
-    r = runner.invoke(app, ["restore", str(dump), "--pg-schema", schema], env={"SHOPFLOOR_PG_DSN": dsn})
+    # without --pg-dsn the database_url setting is the target (here one that does not exist)
+    r = runner.invoke(app, ["restore", str(dump), "--pg-schema", schema],
+                      env={"SHOPFLOOR_PG_DSN": "", "SHOPFLOOR_DATABASE_URL": "host=127.0.0.1 dbname=no_such_db"})
+    assert isinstance(r.exception, ShopfloorError) and "no_such_db" in r.exception.message
+    r = runner.invoke(app, ["restore", str(dump)],
+                      env={"SHOPFLOOR_DATABASE_URL": dsn, "SHOPFLOOR_DATABASE_SCHEMA": schema})
     assert isinstance(r.exception, Conflict) and "holds data" in r.exception.message
     r = runner.invoke(app, ["restore", str(dump), "--pg-dsn", dsn, "--pg-schema", schema, "--replace"])
     assert r.exit_code == 0, (r.stderr, r.exception)
