@@ -474,3 +474,4 @@ def _session_present(broker: Mosquitto, client_id: str) -> bool:
         c.disconnect()
         c.loop_stop()
     return present[0]
+

@@ -209,6 +209,7 @@ class IngestWorker:
         try:
             await self._consume()
         finally:
+            self._stopping.set()  # also when cancelled: the disconnect below is ours
             end: Properties | None = None
             if self._end_session:
                 end = Properties(PacketTypes.DISCONNECT)  # type: ignore[no-untyped-call]
