@@ -61,6 +61,7 @@ class TestPostgresHistorian(HistorianContract):
 class TestPostgresRollups(RollupContract):
     pass
 
+
 # ---- PostgreSQL only ---------------------------------------------------------------------------
 
 class FixedClock:
@@ -345,3 +346,14 @@ def test_huge_values_never_make_a_commit_fail(historian: PostgresHistorian) -> N
     assert historian.aggregate(1, hour, Agg.SUM, MIN)[0].value == big
     with pytest.raises(InvalidInput):  # raw arithmetic in double precision overflows
         historian.aggregate(1, [(T0, T0 + H + 1)], Agg.SUM, MIN)
+
+
+def test_each_bucket_is_answered_by_its_own_source(historian: PostgresHistorian) -> None:
+    historian.commit(sample_batch(*[(1, T0 + i * 10 * S, float(i), G) for i in range(3 * 360)]))
+    grid = [(T0, T0 + H), (T0 + H, T0 + H + MIN), (T0 + H + MIN + S, T0 + 2 * H), (T0 + 2 * H, T0 + 3 * H)]
+    before = values(historian.aggregate(1, grid, Agg.AVG, MIN))
+    assert before == [(179.5, 360), (362.5, 6), (543.0, 353), (899.5, 360)]
+    historian.delete_rollups_before("1h", T0 + 2 * H)  # the first hour now comes from the minutes
+    assert values(historian.aggregate(1, grid, Agg.AVG, MIN)) == before
+    historian.delete_before(T0 + 3 * H)  # raw gone: only the bucket no rollup tiles goes empty
+    assert values(historian.aggregate(1, grid, Agg.AVG, MIN)) == [before[0], before[1], (None, 0), before[3]]

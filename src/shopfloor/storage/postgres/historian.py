@@ -305,33 +305,28 @@ class PostgresHistorian:
 
     def aggregate(self, series_id: int, buckets: Sequence[tuple[int, int]], agg: Agg,
                   staleness_us: int) -> list[AggRow]:
-        """One row per bucket, in the given order; the work is one SQL statement (see module docs)."""
+        """One row per bucket, in the given order. Each bucket is answered by the coarsest rollup
+        that tiles it and still holds it, else from raw samples: one SQL statement per source."""
         agg = Agg(agg)
         if not buckets:
             return []
-        params: dict[str, Any] = {"sid": series_id, "b0": [to_datetime(b[0]) for b in buckets],
-                                  "b1": [to_datetime(b[1]) for b in buckets]}
         if agg is Agg.TWA and staleness_us <= 0:
             raise InvalidInput("staleness must be a positive number of microseconds for a time-weighted average")
-        if pg_rollups.tiles(buckets):
-            with self._conn() as conn:
+        out: list[tuple[float | None, int]] = [(None, 0)] * len(buckets)
+        with self._conn() as conn:
+            conn.execute(f"SELECT {pg_rollups.SESSION_SETTINGS}")
+            sources: list[str | None] = [None] * len(buckets)
+            if pg_rollups.tiles_any(buckets):
                 state = pg_rollups.lock_and_read(conn, [series_id], lock=False)
-                level = pg_rollups.level_for(buckets, agg, staleness_us, state, series_id)
-                if level is not None:
-                    out = pg_rollups.query(conn, level, series_id, params["b0"], params["b1"], agg)
-                    return [AggRow(b[0], b[1], value, count)
-                            for b, (value, count) in zip(buckets, out, strict=True)]
-        if agg is Agg.TWA:
-            st = min(staleness_us, _MAX_STALENESS_US)
-            params.update(st_s=st // 1_000_000, st_us=st % 1_000_000,
-                          since=to_datetime(min(b[0] for b in buckets) - st))
-            with self._conn() as conn:
-                rows = conn.execute(_TWA_SQL, params).fetchall()
-            out = [(float(num) / float(den) if den else None, int(n)) for _, num, den, n in rows]
-        else:
-            with self._conn() as conn:
-                rows = conn.execute(_NUMERIC_SQL[agg], params).fetchall()
-            out = [(None if not n or v is None else float(v), int(n)) for _, v, n in rows]
+                sources = pg_rollups.sources(buckets, agg, staleness_us, state, series_id)
+            for source in sorted(set(sources), key=str):
+                picked = [i for i, src in enumerate(sources) if src == source]
+                part = [buckets[i] for i in picked]
+                rows = (_raw_rows(conn, series_id, part, agg, staleness_us) if source is None
+                        else pg_rollups.query(conn, source, series_id, [to_datetime(b[0]) for b in part],
+                                              [to_datetime(b[1]) for b in part], agg))
+                for i, row in zip(picked, rows, strict=True):
+                    out[i] = row
         return [AggRow(b[0], b[1], value, count) for b, (value, count) in zip(buckets, out, strict=True)]
 
     # ---- events ----------------------------------------------------------------------------
@@ -449,6 +444,21 @@ class PostgresHistorian:
         with self._conn() as conn:
             cur = conn.execute(sql, params)
             return max(cur.rowcount, 0)
+
+
+def _raw_rows(conn: psycopg.Connection, series_id: int, buckets: Sequence[tuple[int, int]], agg: Agg,
+              staleness_us: int) -> list[tuple[float | None, int]]:
+    """(value, count) per bucket computed from raw samples (see the SQL at the top)."""
+    params: dict[str, Any] = {"sid": series_id, "b0": [to_datetime(b[0]) for b in buckets],
+                              "b1": [to_datetime(b[1]) for b in buckets]}
+    if agg is Agg.TWA:
+        st = min(staleness_us, _MAX_STALENESS_US)
+        params.update(st_s=st // 1_000_000, st_us=st % 1_000_000,
+                      since=to_datetime(min(b[0] for b in buckets) - st))
+        rows = conn.execute(_TWA_SQL, params).fetchall()
+        return [(float(num) / float(den) if den else None, int(n)) for _, num, den, n in rows]
+    rows = conn.execute(_NUMERIC_SQL[agg], params).fetchall()
+    return [(None if not n or v is None else float(v), int(n)) for _, v, n in rows]
 
 
 # ---- row conversion ------------------------------------------------------------------------

@@ -393,26 +393,23 @@ def _clip(ranges: Iterable[Range], width: int, guard: Any) -> list[Range]:
     return out
 
 
-def level_for(buckets: Sequence[tuple[int, int]], agg: Agg, staleness_us: int, state: RollupState,
-              series_id: int) -> str | None:
-    """The coarsest level whose buckets tile every requested bucket and that still holds the window;
-    None: answer from raw."""
-    if state.rebuild_pending or state.staleness_us is None:
-        return None
-    if agg is Agg.TWA and staleness_us != state.staleness_us:
-        return None
-    lo = min(b[0] for b in buckets)
-    for name, width in LEVELS:
-        if all(b0 % width == 0 and b1 % width == 0 for b0, b1 in buckets):
-            horizon = state.marks.horizon(name, series_id)
-            if horizon is None or lo >= horizon:
-                return name
-    return None
+def sources(buckets: Sequence[tuple[int, int]], agg: Agg, staleness_us: int, state: RollupState,
+            series_id: int) -> list[str | None]:
+    """Per bucket, the coarsest level whose buckets tile it and that still holds it (its retention
+    cutoff is not after the bucket's start); None: answer from raw. For twa only when the query's
+    staleness is the one the rollups were built with, and never while a rebuild is pending."""
+    if state.rebuild_pending or state.staleness_us is None or (
+            agg is Agg.TWA and staleness_us != state.staleness_us):
+        return [None] * len(buckets)
+    horizons = [(name, width, state.marks.horizon(name, series_id)) for name, width in LEVELS]
+    return [next((name for name, width, horizon in horizons
+                  if b0 % width == 0 and b1 % width == 0 and (horizon is None or b0 >= horizon)), None)
+            for b0, b1 in buckets]
 
 
-def tiles(buckets: Sequence[tuple[int, int]]) -> bool:
-    """Whether the finest level tiles every bucket (else no need to look at rollups at all)."""
-    return all(b0 % MINUTE_US == 0 and b1 % MINUTE_US == 0 for b0, b1 in buckets)
+def tiles_any(buckets: Sequence[tuple[int, int]]) -> bool:
+    """Whether the finest level tiles some bucket (else no need to look at rollups at all)."""
+    return any(b0 % MINUTE_US == 0 and b1 % MINUTE_US == 0 for b0, b1 in buckets)
 
 
 def query(conn: psycopg.Connection, level: str, series_id: int, b0: list[Any], b1: list[Any],
