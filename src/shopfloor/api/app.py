@@ -7,7 +7,7 @@ from fastapi import FastAPI
 from shopfloor import __version__
 from shopfloor.api import errors
 from shopfloor.api.deps import ApiServices
-from shopfloor.api.routers import admin, assets, data, devices, export, health, plant, tenants
+from shopfloor.api.routers import admin, assets, data, devices, export, health, kpis, messages, plant, tenants
 
 API = "/api/v1"
 
@@ -23,7 +23,8 @@ def create_app(services: ApiServices) -> FastAPI:
     )
     app.state.services = services
     errors.install(app)
-    for r in (tenants.router, assets.router, devices.router, data.router, plant.router, export.router, admin.router):
+    for r in (tenants.router, assets.router, devices.router, data.router, plant.router, export.router, admin.router,
+              kpis.router, messages.router):
         app.include_router(r, prefix=API)
     app.include_router(health.router)
     return app
