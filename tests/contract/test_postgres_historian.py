@@ -12,7 +12,7 @@ import pytest
 
 from shopfloor.domain.errors import InvalidInput, StoreUnavailable
 from shopfloor.domain.query import Agg
-from shopfloor.domain.records import IngestBatch, Sample
+from shopfloor.domain.records import IngestBatch, Reason, Sample
 from shopfloor.domain.timeutil import to_us
 from shopfloor.storage.postgres import pg_copy
 from shopfloor.storage.postgres.database import PgDatabase
@@ -28,6 +28,7 @@ from shopfloor.testing.store_contract import (
     HistorianContract,
     RollupContract,
     S,
+    dead,
     event,
     sample_batch,
     values,
@@ -257,11 +258,9 @@ def test_failed_commit_stores_nothing_and_keeps_the_sequence(historian: Postgres
 def test_values_postgresql_refuses_are_invalid_input(historian: PostgresHistorian) -> None:
     historian.commit(sample_batch((1, T0, 1.0, G)))
     bad_batches = [
-        sample_batch((1, T0 + S, None, G, "nul\x00byte")),           # text cannot hold NUL
         sample_batch((2**40, T0, 1.0, G)),                            # series id beyond integer
         sample_batch((1, 2**62, 1.0, G)),                             # beyond the year 9999
         IngestBatch(events=[event(1, 1, T0, bad=float("nan"))]),       # not JSON
-        IngestBatch(events=[event(1, 1, T0, text="\x00")]),            # jsonb cannot hold NUL
     ]
     malformed = IngestBatch()
     malformed.samples.series_id.append(1)  # the other columns are missing
@@ -269,6 +268,21 @@ def test_values_postgresql_refuses_are_invalid_input(historian: PostgresHistoria
         with pytest.raises(InvalidInput):
             historian.commit(batch)
     assert historian.last_seq() == 1 and historian.count_samples() == 1 and historian.events(1) == []
+
+
+def test_text_postgresql_cannot_hold_is_stored_with_replacement_characters(historian: PostgresHistorian) -> None:
+    """NUL and unpaired surrogates: refusing them would fail the whole commit, again on every retry."""
+    batch = sample_batch((1, T0, None, G, "nul\x00byte"), (1, T0 + S, None, G, "half \ud800 pair"))
+    batch.events.append(event(1, 10, T0, "event", "note\x00", text="a\x00b", **{"k\x00": ["\udfff"]}))
+    batch.dead_letters.append(dead(1, "plc\x00", Reason.UNDECODABLE, T0, b"\x00raw bytes stay"))
+    historian.commit(batch)
+    assert [s.text for s in historian.raw(1, T0, T0 + H)] == ["nul\ufffdbyte", "half \ufffd pair"]
+    (stored,) = historian.events(1)
+    assert (stored.type, stored.data) == ("note\ufffd", {"text": "a\ufffdb", "k\ufffd": ["\ufffd"]})
+    (letter,) = historian.dead_letters(1)
+    assert (letter.device, letter.payload) == ("plc\ufffd", b"\x00raw bytes stay")
+    historian.commit(batch)  # a redelivery is recognised as the same event
+    assert len(historian.events(1)) == 1
 
 
 def test_twa_needs_a_positive_staleness_and_reads_take_any_bounds(historian: PostgresHistorian) -> None:

@@ -47,10 +47,10 @@ import psycopg
 
 from shopfloor.domain.errors import InvalidInput, StoreUnavailable
 from shopfloor.domain.query import Agg, AggRow, StoredDeadLetter, StoredEvent
-from shopfloor.domain.records import DeadLetter, EventRecord, IngestBatch, Quality, Sample, SampleBatch
+from shopfloor.domain.records import IngestBatch, Quality, Sample, SampleBatch
 from shopfloor.domain.timeutil import MAX_US, MIN_US, now_us, to_us
 from shopfloor.ports.clock import Clock
-from shopfloor.storage.postgres import pg_copy, pg_rollups
+from shopfloor.storage.postgres import pg_copy, pg_rollups, pg_rows
 from shopfloor.storage.postgres.database import PgDatabase
 from shopfloor.storage.postgres.historian_schema import MIGRATIONS
 from shopfloor.storage.postgres.partitions import SamplePartitions, parse_partition_interval, to_datetime
@@ -143,9 +143,9 @@ class PostgresHistorian:
         if len(batch) == 0:
             return self.last_seq()
         self._check_open()
-        samples = _sample_columns(batch.samples) if len(batch.samples) else None
-        events = _event_columns(batch.events) if batch.events else None
-        dead = _dead_letter_columns(batch.dead_letters) if batch.dead_letters else None
+        samples = pg_rows.sample_columns(batch.samples) if len(batch.samples) else None
+        events = pg_rows.event_columns(batch.events) if batch.events else None
+        dead = pg_rows.dead_letter_columns(batch.dead_letters) if batch.dead_letters else None
         self._keep_ahead()
         if samples is not None:
             self.partitions.ensure_timestamps(batch.samples.ts_us)
@@ -462,61 +462,6 @@ def _raw_rows(conn: psycopg.Connection, series_id: int, buckets: Sequence[tuple[
 
 
 # ---- row conversion ------------------------------------------------------------------------
-
-def _sample_columns(s: SampleBatch) -> list[list[Any]]:
-    n = len(s.series_id)
-    if not (len(s.ts_us) == len(s.value) == len(s.text) == len(s.quality) == n):
-        raise InvalidInput("malformed sample batch: the columns must be parallel lists of one length")
-    _check_range(s.series_id, _INT4, "series_id")
-    _check_range(s.quality, _INT2, "quality")
-    return [s.series_id, s.ts_us, s.value, s.text, s.quality]
-
-
-_INT4 = (-(2**31), 2**31 - 1)
-_INT2 = (-(2**15), 2**15 - 1)
-
-
-def _check_range(column: Sequence[Any], bounds: tuple[int, int], what: str) -> None:
-    """Binary COPY would silently truncate an integer too wide for its column: refuse it first."""
-    if not column:
-        return
-    try:
-        ok = bounds[0] <= min(column) and max(column) <= bounds[1]
-    except TypeError:
-        ok = False
-    if not ok:
-        raise InvalidInput(f"{what} must be whole numbers between {bounds[0]} and {bounds[1]}")
-
-
-def _canonical_json(data: dict[str, Any]) -> str:
-    try:
-        return json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
-    except (TypeError, ValueError) as exc:
-        raise InvalidInput(f"event data is not JSON: {exc}") from exc
-
-
-def _check_ts(ts: int, what: str) -> int:
-    if isinstance(ts, bool) or not isinstance(ts, int) or not MIN_US <= ts <= MAX_US:
-        raise InvalidInput(f"{what} must be epoch microseconds between 0001-01-02 and 9999-12-30")
-    return ts
-
-
-def _event_columns(events: list[EventRecord]) -> list[list[Any]]:
-    tenants, assets = [e.tenant_id for e in events], [e.asset_id for e in events]
-    _check_range(tenants, _INT4, "event tenant_id")
-    _check_range(assets, _INT4, "event asset_id")
-    return [tenants, assets,
-            [_check_ts(e.ts_us, "event ts") for e in events], [e.kind for e in events],
-            [e.type for e in events], [_canonical_json(e.data) for e in events]]
-
-
-def _dead_letter_columns(rows: list[DeadLetter]) -> list[list[Any]]:
-    tenants = [d.tenant_id for d in rows]
-    _check_range([t for t in tenants if t is not None], _INT4, "dead letter tenant_id")
-    return [tenants, [d.device for d in rows], [d.topic for d in rows],
-            [str(d.reason) for d in rows], [d.detail for d in rows], [bytes(d.payload) for d in rows],
-            [_check_ts(d.received_us, "dead letter received_us") for d in rows]]
-
 
 def _sample(r: tuple[Any, ...]) -> Sample:
     return Sample(int(r[0]), to_us(r[1]), r[2], r[3], int(r[4]))
