@@ -176,7 +176,10 @@ def test_put_checks_role_level_and_content(s: Setup) -> None:
             s.plant.put_site_calendar(ctx, site.id, body)
     for body, message in [({"labour_rate": -1}, "negative"), ({"currency": " "}, "currency"),
                           ({"tariff": {"periods": [{"name": "standard", "price": 1, "start": "08:00",
-                                                    "end": "09:00"}]}}, "distinct names"),
+                                                    "end": "09:00"}]}}, "none of them the default"),
+                          ({"tariff": {"periods": [{"name": "peak", "price": 1, "start": "08:00", "end": "09:00"},
+                                                   {"name": "peak", "price": 2, "start": "18:00", "end": "19:00"}]}},
+                           "different prices"),
                           ({"tariff": {"timezone": "nowhere"}}, "IANA")]:
         with pytest.raises(InvalidInput, match=message):
             s.plant.put_site_cost_model(ctx, site.id, body)

@@ -160,13 +160,16 @@ def check_cost_model(model: CostModel, what: str = "cost model") -> None:
         raise InvalidInput(f"{what}: currency must not be empty")
     if len(t.periods) > MAX_TARIFF_PERIODS:
         raise InvalidInput(f"{what}: at most {MAX_TARIFF_PERIODS} tariff periods")
-    names = [p.name for p in t.periods]
-    if t.default_name in names or len(set(names)) != len(names) or not all(n.strip() for n in names):
-        raise InvalidInput(f"{what}: tariff periods need distinct names, none of them the default "
-                           f"{t.default_name!r}")
-    prices = [t.default_price, model.labour_rate, model.overhead_per_hour, model.default_material_cost,
-              *model.material_cost.values(), *(p.price for p in t.periods)]
-    if any(not math.isfinite(p) or p < 0 for p in prices):
+    prices: dict[str, float] = {}
+    for period in t.periods:
+        if not period.name.strip() or period.name == t.default_name:
+            raise InvalidInput(f"{what}: tariff periods need names, none of them the default {t.default_name!r}")
+        if prices.setdefault(period.name, period.price) != period.price:
+            raise InvalidInput(f"{what}: tariff periods named {period.name!r} have different prices; a name "
+                               "may cover several time ranges, at one price")
+    rates = [t.default_price, model.labour_rate, model.overhead_per_hour, model.default_material_cost,
+             *model.material_cost.values(), *prices.values()]
+    if any(not math.isfinite(r) or r < 0 for r in rates):
         raise InvalidInput(f"{what}: prices and rates must be finite and not negative")
 
 
