@@ -105,6 +105,8 @@ def compare(
     asset: AssetOpt,
     baseline: Annotated[str, typer.Option("--baseline", help="The baseline period FROM..TO (RFC 3339 or epoch ms)")],
     current: Annotated[str, typer.Option("--current", help="The current period FROM..TO (RFC 3339 or epoch ms)")],
+    svg: Annotated[Path | None, typer.Option("--svg", help="Also write the contributions as a bar chart (SVG)",
+                                             dir_okay=False)] = None,
     as_json: JsonOut = False, url: Url = None, token: Token = None,
 ) -> None:
     """Before and after: the change of energy efficiency, labour productivity, unit cost, OEE and its
@@ -113,6 +115,8 @@ def compare(
     c0, c1 = _period(current, "--current")
     body = api_client(url, token).call("GET", "/kpis/compare", params={
         "asset": asset, "baseline_from": b0, "baseline_to": b1, "current_from": c0, "current_to": c1})
+    if svg is not None:
+        svg.write_text(chart_svg(body), encoding="utf-8")
     if as_json:
         console.print_json(json.dumps(body))
         return
@@ -151,6 +155,47 @@ def _effects(title: str, effects: dict[str, float], relative: dict[str, str], de
         t.add_row(f"  {name}", _signed(value), "", "")
     t.add_row("[bold]sum[/bold]", _signed(sum(effects.values())), "", "")
     console.print(t)
+
+
+def chart_svg(body: dict[str, Any]) -> str:
+    """The contributions to the unit-cost and OEE changes as horizontal bars around zero (SVG)."""
+    panels: list[tuple[str, list[tuple[str, float]]]] = []
+    u = body.get("unit_cost")
+    if u:
+        currency = body.get("currency") or ""
+        panels.append((f"unit cost {u['baseline']:.4f} \u2192 {u['current']:.4f} {currency}/unit "
+                       f"({_signed_pct(u['relative'])})", [*u["effects"].items(), ("total", u["change"])]))
+    o = body.get("oee")
+    if o:
+        panels.append((f"OEE {o['baseline']:.4f} \u2192 {o['current']:.4f}", [*o["effects"].items(),
+                                                                            ("total", o["change"])]))
+    width, label_w, row_h, half = 720, 150, 26, 230
+    axis = label_w + 20 + half
+    parts: list[str] = []
+    y = 10
+    for title, rows in panels:
+        parts.append(f'<text x="10" y="{y + 16}" font-weight="bold">{_xml(title)}</text>')
+        y += 30
+        scale = half / (max(abs(v) for _, v in rows) or 1.0)
+        for name, value in rows:
+            w = abs(value) * scale
+            x = axis - w if value < 0 else axis
+            colour = "#c0392b" if value < 0 else "#27ae60"
+            if name == "total":
+                colour = "#34495e"
+            parts.append(f'<text x="{label_w}" y="{y + 17}" text-anchor="end">{_xml(name)}</text>')
+            parts.append(f'<rect x="{x:.1f}" y="{y + 4}" width="{w:.1f}" height="{row_h - 8}" fill="{colour}"/>')
+            tx, anchor = (x - 6, "end") if value < 0 else (x + w + 6, "start")
+            parts.append(f'<text x="{tx:.1f}" y="{y + 17}" text-anchor="{anchor}">{value:+.4f}</text>')
+            y += row_h
+        parts.append(f'<line x1="{axis}" y1="{y - row_h * len(rows)}" x2="{axis}" y2="{y}" stroke="#333"/>')
+        y += 20
+    return (f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{y}" '
+            f'font-family="sans-serif" font-size="13">\n' + "\n".join(parts) + "\n</svg>\n")
+
+
+def _xml(text: str) -> str:
+    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
 
 
 # -- backfill ---------------------------------------------------------------------------------------

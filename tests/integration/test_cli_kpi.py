@@ -8,6 +8,7 @@ import warnings
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+from xml.etree import ElementTree
 
 import pytest
 from rich.console import Console
@@ -109,10 +110,15 @@ def test_report_compare_prints_the_lighthouse(tmp_path: Path, monkeypatch: pytes
         for text in ("+33.0%", "+49.0%", "-22.1%", "unit cost 6.6480 -> 5.1784 EUR/unit: -1.4696 (-22.1%)",
                      "labour_hours", "OEE 0.5682 -> 0.7386: +0.1705", "█"):
             assert text in out, text
-        code, out, exc = run(*args, "--json")
+        chart = tmp_path / "lighthouse.svg"
+        code, out, exc = run(*args, "--json", "--svg", str(chart))
         assert code == 0, (out, exc)
         body: dict[str, Any] = json.loads(out)
         assert round(body["changes"]["unit_cost"]["change"], 2) == -0.22
+        root = ElementTree.fromstring(chart.read_text())  # well-formed SVG, one bar per effect and total
+        texts = [t.text or "" for t in root.iter("{http://www.w3.org/2000/svg}text")]
+        assert len(list(root.iter("{http://www.w3.org/2000/svg}rect"))) == 6 + 4
+        assert "-0.7990" in texts and "availability" in texts and any("(-22.1%)" in t for t in texts)
         code, out, exc = run("report", "compare", "--asset", "1", "--baseline", "2026-01-01", "--current", "x..y",
                              "--token", t["viewer"])
         assert code == 2 and "FROM..TO" in CliRunner().invoke(app, ["report", "compare", "--asset", "1", "--baseline",
