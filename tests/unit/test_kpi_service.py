@@ -296,6 +296,18 @@ def test_what_is_refused(world: World) -> None:
         world.service.kpis(world.ctx, m, at(6), at(22))
 
 
+def test_labour_in_shifts_only_leaves_breaks_out(world: World) -> None:
+    monday(world)
+    engineer = TenantContext(world.ctx.tenant_id, "acme", Role.ENGINEER, "e")
+    site = world.registry.asset(engineer, world.site.id)
+    world.registry.update_asset(engineer, site.id, attributes={**site.attributes, "kpi_labour_in_shifts_only": True})
+    k = world.service.kpis(world.ctx, world.machines["cell-1"].id, at(6), at(22)).total.kpis
+    assert k["labour_productivity"].inputs["labour_h"] == pytest.approx(15.5)  # the 10:00 break is out
+    world.registry.update_asset(engineer, site.id, attributes={**site.attributes, "kpi_labour_in_shifts_only": 1})
+    with pytest.raises(InvalidInput, match="kpi_labour_in_shifts_only"):
+        world.service.kpis(world.ctx, world.machines["cell-1"].id, at(6), at(22))
+
+
 def test_without_calendar_or_cost_model_every_moment_is_scheduled_and_there_is_no_unit_cost(world: World) -> None:
     monday(world)
     engineer = TenantContext(world.ctx.tenant_id, "acme", Role.ENGINEER, "e")

@@ -38,6 +38,8 @@ WORK_ORDERS = "kpi_work_orders"
 LINE_POSITION = "line_position"
 # lines (or the area or site above them)
 LINE_RULE = "kpi_line_rule"
+# sites: count clocked-in time only inside working shifts (ISO 22400-2 attendance excludes breaks)
+LABOUR_IN_SHIFTS = "kpi_labour_in_shifts_only"
 
 ENERGY_KINDS = ("counter", "power")
 DEFAULT_ENERGY_STALENESS_S = 300.0
@@ -229,6 +231,13 @@ def reports_orders(attributes: Mapping[str, Any], what: str = "machine") -> bool
     return value
 
 
+def labour_in_shifts_only(attributes: Mapping[str, Any], what: str = "site") -> bool:
+    value = attributes.get(LABOUR_IN_SHIFTS, False)
+    if not isinstance(value, bool):
+        raise InvalidInput(f"{what}: {LABOUR_IN_SHIFTS} must be true or false")
+    return value
+
+
 def line_position(attributes: Mapping[str, Any], what: str = "machine") -> float | None:
     value = attributes.get(LINE_POSITION)
     if value is None:
@@ -281,6 +290,7 @@ def check_attributes(attributes: Mapping[str, Any], what: str) -> None:
     if CYCLE_TIME in attributes or CYCLE_TIMES_BY_PRODUCT in attributes:
         cycle_times(attributes, what)
     reports_orders(attributes, what)
+    labour_in_shifts_only(attributes, what)
     line_position(attributes, what)
     line_rule([attributes], what)
     energy_source(attributes, what)

@@ -23,7 +23,7 @@ import msgspec
 
 from shopfloor.domain import kpi_config
 from shopfloor.domain.assets import Asset, Level, ValueType
-from shopfloor.domain.errors import InvalidInput, NotFound
+from shopfloor.domain.errors import InvalidInput, NotFound, ShopfloorError
 from shopfloor.domain.kpi.calendar import Span, scheduled, shift_instances, spans_by_label, subtract, tariff_spans
 from shopfloor.domain.kpi.compare import Comparison, comparison
 from shopfloor.domain.kpi.formulas import CostBreakdown, KpiSet, ParetoRow, compute, cost_breakdown, downtime_pareto
@@ -123,6 +123,7 @@ class _Target:
     calendar: ShiftCalendar | None
     cost: CostModel | None
     timezone: str
+    labour_in_shifts_only: bool = False
 
     @property
     def ref(self) -> AssetRef:
@@ -196,8 +197,9 @@ class KpiService:
         cal = kpi_config.site_calendar(site.attributes, site.timezone)
         cost = kpi_config.site_cost_model(site.attributes, site.timezone)
         tz = site.timezone or "UTC"
+        in_shifts = kpi_config.labour_in_shifts_only(site.attributes, f"site {site.path_str}")
         if a.level is Level.MACHINE:
-            return _Target(a, [self._machine(ctx, a)], None, cal, cost, tz)
+            return _Target(a, [self._machine(ctx, a)], None, cal, cost, tz, in_shifts)
         if a.level is not Level.LINE:
             raise InvalidInput(f"{a.path_str} is a {a.level.value}; KPIs are computed for machines and lines")
         machines = self._registry.list_assets(ctx, Level.MACHINE, parent_id=a.id)
@@ -208,7 +210,7 @@ class KpiService:
         settings.sort(key=lambda m: (positions[m.asset.id] is None, positions[m.asset.id] or 0.0, m.asset.name))
         area = self._registry.asset(ctx, a.parent_id) if a.parent_id is not None else None
         chain = [a.attributes, *([area.attributes] if area else []), site.attributes]
-        return _Target(a, settings, kpi_config.line_rule(chain, f"line {a.path_str}"), cal, cost, tz)
+        return _Target(a, settings, kpi_config.line_rule(chain, f"line {a.path_str}"), cal, cost, tz, in_shifts)
 
     def _machine(self, ctx: TenantContext, m: Asset) -> _Machine:
         type_attributes = self._registry.asset_type(ctx, m.type_name).attributes if m.type_name else {}
@@ -315,11 +317,12 @@ class KpiService:
             if target.cost is not None:
                 tariff = tuple(spans_by_label(tariff_spans(target.cost.tariff, start, end)))
             for m in target.machines:
-                requests.append(KpiRequest(m.asset.id, tuple(windows), work, tariff, m.energy, m.reports_orders))
+                requests.append(KpiRequest(m.asset.id, tuple(windows), work, tariff, m.energy, m.reports_orders,
+                                           target.labour_in_shifts_only and work is not None))
         flat = self._source.period_inputs(ctx.require_tenant(), requests)
         expected = sum(len(r.windows) for r in requests)
         if len(flat) != expected:
-            raise InvalidInput(f"the KPI source answered {len(flat)} windows for {expected}")  # a broken adapter
+            raise ShopfloorError(f"the KPI source answered {len(flat)} windows for {expected}")  # a broken adapter
         out: list[dict[int, list[PeriodInputs]]] = []
         i = 0
         for _, _, windows in frames:
