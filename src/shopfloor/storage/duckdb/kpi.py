@@ -1,0 +1,438 @@
+"""``KpiSource`` on DuckDB: the historian's events and samples summed into ``PeriodInputs``.
+
+The semantics are ``domain/kpi/reference.py``'s (see ``ports/kpi.py``); this is how DuckDB gets there
+in a handful of statements for any number of (asset, window) groups:
+
+1. **Anchors.** Every series starts from the last event before the request's first window: the state
+   in force (and the last known one, for failure episodes), the last work-order start, each total
+   counter field's baseline, the energy reading or power sample in force, and the first counter
+   reading after the last window. They are looked for within ``lookback_us`` first and, for what is
+   still missing, in all history (except counter baselines: a total counter field not reported
+   within the lookback starts from a fresh baseline).
+2. **Cells.** Per lane (windows of one request that do not overlap), one sweep over window bounds,
+   calendar and tariff boundaries and work-order changes cuts every window into cells of constant
+   (scheduled, tariff period, order open, product).
+3. **Sums.** State segments (per-instant last event, ``lead`` to the next), count messages (total
+   counters credited with ``lag .. IGNORE NULLS`` per field), energy (counter increments spread over
+   the time between readings, or power holds) and clocked-in spans are joined to the cells they
+   overlap. The joins are equi-joins on (request, hour bucket) with cells and segments cut at
+   bucket bounds, so a range join never compares every segment with every cell.
+
+Timestamps are ``BIGINT`` µs; durations are summed as integers and divided once, so they equal the
+reference's exactly. Ties at one instant are broken like ``DuckDBHistorian.events`` orders them:
+(ts, seq, kind, type, data).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager, suppress
+from typing import Any
+
+import duckdb
+import pyarrow as pa
+
+from shopfloor.domain.errors import StoreUnavailable
+from shopfloor.domain.kpi.models import Counts, PeriodInputs
+from shopfloor.ports.kpi import FAR_FUTURE, FAR_PAST, KpiPlan, KpiRequest, Sums, assemble, plan
+from shopfloor.storage.duckdb.database import Database
+
+B = 3_600_000_000  # the bucket of the range joins: one hour
+DEFAULT_LOOKBACK_US = 7 * 86_400_000_000
+BAD = 2
+
+_CATEGORY = """CASE coalesce(e.data->>'state', e.type)
+    WHEN 'running' THEN 'run' WHEN 'run' THEN 'run' WHEN 'idle' THEN 'idle' WHEN 'setup' THEN 'setup'
+    WHEN 'starved' THEN 'starved' WHEN 'blocked' THEN 'blocked' WHEN 'planned_stop' THEN 'planned_stop'
+    WHEN 'unplanned_stop' THEN 'unplanned_stop' ELSE 'unknown' END"""
+_STATE_STREAM = "(e.kind = 'state' OR (e.kind = 'status' AND e.type = 'offline'))"
+_COUNT_ANCHORS = ",\n".join(
+    f"    max(e.ts) FILTER (WHERE e.kind = 'count' AND e.type = 'total' AND (e.data->>'{f}') IS NOT NULL) AS a_{f}"
+    for f in ("good", "reject", "rework"))
+_NO_COUNT_ANCHORS = "NULL::BIGINT AS a_good, NULL::BIGINT AS a_reject, NULL::BIGINT AS a_rework"
+
+_EVENT_ANCHORS = f"""
+SELECT q.r,
+    max(e.ts) FILTER (WHERE {_STATE_STREAM}) AS a_st,
+    max(e.ts) FILTER (WHERE e.kind = 'state' AND {_CATEGORY} <> 'unknown') AS a_known,
+    max(e.ts) FILTER (WHERE q.orders AND e.kind = 'event' AND e.type = 'work_order_start') AS a_ord,
+    {{counts}}
+FROM events e JOIN _k_req q ON e.asset_id = q.asset_id JOIN _k_look k ON k.r = q.r
+WHERE e.tenant_id = $tenant AND e.ts < q.lo AND e.ts >= k.look AND e.kind IN ('state', 'status', 'event', 'count')
+GROUP BY q.r
+"""
+
+_SAMPLE_ANCHORS = f"""
+SELECT q.r,
+    max(s.ts) FILTER (WHERE s.ts < q.lo AND (q.power OR (s.quality < {BAD} AND s.value IS NOT NULL))) AS a_en,
+    min(s.ts) FILTER (WHERE s.ts > q.hi AND NOT q.power AND s.quality < {BAD} AND s.value IS NOT NULL) AS a_after
+FROM samples s JOIN _k_req q ON s.series_id = q.series_id JOIN _k_look k ON k.r = q.r
+WHERE (s.ts < q.lo AND s.ts >= k.look) OR (s.ts > q.hi AND s.ts <= k.ahead)
+GROUP BY q.r
+"""
+
+# the order open after each instant: a start switches orders; an end closes only the open order
+_ORDER_STATE = """
+oev AS (
+    SELECT q.r, e.ts, e.seq, e.type, e.data::VARCHAR AS d, e.type = 'work_order_start' AS is_start,
+           e.data->>'order_id' AS oid,
+           CASE WHEN json_type(e.data -> 'product') = 'VARCHAR' THEN e.data->>'product' END AS product
+    FROM events e JOIN _k_req q ON e.asset_id = q.asset_id
+    WHERE e.tenant_id = $tenant AND q.orders AND e.kind = 'event'
+      AND e.type IN ('work_order_start', 'work_order_end') AND e.ts >= q.ord_from AND e.ts < q.hi
+), o1 AS (
+    SELECT *, row_number() OVER (PARTITION BY r ORDER BY ts, seq, type, d) AS p FROM oev
+), o2 AS (
+    SELECT *, max(CASE WHEN is_start THEN p END) OVER (PARTITION BY r ORDER BY p ROWS UNBOUNDED PRECEDING) AS sp
+    FROM o1
+), o3 AS (
+    SELECT o.r, o.ts, o.p, s.oid AS soid, s.product AS sprod,
+           bool_or(NOT o.is_start AND o.oid = s.oid)
+               OVER (PARTITION BY o.r, o.sp ORDER BY o.p ROWS UNBOUNDED PRECEDING) AS closed
+    FROM o2 o LEFT JOIN o2 s ON s.r = o.r AND s.p = o.sp
+), ost AS (
+    SELECT r, ts, soid IS NOT NULL AND closed IS NOT true AS open,
+           CASE WHEN soid IS NOT NULL AND closed IS NOT true THEN coalesce(sprod, '') ELSE '' END AS product
+    FROM o3 QUALIFY row_number() OVER (PARTITION BY r, ts ORDER BY p DESC) = 1
+)"""
+
+_CELLS = f"""
+CREATE OR REPLACE TEMP TABLE _k_cells AS
+WITH {_ORDER_STATE}, lanes AS (
+    SELECT DISTINCT lane, r FROM _k_win
+), tl AS (
+    SELECT lane, r, w1 AS ts, 0 AS pri, -1 AS gid, NULL::BOOLEAN AS sched, NULL::VARCHAR AS period,
+           NULL::BOOLEAN AS open, NULL::VARCHAR AS product FROM _k_win
+    UNION ALL SELECT lane, r, w0, 1, gid, NULL, NULL, NULL, NULL FROM _k_win
+    UNION ALL SELECT l.lane, l.r, least(c.s1, q.hi), 2, NULL, false, NULL, NULL, NULL
+        FROM lanes l JOIN _k_req q ON q.r = l.r JOIN _k_cal c ON c.cal = q.cal AND c.s0 < q.hi AND c.s1 > q.lo
+    UNION ALL SELECT l.lane, l.r, greatest(c.s0, q.lo), 3, NULL, true, NULL, NULL, NULL
+        FROM lanes l JOIN _k_req q ON q.r = l.r JOIN _k_cal c ON c.cal = q.cal AND c.s0 < q.hi AND c.s1 > q.lo
+    UNION ALL SELECT l.lane, l.r, greatest(t.t0, q.lo), 4, NULL, NULL, t.period, NULL, NULL
+        FROM lanes l JOIN _k_req q ON q.r = l.r JOIN _k_tar t ON t.tar = q.tar AND t.t0 < q.hi AND t.t1 > q.lo
+    UNION ALL SELECT l.lane, l.r, o.ts, 5, NULL, NULL, NULL, o.open, o.product FROM lanes l JOIN ost o ON o.r = l.r
+), filled AS (
+    SELECT lane, r, ts, lead(ts) OVER w AS nxt,
+           last_value(gid IGNORE NULLS) OVER w AS gid,
+           last_value(sched IGNORE NULLS) OVER w AS sched,
+           last_value(period IGNORE NULLS) OVER w AS period,
+           last_value(open IGNORE NULLS) OVER w AS open,
+           last_value(product IGNORE NULLS) OVER w AS product
+    FROM tl WINDOW w AS (PARTITION BY lane ORDER BY ts, pri ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW)
+)
+SELECT f.r, f.gid, f.ts AS c0, f.nxt AS c1, coalesce(f.sched, false) AS sched, f.period,
+       CASE WHEN q.orders THEN coalesce(f.open, false) ELSE true END AS open,
+       CASE WHEN q.orders THEN coalesce(f.product, '') ELSE '' END AS product
+FROM filled f JOIN _k_req q ON q.r = f.r
+WHERE f.gid >= 0 AND f.nxt > f.ts
+"""
+
+_CELL_BUCKETS = f"""
+CREATE OR REPLACE TEMP TABLE _k_cb AS
+SELECT r, gid, c0, c1, sched, period, open, product,
+       unnest(range((c0 - $base) // {B}, (c1 - 1 - $base) // {B} + 1)) AS b
+FROM _k_cells
+"""
+
+
+def _overlap(a0: str, a1: str) -> str:
+    """µs of [a0, a1) ∩ cell ∩ bucket (the join's ``c`` and ``x.b``)."""
+    return f"least({a1}, c.c1, $base + (x.b + 1) * {B}) - greatest({a0}, c.c0, $base + x.b * {B})"
+
+
+def _bucketed(table: str, a0: str = "t0", a1: str = "t1") -> str:
+    return f"SELECT *, unnest(range(({a0} - $base) // {B}, ({a1} - 1 - $base) // {B} + 1)) AS b FROM {table}"
+
+
+_LOSSES = "('setup', 'starved', 'blocked', 'idle', 'unplanned_stop')"
+
+_STATES = f"""
+WITH ev AS (
+    SELECT q.r, e.ts, {{'s': e.seq, 'k': e.kind, 't': e.type, 'd': e.data::VARCHAR}} AS okey,
+           {{'cat': CASE WHEN e.kind = 'state' THEN {_CATEGORY} ELSE 'unknown' END,
+             'reason': CASE WHEN e.kind = 'state' THEN nullif(e.data->>'reason', '') END}} AS v
+    FROM events e JOIN _k_req q ON e.asset_id = q.asset_id
+    WHERE e.tenant_id = $tenant AND {_STATE_STREAM} AND e.ts >= q.st_from AND e.ts < q.hi
+), inst AS (
+    SELECT r, ts, arg_max(v, okey) AS v FROM ev GROUP BY r, ts
+    UNION ALL SELECT r, {FAR_PAST}, {{'cat': 'unknown', 'reason': NULL::VARCHAR}} FROM _k_req
+), seg AS (
+    SELECT r, ts, v.cat AS cat, v.reason AS reason, lead(ts) OVER w AS nxt,
+           last_value(CASE WHEN v.cat <> 'unknown' THEN v.cat END IGNORE NULLS)
+               OVER (w ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING) AS prev_known
+    FROM inst WINDOW w AS (PARTITION BY r ORDER BY ts)
+), clipped AS (
+    SELECT s.r, s.ts, greatest(s.ts, q.lo) AS t0, least(coalesce(s.nxt, q.hi), q.hi) AS t1, s.cat, s.reason,
+           s.ts >= q.lo AND s.cat = 'unplanned_stop' AND prev_known IS DISTINCT FROM 'unplanned_stop' AS fail
+    FROM seg s JOIN _k_req q ON q.r = s.r
+    WHERE least(coalesce(s.nxt, q.hi), q.hi) > greatest(s.ts, q.lo)
+), x AS ({_bucketed("clipped")}
+), pieces AS (
+    SELECT c.gid, x.cat, c.sched, c.open,
+           CASE WHEN x.cat IN {_LOSSES} AND c.sched AND c.open
+                THEN CASE WHEN x.reason IS NOT NULL THEN x.cat || '/' || x.reason ELSE x.cat END END AS rk,
+           {_overlap("x.t0", "x.t1")} AS us,
+           x.fail AND c.c0 <= x.ts AND x.ts < c.c1 AND x.b = (x.ts - $base) // {B} AS fail
+    FROM x JOIN _k_cb c ON c.r = x.r AND c.b = x.b
+    WHERE x.t0 < c.c1 AND c.c0 < x.t1
+)
+SELECT gid, cat, sched, open, rk, sum(us)::BIGINT AS us, count(*) FILTER (WHERE fail) AS fails,
+       grouping(cat, sched, open, rk) AS g
+FROM pieces WHERE us > 0
+GROUP BY GROUPING SETS ((gid, cat, sched, open), (gid, rk))
+"""
+
+_COUNTS = f"""
+WITH cm AS (
+    SELECT q.r, q.lo, e.ts, e.seq, e.type AS mode, e.data::VARCHAR AS d,
+           (e.data->>'good')::BIGINT AS good, (e.data->>'reject')::BIGINT AS reject,
+           (e.data->>'rework')::BIGINT AS rework
+    FROM events e JOIN _k_req q ON e.asset_id = q.asset_id
+    WHERE e.tenant_id = $tenant AND e.kind = 'count' AND e.ts < q.hi
+      AND (e.ts >= q.lo OR (e.type = 'total' AND e.ts >= q.cnt_from))
+), totals AS (
+    SELECT r, lo, ts, good, reject, rework,
+           lag(good IGNORE NULLS) OVER w AS pg, lag(reject IGNORE NULLS) OVER w AS pj,
+           lag(rework IGNORE NULLS) OVER w AS pr
+    FROM cm WHERE mode = 'total' WINDOW w AS (PARTITION BY r ORDER BY ts, seq, d)
+), credited AS (
+    SELECT r, ts, coalesce(good, 0) AS good, coalesce(reject, 0) AS reject, coalesce(rework, 0) AS rework
+    FROM cm WHERE mode = 'delta' AND ts >= lo
+    UNION ALL
+    SELECT r, ts,
+           CASE WHEN good IS NULL OR pg IS NULL THEN 0 WHEN good >= pg THEN good - pg ELSE good END,
+           CASE WHEN reject IS NULL OR pj IS NULL THEN 0 WHEN reject >= pj THEN reject - pj ELSE reject END,
+           CASE WHEN rework IS NULL OR pr IS NULL THEN 0 WHEN rework >= pr THEN rework - pr ELSE rework END
+    FROM totals WHERE ts >= lo
+)
+SELECT c.gid, c.product, sum(m.good)::BIGINT AS good, sum(m.reject)::BIGINT AS reject,
+       sum(m.rework)::BIGINT AS rework
+FROM credited m JOIN _k_cb c ON c.r = m.r AND c.b = (m.ts - $base) // {B} AND c.c0 <= m.ts AND m.ts < c.c1
+WHERE m.good + m.reject + m.rework > 0
+GROUP BY c.gid, c.product
+"""
+
+_ENERGY = f"""
+WITH rd AS (
+    SELECT q.r, s.ts, s.value FROM samples s JOIN _k_req q ON s.series_id = q.series_id
+    WHERE NOT q.power AND s.ts >= q.en_from AND s.ts <= q.en_to AND s.quality < {BAD} AND s.value IS NOT NULL
+), pairs AS (
+    SELECT r, ts AS p0, lead(ts) OVER w AS p1, value AS v0, lead(value) OVER w AS v1
+    FROM rd WINDOW w AS (PARTITION BY r ORDER BY ts)
+), ps AS (
+    SELECT q.r, s.ts, CASE WHEN s.quality < {BAD} THEN s.value END AS kw, q.staleness
+    FROM samples s JOIN _k_req q ON s.series_id = q.series_id
+    WHERE q.power AND s.ts >= q.en_from AND s.ts < q.hi
+), holds AS (
+    SELECT r, ts AS p0, least(coalesce(lead(ts) OVER w, ts + staleness), ts + staleness) AS p1, kw
+    FROM ps WINDOW w AS (PARTITION BY r ORDER BY ts)
+), rates AS (
+    SELECT r, p0, p1, (CASE WHEN v1 >= v0 THEN v1 - v0 ELSE v1 END) / (p1 - p0) AS rate, false AS power
+    FROM pairs WHERE p1 IS NOT NULL
+    UNION ALL
+    SELECT r, p0, p1, kw / 3600000000, true FROM holds WHERE kw IS NOT NULL
+), clipped AS (
+    SELECT e.r, greatest(e.p0, q.lo) AS t0, least(e.p1, q.hi) AS t1, e.rate, e.power
+    FROM rates e JOIN _k_req q ON q.r = e.r WHERE least(e.p1, q.hi) > greatest(e.p0, q.lo)
+), x AS ({_bucketed("clipped")}
+), pieces AS (
+    SELECT c.gid, c.period, x.rate, x.power, {_overlap("x.t0", "x.t1")} AS us
+    FROM x JOIN _k_cb c ON c.r = x.r AND c.b = x.b
+    WHERE x.t0 < c.c1 AND c.c0 < x.t1
+)
+SELECT gid, period, sum(rate * us) AS kwh, sum(us) FILTER (WHERE power)::BIGINT AS held
+FROM pieces WHERE us > 0 GROUP BY gid, period
+"""
+
+_COUNTER_SPAN = """
+SELECT w.gid, greatest(0, least(p.last, w.w1) - greatest(p.first, w.w0)) AS covered
+FROM _k_win w JOIN (
+    SELECT q.r, min(s.ts) AS first, max(s.ts) AS last
+    FROM samples s JOIN _k_req q ON s.series_id = q.series_id
+    WHERE NOT q.power AND s.ts >= q.en_from AND s.ts <= q.en_to AND s.quality < 2 AND s.value IS NOT NULL
+    GROUP BY q.r
+) p ON p.r = w.r
+"""
+
+_LABOUR = f"""
+WITH ce AS (
+    SELECT q.r, q.lo, e.ts, e.seq, e.type, e.data::VARCHAR AS d, coalesce(e.data->>'operator', '') AS op
+    FROM events e JOIN _k_req q ON e.asset_id = q.asset_id
+    WHERE e.tenant_id = $tenant AND e.kind = 'event' AND e.type IN ('clock_in', 'clock_out') AND e.ts < q.hi
+), rel AS (
+    SELECT * FROM ce WHERE ts >= lo
+    UNION ALL
+    SELECT * FROM ce WHERE ts < lo
+    QUALIFY row_number() OVER (PARTITION BY r, op ORDER BY ts DESC, seq DESC, type DESC, d DESC) = 1
+), inst AS (
+    SELECT r, op, ts, arg_max(type = 'clock_in', {{'s': seq, 't': type, 'd': d}}) AS is_in
+    FROM rel GROUP BY r, op, ts
+), seg AS (
+    SELECT r, ts, lead(ts) OVER (PARTITION BY r, op ORDER BY ts) AS nxt, is_in FROM inst
+), clipped AS (
+    SELECT s.r, greatest(s.ts, q.lo) AS t0, least(coalesce(s.nxt, q.hi), q.hi) AS t1, q.lab_sched
+    FROM seg s JOIN _k_req q ON q.r = s.r
+    WHERE s.is_in AND least(coalesce(s.nxt, q.hi), q.hi) > greatest(s.ts, q.lo)
+), x AS ({_bucketed("clipped")}
+), pieces AS (
+    SELECT c.gid, {_overlap("x.t0", "x.t1")} AS us
+    FROM x JOIN _k_cb c ON c.r = x.r AND c.b = x.b
+    WHERE x.t0 < c.c1 AND c.c0 < x.t1 AND (c.sched OR NOT x.lab_sched)
+)
+SELECT gid, sum(us)::BIGINT AS us FROM pieces WHERE us > 0 GROUP BY gid
+"""
+
+
+class DuckDBKpiSource:
+    """``shopfloor.ports.kpi.KpiSource`` over the DuckDB historian's tables (read only)."""
+
+    def __init__(self, db: Database, lookback_us: int = DEFAULT_LOOKBACK_US) -> None:
+        self._db = db
+        self.lookback_us = lookback_us
+
+    def period_inputs(self, tenant_id: int, requests: Sequence[KpiRequest]) -> list[PeriodInputs]:
+        p = plan(requests)
+        if not p.groups:
+            return []
+        with self._cursor() as cur:
+            try:
+                return self._run(cur, tenant_id, requests, p)
+            finally:
+                for name in ("_k_req", "_k_win", "_k_cal", "_k_tar", "_k_look"):
+                    with suppress(duckdb.Error):
+                        cur.unregister(name)
+                cur.execute("DROP TABLE IF EXISTS _k_cells; DROP TABLE IF EXISTS _k_cb")
+
+    def _run(self, cur: duckdb.DuckDBPyConnection, tenant_id: int, requests: Sequence[KpiRequest],
+             p: KpiPlan) -> list[PeriodInputs]:
+        params = {"tenant": tenant_id, "base": p.base}
+        ev = {"tenant": tenant_id}
+        _register(cur, "_k_req", _req_table(p.req, {}))
+        _register(cur, "_k_win", pa.table(p.win, schema=_WIN))
+        _register(cur, "_k_cal", pa.table(p.cal, schema=_CAL))
+        _register(cur, "_k_tar", pa.table(p.tar, schema=_TAR))
+        anchors = self._anchors(cur, ev, p)
+        _register(cur, "_k_req", _req_table(p.req, anchors))
+        cur.execute(_CELLS, ev)
+        cur.execute(_CELL_BUCKETS, {"base": p.base})
+        sums = Sums(p.groups)
+        for gid, cat, sched, open_, rk, us, fails, g in _rows(cur, _STATES, params):
+            if g == 0b0001:  # the grouping set (gid, cat, sched, open)
+                sums.time(gid, cat, sched, open_, us)
+                sums.failures[gid] += fails
+            elif rk is not None:
+                sums.reasons[gid][rk] = us
+        for gid, product, good, reject, rework in _rows(cur, _COUNTS, params):
+            sums.counts[gid][product] = Counts(good, reject, rework)
+        if any(s is not None for s in p.req["series_id"]):
+            for gid, period, kwh, held in _rows(cur, _ENERGY, {"base": p.base}):
+                sums.kwh[gid][period] = kwh
+                sums.held[gid] += held or 0
+            for gid, covered in _rows(cur, _COUNTER_SPAN, {}):
+                sums.spanned[gid] = covered
+        for gid, us in _rows(cur, _LABOUR, params):
+            sums.labour[gid] = us
+        return assemble(sums, requests, p)
+
+    def _anchors(self, cur: duckdb.DuckDBPyConnection, ev: dict[str, Any], p: KpiPlan) -> dict[str, list[Any]]:
+        """Per request, the timestamps the series start from (see the module docs)."""
+        n = len(p.req["r"])
+        look = [lo - self.lookback_us for lo in p.req["lo"]]
+        ahead = [hi + self.lookback_us for hi in p.req["hi"]]
+        _register(cur, "_k_look", pa.table({"r": p.req["r"], "look": look, "ahead": ahead}, schema=_LOOK))
+        found = _anchor_rows(cur, _EVENT_ANCHORS.format(counts=_COUNT_ANCHORS), ev, n)
+        found.update(_anchor_rows(cur, _SAMPLE_ANCHORS, {}, n))
+        again = [i for i in range(n) if _incomplete(found, p.req, i)]
+        if again:
+            _register(cur, "_k_look", pa.table({"r": [p.req["r"][i] for i in again], "look": [FAR_PAST] * len(again),
+                                                "ahead": [FAR_FUTURE] * len(again)}, schema=_LOOK))
+            more = _anchor_rows(cur, _EVENT_ANCHORS.format(counts=_NO_COUNT_ANCHORS), ev, n)
+            more.update(_anchor_rows(cur, _SAMPLE_ANCHORS, {}, n))
+            for key in ("a_st", "a_known", "a_ord", "a_en", "a_after"):
+                col = found[key]
+                for i in again:
+                    if col[i] is None:
+                        col[i] = more[key][i]
+        return found
+
+    @contextmanager
+    def _cursor(self) -> Iterator[duckdb.DuckDBPyConnection]:
+        try:
+            yield self._db.cursor()
+        except duckdb.Error as exc:
+            raise StoreUnavailable(f"KPI query failed: {exc}") from exc
+
+
+def _incomplete(found: dict[str, list[Any]], req: dict[str, list[Any]], i: int) -> bool:
+    if found["a_st"][i] is None or found["a_known"][i] is None:
+        return True
+    if req["orders"][i] and found["a_ord"][i] is None:
+        return True
+    if req["series_id"][i] is not None:
+        return found["a_en"][i] is None or (not req["power"][i] and found["a_after"][i] is None)
+    return False
+
+
+def _table(cur: duckdb.DuckDBPyConnection, sql: str, params: dict[str, Any]) -> pa.Table:
+    table = cur.sql(sql, params=params).to_arrow_table()
+    if table is None:
+        raise StoreUnavailable("a KPI query returned no result")
+    return table
+
+
+def _anchor_rows(cur: duckdb.DuckDBPyConnection, sql: str, params: dict[str, Any], n: int) -> dict[str, list[Any]]:
+    table = _table(cur, sql, params)
+    out: dict[str, list[Any]] = {}
+    rs = table.column("r").to_pylist()
+    for name in table.column_names:
+        if name == "r":
+            continue
+        col: list[Any] = [None] * n
+        for r, v in zip(rs, table.column(name).to_pylist(), strict=True):
+            col[r] = v
+        out[name] = col
+    return out
+
+
+def _rows(cur: duckdb.DuckDBPyConnection, sql: str, params: dict[str, Any]) -> Iterator[tuple[Any, ...]]:
+    table = _table(cur, sql, params)
+    return zip(*(c.to_pylist() for c in table.columns), strict=True)
+
+
+def _first(*values: int | None, default: int) -> int:
+    present = [v for v in values if v is not None]
+    return min(present) if present else default
+
+
+def _req_table(req: dict[str, list[Any]], anchors: dict[str, list[Any]]) -> pa.Table:
+    cols = dict(req)
+    n = len(req["r"])
+
+    def get(key: str, i: int) -> Any:
+        return anchors[key][i] if anchors else None
+
+    cols["st_from"] = [_first(get("a_st", i), get("a_known", i), default=req["lo"][i]) for i in range(n)]
+    cols["ord_from"] = [_first(get("a_ord", i), default=req["lo"][i]) for i in range(n)]
+    cols["cnt_from"] = [_first(get("a_good", i), get("a_reject", i), get("a_rework", i), default=req["lo"][i])
+                        for i in range(n)]
+    cols["en_from"] = [_first(get("a_en", i), default=req["lo"][i]) for i in range(n)]
+    cols["en_to"] = [get("a_after", i) if get("a_after", i) is not None else req["hi"][i] for i in range(n)]
+    return pa.table(cols, schema=_REQ)
+
+
+def _register(cur: duckdb.DuckDBPyConnection, name: str, table: pa.Table) -> None:
+    complete = getattr(cur, "complete", None)
+    if complete is not None:
+        complete()
+    cur.register(name, table)
+
+
+_I64, _I32 = pa.int64(), pa.int32()
+_REQ = pa.schema([("r", _I32), ("asset_id", _I32), ("lo", _I64), ("hi", _I64), ("cal", _I32), ("tar", _I32),
+                  ("series_id", _I32), ("power", pa.bool_()), ("staleness", _I64), ("orders", pa.bool_()),
+                  ("lab_sched", pa.bool_()), ("st_from", _I64), ("ord_from", _I64), ("cnt_from", _I64),
+                  ("en_from", _I64), ("en_to", _I64)])
+_WIN = pa.schema([("gid", _I32), ("r", _I32), ("lane", _I32), ("w0", _I64), ("w1", _I64)])
+_CAL = pa.schema([("cal", _I32), ("s0", _I64), ("s1", _I64)])
+_TAR = pa.schema([("tar", _I32), ("t0", _I64), ("t1", _I64), ("period", pa.string())])
+_LOOK = pa.schema([("r", _I32), ("look", _I64), ("ahead", _I64)])
