@@ -3,13 +3,16 @@ shows: partitions, the COPY fallback, concurrent committers in separate pools, t
 
 from __future__ import annotations
 
+import re
 import threading
 from collections.abc import Iterator
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import pytest
 
+from shopfloor.domain.assets import Level, ValueType
 from shopfloor.domain.errors import InvalidInput, StoreUnavailable
 from shopfloor.domain.query import Agg
 from shopfloor.domain.records import IngestBatch, Reason, Sample
@@ -19,6 +22,7 @@ from shopfloor.storage.postgres.database import PgDatabase
 from shopfloor.storage.postgres.historian import PostgresHistorian
 from shopfloor.storage.postgres.historian_schema import MIGRATIONS
 from shopfloor.storage.postgres.partitions import SamplePartitions, to_datetime
+from shopfloor.storage.postgres.registry import PostgresRegistry
 from shopfloor.testing.store_contract import (
     MIN,
     T0,
@@ -371,3 +375,55 @@ def test_each_bucket_is_answered_by_its_own_source(historian: PostgresHistorian)
     assert values(historian.aggregate(1, grid, Agg.AVG, MIN)) == before
     historian.delete_before(T0 + 3 * H)  # raw gone: only the bucket no rollup tiles goes empty
     assert values(historian.aggregate(1, grid, Agg.AVG, MIN)) == [before[0], before[1], (None, 0), before[3]]
+
+
+def test_per_series_retention_drops_a_partition_once_all_its_series_are_cut(pg_db: PgDatabase) -> None:
+    store = PostgresHistorian(pg_db, partitions_ahead=0, clock=FixedClock(_day(2024, 1, 4)))
+    days = [_day(2024, 1, d) for d in (1, 2, 3)]
+    store.commit(sample_batch(*[(s, d + h * H, 1.0, G) for d in days for s in (1, 2, 3) for h in range(4)]))
+    # a retention run over two groups (tenants, or asset types with their own policy)
+    assert store.delete_before(days[2], [1]) == 8  # series 2 and 3 still have rows there: DELETE
+    assert _partitions(pg_db)[:2] == ["samples_20240101_20240102", "samples_20240102_20240103"]
+    assert store.delete_before(days[2], [2, 3]) == 16  # the last group: the partitions go
+    assert _partitions(pg_db) == ["samples_20240103_20240104", "samples_20240104_20240105"]
+    assert store.count_samples() == 12
+    # a group with a later cutoff does not let an earlier one drop more than it asked for
+    assert store.delete_before(days[2] + H, [1]) == 1
+    assert store.count_samples([2, 3]) == 8
+
+
+def test_the_sql_examples_of_the_schema_docs_run(pg_db: PgDatabase) -> None:
+    """Every ```sql block of docs/postgres-schema.md, Grafana macros filled in, against a small plant."""
+    registry = PostgresRegistry(pg_db)
+    store = PostgresHistorian(pg_db)
+    tenant = registry.create_tenant("acme", "Acme")
+    parent = None
+    for level, name in ((Level.SITE, "lyon"), (Level.AREA, "assembly"), (Level.LINE, "line-1"),
+                        (Level.MACHINE, "press-3")):
+        parent = registry.create_asset(tenant.id, None if parent is None else parent.id, level, name,
+                                       timezone="Europe/Paris")
+    assert parent is not None
+    temperature = registry.ensure_series(tenant.id, parent.id, "temperature", "°C", ValueType.NUMERIC)
+    power = registry.ensure_series(tenant.id, parent.id, "power", "kW", ValueType.NUMERIC)
+    now = to_us(datetime.now(UTC)) - H
+    batch = sample_batch(*[(sid, now - i * MIN, float(i % 40), G) for sid in (temperature.id, power.id)
+                           for i in range(0, 26 * 60, 7)])
+    batch.events.extend([event(tenant.id, parent.id, now - 5 * H, "state", "running", state="running"),
+                         event(tenant.id, parent.id, now - 2 * H, "state", "unplanned_stop", state="unplanned_stop",
+                               reason="jam"),
+                         event(tenant.id, parent.id, now - H, "count", "delta", mode="delta", good=12, reject=1)])
+    batch.dead_letters.append(dead(tenant.id, "press-3", Reason.WRONG_TYPE, now))
+    store.commit(batch)
+
+    text = (Path(__file__).resolve().parents[2] / "docs" / "postgres-schema.md").read_text()
+    blocks = re.findall(r"```sql\n(.*?)```", text, re.S)
+    assert len(blocks) >= 8
+    grafana = {r"\$__timeGroupAlias\(([^,]+), \$__interval\)": r"date_bin('1 minute', \1, timestamptz 'epoch') AS time",
+               r"\$__timeFilter\(([^)]+)\)": r"\1 BETWEEN now() - interval '1 day' AND now()",
+               r"\$machine": str(parent.id), r"\$measurement": "temperature"}
+    for block in blocks:
+        for pattern, replacement in grafana.items():
+            block = re.sub(pattern, replacement, block)
+        with pg_db.connection() as conn:
+            rows = conn.execute(block.encode()).fetchall()
+        assert rows, block

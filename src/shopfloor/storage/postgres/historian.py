@@ -8,10 +8,11 @@ sequence numbers, idempotence, which samples aggregates use, ``AggRow.count``, t
   day per partition by default, created ahead and on demand, never a default partition) with
   PRIMARY KEY (series_id, ts).
 * Partition width: one day. Retention policies are whole days (30 by default), so a retention run
-  whose cutoff falls on a day boundary drops whole partitions and deletes nothing row by row (keep
-  cutoffs day-aligned: any other cutoff DELETEs the remainder of one partition). A day's primary-key
-  index stays small enough to stay cached while it is written, and a month is ~35 partitions,
-  far below where planning over partitions gets slow. With raw retention of a year or more, choose
+  whose cutoff falls on a UTC midnight drops whole partitions and deletes nothing row by row (any
+  other cutoff DELETEs the rows of one partition up to it; a call for some series only drops a
+  partition once every series in it has been cut past its end). A day's primary-key index stays
+  small enough to stay cached while it is written, and a month is ~35 partitions, far below where
+  planning over partitions gets slow. With raw retention of a year or more, choose
   ``partition_interval="1 week"``.
 * Writes: binary COPY straight into ``samples`` (unique on (series_id, ts)); on a unique violation
   the COPY is rolled back to a savepoint and the batch goes through a staging table with
@@ -24,7 +25,7 @@ sequence numbers, idempotence, which samples aggregates use, ``AggRow.count``, t
   every commit numbered below N is visible too, so a consumer that replays "seq > last processed"
   from the store never skips one (a PostgreSQL SEQUENCE would hand out numbers in start order and
   leave that hole open). The price is that commits serialise on that row: batches should be large
-  (thousands of samples) - see docs/PERFORMANCE.md for what that costs. A failed commit rolls its
+  (thousands of samples) - see docs/postgres-schema.md for what that costs. A failed commit rolls its
   number back with everything else.
 * Aggregates run in SQL, one statement per call; buckets go in as two ``timestamptz[]`` arrays
   (``unnest .. WITH ORDINALITY``) and every bucket reads its own index range (LATERAL), so buckets
@@ -196,11 +197,14 @@ class PostgresHistorian:
         return int(row[0])
 
     def delete_before(self, cutoff_us: int, series_ids: Sequence[int] | None = None) -> int:
-        """Drop raw samples older than ``cutoff_us``: whole partitions first, then a DELETE for the rest.
+        """Drop raw samples older than ``cutoff_us``: whole partitions where possible, a DELETE for
+        the rest.
 
         The cutoff is recorded first (its own transaction, under the seq row lock): from then on no
         commit recomputes a rollup bucket whose raw data may be going, so rollups keep what they
-        know about the deleted samples.
+        know about the deleted samples. Those marks also say when a partition may go although the
+        call names only some series: when every series with rows in it has been cut at or after
+        its end (a retention run over several tenants or policies drops it with the last group).
         """
         self._check_open()
         if series_ids is not None and not series_ids:
@@ -208,16 +212,33 @@ class PostgresHistorian:
         with self._conn() as conn:
             pg_rollups.lock_and_read(conn, [], lock=True)
             pg_rollups.raise_mark(conn, "raw", cutoff_us, series_ids)
+        dropped = self.partitions.drop_before(cutoff_us, self._all_series_cut)
         if series_ids is not None:
-            return self._delete("DELETE FROM samples WHERE ts < %s AND series_id = ANY(%s::int8[])",
-                                [to_datetime(cutoff_us), list(series_ids)])
-        dropped = self.drop_partitions_before(cutoff_us)
+            return dropped + self._delete("DELETE FROM samples WHERE ts < %s AND series_id = ANY(%s::int8[])",
+                                          [to_datetime(cutoff_us), list(series_ids)])
         return dropped + self._delete("DELETE FROM samples WHERE ts < %s", [to_datetime(cutoff_us)])
 
     def drop_partitions_before(self, cutoff_us: int) -> int:
-        """Drop the partitions that end at or before ``cutoff_us``; return how many rows they held."""
+        """Drop the partitions that end at or before ``cutoff_us``, whatever series they hold;
+        return how many rows they held. The cutoff of each is recorded for all series first."""
         self._check_open()
-        return self.partitions.drop_before(cutoff_us)
+
+        def mark_all(conn: psycopg.Connection, _name: str, end_us: int) -> bool:
+            with conn.transaction():
+                pg_rollups.lock_and_read(conn, [], lock=True)
+                pg_rollups.raise_mark(conn, "raw", end_us, None)
+            return True
+
+        return self.partitions.drop_before(cutoff_us, mark_all)
+
+    def _all_series_cut(self, conn: psycopg.Connection, name: str, end_us: int) -> bool:
+        """Whether every series with rows in partition ``name`` has a raw cutoff at or after its end."""
+        marks = pg_rollups.lock_and_read(conn, None, lock=False).marks
+        every = marks.every.get("raw")
+        if every is not None and every >= end_us:
+            return True
+        return all((marks.horizon("raw", sid) or MIN_US) >= end_us
+                   for sid in self.partitions.series_in(conn, name))
 
     def delete_rollups_before(self, level: str, cutoff_us: int, series_ids: Sequence[int] | None = None) -> int:
         """Drop rollup rows of ``level`` ("1m" or "1h") whose bucket starts before ``cutoff_us``;

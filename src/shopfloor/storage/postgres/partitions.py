@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import re
 import threading
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from datetime import UTC, date, datetime, timedelta
 
 import psycopg
@@ -208,8 +208,9 @@ class SamplePartitions:
 
     # ---- retention ------------------------------------------------------------------------
 
-    def drop_before(self, cutoff_us: int) -> int:
-        """Detach and drop every partition that ends at or before ``cutoff_us``; return its rows.
+    def drop_before(self, cutoff_us: int, may_drop: Callable[[psycopg.Connection, str, int], bool]) -> int:
+        """Detach and drop the partitions that end at or before ``cutoff_us`` and that
+        ``may_drop(conn, name, end_us)`` allows; return how many rows they held.
 
         Runs on its own autocommit connection, since ``DETACH .. CONCURRENTLY`` cannot run in a
         transaction block; holds the partition advisory lock for the whole run.
@@ -223,7 +224,7 @@ class SamplePartitions:
                     self._finalize_pending(conn)
                     dropped += self._drop_leftovers(conn)
                     for lo, hi in self._read(conn):
-                        if hi * DAY_US <= cutoff_us:
+                        if hi * DAY_US <= cutoff_us and may_drop(conn, _name(lo, hi), hi * DAY_US):
                             name = sql.Identifier(_name(lo, hi))
                             conn.execute(sql.SQL("ALTER TABLE samples DETACH PARTITION {} CONCURRENTLY").format(name))
                             dropped += self._count_and_drop(conn, name)
@@ -234,6 +235,17 @@ class SamplePartitions:
         finally:
             self.forget()
         return dropped
+
+    @staticmethod
+    def series_in(conn: psycopg.Connection, name: str) -> list[int]:
+        """The series with rows in partition ``name``: one primary-key probe per series (a skip scan)."""
+        ident = sql.Identifier(name)
+        rows = conn.execute(sql.SQL(
+            "WITH RECURSIVE s AS ((SELECT series_id FROM {0} ORDER BY series_id LIMIT 1) UNION ALL"
+            " SELECT (SELECT p.series_id FROM {0} p WHERE p.series_id > s.series_id ORDER BY p.series_id LIMIT 1)"
+            " FROM s WHERE s.series_id IS NOT NULL) SELECT series_id FROM s WHERE series_id IS NOT NULL"
+        ).format(ident)).fetchall()
+        return [int(r[0]) for r in rows]
 
     @staticmethod
     def _count_and_drop(conn: psycopg.Connection, name: sql.Identifier) -> int:
