@@ -256,12 +256,12 @@ def assert_same(got: PeriodInputs, want: PeriodInputs, where: str) -> None:
     assert got.failures == want.failures, f"{where}: failures {got.failures} != {want.failures}"
     assert got.downtime_by_reason.keys() == want.downtime_by_reason.keys(), \
         f"{where}: reasons {got.downtime_by_reason} != {want.downtime_by_reason}"
-    for k, v in want.downtime_by_reason.items():
-        assert abs(got.downtime_by_reason[k] - v) <= 1e-6, f"{where}: reason {k}"
+    for reason, v in want.downtime_by_reason.items():
+        assert abs(got.downtime_by_reason[reason] - v) <= 1e-6, f"{where}: reason {reason}"
     assert got.energy_kwh.keys() == want.energy_kwh.keys(), f"{where}: energy {got.energy_kwh} != {want.energy_kwh}"
-    for k, v in want.energy_kwh.items():
-        assert math.isclose(got.energy_kwh[k], v, rel_tol=1e-9, abs_tol=1e-9), \
-            f"{where}: energy {k}: {got.energy_kwh[k]} != {v}"
+    for period, v in want.energy_kwh.items():
+        assert math.isclose(got.energy_kwh[period], v, rel_tol=1e-9, abs_tol=1e-9), \
+            f"{where}: energy {period}: {got.energy_kwh[period]} != {v}"
     if want.energy_coverage is None:
         assert got.energy_coverage is None, f"{where}: energy coverage {got.energy_coverage} != None"
     else:
