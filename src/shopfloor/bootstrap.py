@@ -9,7 +9,7 @@ import asyncio
 import contextlib
 import logging
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -111,6 +111,7 @@ class Platform:
     _ingest: IngestService | None = None
     broker: EmbeddedBroker | None = None
     broker_connected: Callable[[], bool] | None = None
+    broker_rejects: Callable[[], dict[str, int]] | None = None
     health: HealthService | None = None
 
     @property
@@ -205,9 +206,12 @@ class _Server(uvicorn.Server):
         yield
 
 
-async def serve(platform: Platform, stop: asyncio.Event,
-                started: Callable[[Platform], None] | None = None) -> None:
-    """Run broker, ingest and API until ``stop`` is set; then shut down in order, losing nothing."""
+BrokerRunner = Callable[["Platform"], contextlib.AbstractAsyncContextManager[object]]
+
+
+@contextlib.asynccontextmanager
+async def embedded_broker(platform: Platform) -> AsyncIterator[EmbeddedBroker]:
+    """The MQTT broker inside this process, committing through ingest before it acknowledges."""
     s = platform.settings
     loop = asyncio.get_running_loop()
     offline_tasks: set[asyncio.Task[None]] = set()
@@ -239,35 +243,47 @@ async def serve(platform: Platform, stop: asyncio.Event,
         loop.call_soon_threadsafe(lambda: loop.create_task(broker.disconnect_client(device.username)))
 
     platform.registry.on_device_revoked(kick)
-    app = create_app(platform.api_services())
-    config = uvicorn.Config(app, host=s.http_host, port=s.http_port, log_level="warning", lifespan="off",
-                            access_log=False)
-    server = _Server(config)
-    server_task = loop.create_task(server.serve())
     try:
-        while not server.started:
-            if server_task.done():
-                await server_task
-                raise SystemExit(f"the HTTP server could not start on {s.http_host}:{s.http_port} "
-                                 "(port in use?); choose another with --http-port")
-            await asyncio.sleep(0.02)
-        if started is not None:
-            started(platform)
-        retention = loop.create_task(run_periodically(platform.retention, s.retention_every_s, stop))
-        stop_task = loop.create_task(stop.wait())
-        await asyncio.wait({server_task, stop_task}, return_when=asyncio.FIRST_COMPLETED)
-        stop_task.cancel()
-        retention.cancel()
+        yield broker
     finally:
-        server.should_exit = True
-        with contextlib.suppress(Exception):
-            await server_task
         await broker.stop()
         platform.broker = None
         await asyncio.sleep(0)  # let the last offline notices be scheduled
         if offline_tasks:
             await asyncio.wait(set(offline_tasks), timeout=10)
-        await platform.ingest.drain()
+
+
+async def serve(platform: Platform, stop: asyncio.Event, started: Callable[[Platform], None] | None = None,
+                broker: BrokerRunner = embedded_broker) -> None:
+    """Run broker, ingest and API until ``stop`` is set; then shut down in order, losing nothing."""
+    s = platform.settings
+    loop = asyncio.get_running_loop()
+    async with broker(platform):
+        app = create_app(platform.api_services())
+        config = uvicorn.Config(app, host=s.http_host, port=s.http_port, log_level="warning", lifespan="off",
+                                access_log=False)
+        server = _Server(config)
+        server_task = loop.create_task(server.serve())
+        try:
+            while not server.started:
+                if server_task.done():
+                    await server_task
+                    raise SystemExit(f"the HTTP server could not start on {s.http_host}:{s.http_port} "
+                                     "(port in use?); choose another with --http-port")
+                await asyncio.sleep(0.02)
+            if started is not None:
+                started(platform)
+            retention = loop.create_task(run_periodically(platform.retention, s.retention_every_s, stop))
+            stop_task = loop.create_task(stop.wait())
+            await asyncio.wait({server_task, stop_task}, return_when=asyncio.FIRST_COMPLETED)
+            stop_task.cancel()
+            retention.cancel()
+        finally:
+            server.should_exit = True
+            with contextlib.suppress(Exception):
+                await server_task
+    if platform._ingest is not None:
+        await platform._ingest.drain()
 
 
 def write_secret_file(path: Path, text: str) -> None:

@@ -112,13 +112,39 @@ def serve(data_dir: DataDir = None, http_port: HttpPort = None, mqtt_port: MqttP
                   mqtt_host=mqtt_host)
 
     def started(_: Any) -> None:
-        console.print(f"shopfloor on http://{s.http_host}:{s.http_port}  ·  MQTT {s.mqtt_host}:{s.mqtt_port}")
+        console.print(f"shopfloor on http://{s.http_host}:{s.http_port}  ·  MQTT ({s.broker}) "
+                      f"{s.mqtt_host}:{s.mqtt_port}  ·  store {s.store}")
 
     with open_platform(s) as p:
         if not p.registry.is_initialised():
             console.print("[yellow]The platform has no admin yet: run 'shopfloor admin init' first "
                           "(with the server stopped).[/yellow]")
-        _run_until_signal(lambda stop: run(p, stop, started))
+        if s.broker == "mosquitto":
+            from shopfloor.servermode import mosquitto_running
+
+            _run_until_signal(lambda stop: run(p, stop, started, broker=mosquitto_running))
+        else:
+            _run_until_signal(lambda stop: run(p, stop, started))
+
+
+@app.command()
+def ingest(workers: Annotated[int | None, typer.Option(help="Worker processes [default: ingest_workers]")] = None,
+           retire: Annotated[int | None, typer.Option(help="Retire worker K for good (after scaling down) and exit")]
+           = None,
+           config: ConfigOpt = None) -> None:
+    """Server mode: ingest workers on a shared MQTT subscription, committing to PostgreSQL before acking."""
+    from shopfloor.servermode import retire as retire_worker
+    from shopfloor.servermode import run_ingest
+
+    s = _settings(config)
+    if retire is not None:
+        retire_worker(s, retire)
+        console.print(f"worker ingest-{retire} retired")
+        return
+    count = workers or s.ingest_workers
+    console.print(f"{count} ingest worker(s) on {s.mqtt_host}:{s.mqtt_port} → PostgreSQL schema "
+                  f"{s.database_schema}; Ctrl-C stops")
+    raise typer.Exit(run_ingest(s, count))
 
 
 @app.command()

@@ -45,6 +45,10 @@ class Settings(BaseSettings):
     mosquitto_binary: str = Field("mosquitto", description="The mosquitto executable.")
     mosquitto_pid_file: Path | None = Field(None, description="Pid file of an externally run Mosquitto "
                                                               "(mosquitto_manage = false).")
+    mqtt_service_user: str = Field("shopfloor-ingest", description="MQTT user the ingest workers connect "
+                                                                   "as (server mode; read access to all uplink topics).")
+    mqtt_service_password: SecretStr | None = Field(None, description="Its password [default: generated once "
+                                                                      "into <data_dir>/mqtt-service-password].")
     ingest_workers: int = Field(1, ge=1, le=64, description="Ingest worker processes in server mode.")
     rollup_1m_days: int = Field(90, ge=1, description="Keep 1-minute rollups this long.")
     rollup_1h_days: int = Field(730, ge=1, description="Keep 1-hour rollups this long.")

@@ -1,0 +1,140 @@
+"""Server mode wiring: Mosquitto kept in step with the registry, and ingest worker processes.
+
+``shopfloor serve`` with ``broker = "mosquitto"`` runs the API and manages Mosquitto (its password
+and ACL files generated from the registry, reloaded on every change); ``shopfloor ingest --workers N``
+runs N worker processes on a shared subscription, committing to PostgreSQL before acknowledging.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import logging
+import secrets
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+
+from shopfloor.bootstrap import Platform, write_secret_file
+from shopfloor.config import Settings
+from shopfloor.connectors.mosquitto import BrokerOptions, LogWatch, MosquittoManager, ServiceUser
+from shopfloor.connectors.mqtt.worker_main import WorkerSettings, retire_worker, run_worker, run_workers
+from shopfloor.domain.errors import InvalidInput
+from shopfloor.domain.payloads import Limits
+from shopfloor.ports.ingest import MessageSink
+from shopfloor.services.cache import RegistryCache
+from shopfloor.services.clock import SystemClock
+from shopfloor.services.ingest import IngestService
+from shopfloor.services.stats import IngestStats
+from shopfloor.storage.postgres.database import PgDatabase
+from shopfloor.storage.postgres.historian import PostgresHistorian
+from shopfloor.storage.postgres.registry import PostgresRegistry
+
+log = logging.getLogger(__name__)
+
+
+def mosquitto_dir(settings: Settings) -> Path:
+    return settings.mosquitto_dir or settings.data_dir / "mosquitto"
+
+
+def service_password(settings: Settings) -> str:
+    """The ingest service user's MQTT password: from the settings, else generated once and kept."""
+    if settings.mqtt_service_password is not None:
+        return settings.mqtt_service_password.get_secret_value()
+    path = settings.data_dir / "mqtt-service-password"
+    if path.exists():
+        return path.read_text().strip()
+    password = secrets.token_urlsafe(24)
+    write_secret_file(path, password)
+    return password
+
+
+def make_manager(platform: Platform) -> MosquittoManager:
+    s = platform.settings
+    svc = ServiceUser.from_password(s.mqtt_service_user, service_password(s))
+    return MosquittoManager.for_registry(
+        platform.repo, mosquitto_dir(s), service_users=[svc],
+        options=BrokerOptions(port=s.mqtt_port, host=s.mqtt_host), binary=s.mosquitto_binary,
+        pid_file=s.mosquitto_pid_file)
+
+
+@contextlib.asynccontextmanager
+async def mosquitto_running(platform: Platform) -> AsyncIterator[MosquittoManager]:
+    """Start (or adopt) Mosquitto, keep its files in step with the registry, count its rejects."""
+    s = platform.settings
+    manager = make_manager(platform)
+    if s.mosquitto_manage:
+        await asyncio.to_thread(manager.start)
+    else:
+        manager.sync()
+    logs: LogWatch = manager.log_watch()
+    tasks = [asyncio.create_task(manager.watch(platform.repo, every_s=1.0)),
+             asyncio.create_task(logs.run(every_s=1.0))]
+    if s.mosquitto_manage:
+        platform.broker_connected = lambda: manager.running
+    else:
+        platform.broker_connected = lambda: manager.pid is not None
+    platform.broker_rejects = lambda: logs.rejects().by_kind
+    try:
+        yield manager
+    finally:
+        for t in tasks:
+            t.cancel()
+        for t in tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await t
+        platform.broker_connected = None
+        if s.mosquitto_manage:
+            await asyncio.to_thread(manager.stop)
+
+
+# -- ingest workers ------------------------------------------------------------------------------
+def worker_settings(settings: Settings) -> WorkerSettings:
+    return WorkerSettings(host=settings.mqtt_host, port=settings.mqtt_port, username=settings.mqtt_service_user,
+                          password=service_password(settings))
+
+
+@contextlib.asynccontextmanager
+async def ingest_sink(settings: Settings) -> AsyncIterator[MessageSink]:
+    """One worker process's path to PostgreSQL: registry, historian and the ingest service."""
+    db = PgDatabase(settings.database_url, settings.database_schema, max_size=4, timeout=5.0)
+    try:
+        repo = PostgresRegistry(db)
+        clock = SystemClock()
+        historian = PostgresHistorian(db, rollup_staleness_us=settings.staleness_s * 1_000_000, clock=clock)
+        limits = Limits(future_skew_us=settings.future_skew_s * 1_000_000,
+                        max_age_us=settings.raw_retention_days * 86_400 * 1_000_000,
+                        max_payload_bytes=settings.max_payload_bytes)
+        service = IngestService(historian, RegistryCache(repo, clock), clock, IngestStats(clock), limits)
+        try:
+            yield service
+        finally:
+            await service.drain()
+            service.close()
+            historian.close()
+    finally:
+        db.close()
+
+
+def _check(settings: Settings) -> None:
+    if settings.store != "postgres":
+        raise InvalidInput("ingest workers need the PostgreSQL store (store = \"postgres\"): DuckDB allows "
+                           "one process per file")
+
+
+def ingest_worker(settings: Settings, index: int) -> None:
+    """The body of worker process ``index`` (picklable through functools.partial)."""
+    run_worker(index, worker_settings(settings), functools.partial(ingest_sink, settings))
+
+
+def run_ingest(settings: Settings, workers: int) -> int:
+    """Run ``workers`` supervised worker processes until SIGINT/SIGTERM; return the exit code."""
+    _check(settings)
+    target: Callable[[int], object] = functools.partial(ingest_worker, settings)
+    return run_workers(workers, target)
+
+
+def retire(settings: Settings, index: int) -> None:
+    """Take worker ``index`` out of the share group for good, committing what its session holds."""
+    _check(settings)
+    retire_worker(index, worker_settings(settings), functools.partial(ingest_sink, settings))
