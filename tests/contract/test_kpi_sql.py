@@ -1,0 +1,36 @@
+"""The KPI SQL of both stores against ``domain/kpi/reference.py`` (``testing/kpi_contract.py``)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+
+from shopfloor.storage.duckdb.database import Database
+from shopfloor.storage.duckdb.historian import DuckDBHistorian
+from shopfloor.storage.duckdb.kpi import DuckDBKpiSource
+from shopfloor.storage.postgres.database import PgDatabase
+from shopfloor.storage.postgres.historian import PostgresHistorian
+from shopfloor.storage.postgres.kpi import PostgresKpiSource
+from shopfloor.testing.kpi_contract import KpiContract, KpiStore
+
+
+class TestDuckDBKpiSql(KpiContract):
+    @pytest.fixture
+    def kpi_store(self) -> Iterator[KpiStore]:
+        db = Database(":memory:")
+        historian = DuckDBHistorian(db)
+        yield historian, DuckDBKpiSource(db)
+        historian.close()
+        db.close()
+
+
+class TestPostgresKpiSql(KpiContract):
+    @pytest.fixture
+    def kpi_store(self, pg_schema: tuple[str, str]) -> Iterator[KpiStore]:
+        dsn, schema = pg_schema
+        db = PgDatabase(dsn, schema, max_size=4)
+        historian = PostgresHistorian(db)
+        yield historian, PostgresKpiSource(db)
+        historian.close()
+        db.close()
