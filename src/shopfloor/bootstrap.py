@@ -143,7 +143,8 @@ class Platform:
     def api_services(self) -> ApiServices:
         return ApiServices(self.registry, self.plant, self.history, self.auth, self.stats,
                            ready=self._ready, invalidate=self.cache.invalidate, backup=self.stores.backup,
-                           export=self.export, health=self._health())
+                           export=self.export, health=self._health(),
+                           broker_rejects=lambda: self.broker_rejects() if self.broker_rejects else None)
 
     def _broker_up(self) -> bool:
         if self.broker is not None:

@@ -93,6 +93,22 @@ def test_serve_workers_and_simulator_against_postgres_and_mosquitto(pg_schema: t
         assert len(machines) >= 10 and live == {m["id"] for m in machines}, logs
         ready = httpx.get(f"http://127.0.0.1:{http}/readyz").json()
         assert ready["broker"]["connected"] is True and ready["database"]["ok"] is True, ready
+        # a wrong login is refused by Mosquitto and counted from its log
+        import paho.mqtt.client as mqtt_client
+
+        bad = mqtt_client.Client(mqtt_client.CallbackAPIVersion.VERSION2, client_id="intruder")
+        bad.username_pw_set("acme.plc-press-1", "wrong")
+        bad.connect("127.0.0.1", mqtt)
+        bad.loop_start()
+        time.sleep(1)
+        bad.loop_stop()
+        deadline = time.monotonic() + 10
+        while True:
+            metrics = httpx.get(f"http://127.0.0.1:{http}/metrics").text
+            if re.search(r'shopfloor_broker_rejects_total\{kind="login_refused"\} [1-9]', metrics):
+                break
+            assert time.monotonic() < deadline, metrics
+            time.sleep(0.5)
     finally:
         codes = [_stop(p) for p in reversed(procs)]
     assert codes[-1] == 0, (tmp_path / "serve.log").read_text()[-3000:]

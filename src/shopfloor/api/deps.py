@@ -33,6 +33,7 @@ class ApiServices:
     backup: Backup | None = None  # POST /admin/backup answers 503 without it
     export: ExportService | None = None  # GET /export answers 503 without it
     health: HealthService | None = None  # /readyz falls back to ``ready`` without it
+    broker_rejects: Callable[[], dict[str, int] | None] = field(default=lambda: None)  # counted by an external broker
     ingest: MessageSink | None = None  # POST /messages (back-fill) answers 503 without it
     kpis: KpiService | None = None  # /kpis answers 503 without it
 

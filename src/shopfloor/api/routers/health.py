@@ -51,6 +51,13 @@ class _StatsCollector:
         yield GaugeMetricFamily("shopfloor_ingest_messages_per_second", "Recent message rate", value=mps)
         yield GaugeMetricFamily("shopfloor_ingest_points_per_second", "Recent point rate", value=pps)
         yield GaugeMetricFamily("shopfloor_devices_online", "Connected devices", value=s.online_count())
+        rejects = self._svc.broker_rejects()
+        if rejects is not None:
+            family = CounterMetricFamily("shopfloor_broker_rejects", "Refused by the external broker (from its log)",
+                                         labels=["kind"])
+            for kind, n in sorted(rejects.items()):
+                family.add_metric([kind], n)
+            yield family
 
 
 @router.get("/metrics")
