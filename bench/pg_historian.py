@@ -11,7 +11,8 @@ Cases:
 * historian COPY only: the historian's fast path alone (partitioned table, no rollups);
 * historian commit: ``PostgresHistorian.commit`` - seq row lock, COPY, 1m/1h rollup maintenance;
 * historian redelivery: the same batches committed again (COPY fails, staging + ON CONFLICT);
-* two committers: two threads, each with its own pool, committing alternate batches.
+* two committers: two threads, each with its own pool, committing alternate batches;
+* small batches: 500 samples (one second of the 500 series) per commit, 200 commits.
 """
 
 from __future__ import annotations
@@ -106,6 +107,18 @@ def historian_commit(dsn: str, batches: list[IngestBatch]) -> tuple[list[float],
         return first, again
 
 
+def small_batches(dsn: str, commits: int = 200) -> list[float]:
+    with schema(dsn) as db:
+        store = PostgresHistorian(db)
+        batches = []
+        for k in range(commits):
+            batch = IngestBatch()
+            for s in range(1, SERIES + 1):
+                batch.samples.add(s, T0 + k * 1_000_000 + 1_234, float((s * 7 + k) % 1000) / 10.0)
+            batches.append(batch)
+        return timed(batches, store.commit)
+
+
 def two_committers(dsn: str, batches: list[IngestBatch]) -> float:
     """Total rows/s of two threads with separate pools, each committing every other batch."""
     with schema(dsn) as db:
@@ -154,6 +167,9 @@ def main() -> None:
     print(f"| historian commit (seq lock, COPY, 1m/1h rollups) | {rate(first)} |")
     print(f"| historian commit of a redelivered batch (staging, ON CONFLICT) | {rate(again)} |")
     print(f"| two committers, separate pools (total) | {two_committers(args.dsn, batches):,.0f} | |")
+    small = small_batches(args.dsn)
+    print(f"| historian commit, {SERIES}-sample batches (1 s of data each) | "
+          f"{SERIES * len(small) / sum(small):,.0f} | {statistics.median(small) * 1000:,.0f} ms |")
 
 
 if __name__ == "__main__":

@@ -48,7 +48,7 @@ import psycopg
 
 from shopfloor.domain.errors import InvalidInput, StoreUnavailable
 from shopfloor.domain.query import Agg, AggRow, StoredDeadLetter, StoredEvent
-from shopfloor.domain.records import IngestBatch, Quality, Sample, SampleBatch
+from shopfloor.domain.records import IngestBatch, Quality, Sample
 from shopfloor.domain.timeutil import MAX_US, MIN_US, now_us, to_us
 from shopfloor.ports.clock import Clock
 from shopfloor.storage.postgres import pg_copy, pg_rollups, pg_rows
@@ -159,9 +159,13 @@ class PostgresHistorian:
                         raise StoreUnavailable("the historian's sequence row is missing")
                     seq = int(row[0])
                     if samples is not None:
-                        pg_copy.write_idempotent(conn, "samples", pg_copy.SAMPLE_COLUMNS, pg_copy.SAMPLE_TYPES,
-                                                 samples, seq, _SAMPLE_KEY)
-                        self._refresh_rollups(conn, batch.samples)
+                        stored = pg_copy.write_idempotent(
+                            conn, "samples", pg_copy.SAMPLE_COLUMNS, pg_copy.SAMPLE_TYPES, samples, seq,
+                            _SAMPLE_KEY, returning="series_id, (extract(epoch FROM ts) * 1000000)::int8")
+                        if stored is None:  # all of the batch is new
+                            self._refresh_rollups(conn, batch.samples.series_id, batch.samples.ts_us)
+                        elif stored:  # only what the staging path stored can change a rollup
+                            self._refresh_rollups(conn, [int(r[0]) for r in stored], [int(r[1]) for r in stored])
                     if events is not None:
                         pg_copy.write_idempotent(conn, "events", pg_copy.EVENT_COLUMNS, pg_copy.EVENT_TYPES,
                                                  events, seq, _EVENT_KEY)
@@ -183,11 +187,12 @@ class PostgresHistorian:
                 raise StoreUnavailable(f"could not commit ingest batch: {exc}") from exc
         raise AssertionError("unreachable")  # pragma: no cover
 
-    def _refresh_rollups(self, conn: psycopg.Connection, samples: SampleBatch) -> None:
-        """Rollup maintenance for a batch, inside its transaction (the seq row is locked)."""
-        state = pg_rollups.lock_and_read(conn, sorted(set(samples.series_id)), lock=False)
+    def _refresh_rollups(self, conn: psycopg.Connection, series_ids: list[int], ts_us: list[int]) -> None:
+        """Rollup maintenance for the samples a commit stored, inside its transaction (the seq row
+        is locked)."""
+        state = pg_rollups.lock_and_read(conn, sorted(set(series_ids)), lock=False)
         st = state.staleness_us or self.rollup_staleness_us
-        pg_rollups.refresh(conn, pg_rollups.batch_ranges(samples.series_id, samples.ts_us, st), state, st)
+        pg_rollups.refresh(conn, pg_rollups.batch_ranges(series_ids, ts_us, st), state, st)
 
     def last_seq(self) -> int:
         with self._conn() as conn:

@@ -78,17 +78,19 @@ def _copy(cur: psycopg.Cursor[Any], table: str, columns: Sequence[str], types: l
 
 
 def write_idempotent(conn: psycopg.Connection, table: str, columns: Sequence[str], types: list[str],
-                     data: Sequence[Sequence[Any]], seq: int, key: str) -> bool:
+                     data: Sequence[Sequence[Any]], seq: int, key: str,
+                     returning: str = "1") -> list[tuple[Any, ...]] | None:
     """COPY the columns ``data`` (plus ``seq``) into ``table``; on a unique violation retry via staging.
 
     ``key`` is the unique key as an expression list: the ON CONFLICT target and the DISTINCT ON key.
-    Returns True when the fast path sufficed. Must run inside a transaction (it uses a savepoint).
+    Returns None when the fast path stored every row, else ``returning`` of the rows the staging
+    path stored (none, for a pure redelivery). Must run inside a transaction (it uses a savepoint).
     """
     cur = copy_cursor(conn)
     try:
         with conn.transaction():
             _copy(cur, table, [*columns, "seq"], [*types, "int8"], zip(*data, repeat(seq)))
-        return True
+        return None
     except psycopg.errors.UniqueViolation:
         pass
     stage = f"_sf_stage_{table}"
@@ -100,9 +102,10 @@ def write_idempotent(conn: psycopg.Connection, table: str, columns: Sequence[str
     cur.execute(
         f"INSERT INTO {table} ({cols}, seq)"
         f" SELECT DISTINCT ON ({key}) {cols}, %s::int8 FROM {stage} ORDER BY {key}, i"
-        f" ON CONFLICT ({key}) DO NOTHING", [seq])
+        f" ON CONFLICT ({key}) DO NOTHING RETURNING {returning}", [seq])
+    stored = cur.fetchall()
     cur.execute(f"DROP TABLE {stage}")
-    return False
+    return stored
 
 
 def write_all(conn: psycopg.Connection, table: str, columns: Sequence[str], types: list[str],
