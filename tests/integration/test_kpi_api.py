@@ -33,6 +33,7 @@ from shopfloor.services.registry import RegistryService
 from shopfloor.services.stats import IngestStats
 from shopfloor.storage.duckdb.database import Database
 from shopfloor.storage.duckdb.historian import DuckDBHistorian
+from shopfloor.storage.duckdb.kpi import DuckDBKpiSource
 from shopfloor.storage.duckdb.registry import DuckDBRegistry
 from shopfloor.testing.kpi_reference_source import ReferenceKpiSource
 from tests.unit.test_kpi_docs import lighthouse
@@ -114,7 +115,7 @@ class Api:
 
 
 def _app(tmp_path: Path, *, ingest: bool = True, kpis: bool = True,
-         source: KpiSource | None = None) -> Iterator[Api]:
+         source: KpiSource | None = None, sql: bool = False) -> Iterator[Api]:
     db = Database(tmp_path / "shopfloor.duckdb")
     repo = DuckDBRegistry(db)
     historian = DuckDBHistorian(db)
@@ -126,8 +127,9 @@ def _app(tmp_path: Path, *, ingest: bool = True, kpis: bool = True,
     services = ApiServices(registry, PlantService(registry), HistoryService(registry, historian),
                            TokenAuthenticator(repo), stats, invalidate=cache.invalidate,
                            ingest=sink if ingest else None,
-                           kpis=KpiService(registry, source or ReferenceKpiSource(historian, historian), clock,
-                                           historian) if kpis else None)
+                           kpis=KpiService(registry, source or (DuckDBKpiSource(db) if sql else
+                                                                ReferenceKpiSource(historian, historian)),
+                                           clock, historian) if kpis else None)
     root = registry.issue_platform_token("root").secret
     with TestClient(create_app(services), raise_server_exceptions=False) as client:
         yield Api(client, root, historian)
@@ -135,9 +137,9 @@ def _app(tmp_path: Path, *, ingest: bool = True, kpis: bool = True,
     historian.close()
 
 
-@pytest.fixture
-def api(tmp_path: Path) -> Iterator[Api]:
-    yield from _app(tmp_path)
+@pytest.fixture(params=["reference", "duckdb"])
+def api(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Api]:
+    yield from _app(tmp_path, sql=request.param == "duckdb")
 
 
 def topic(tenant: str, kind: str, machine: str = MACHINE) -> str:

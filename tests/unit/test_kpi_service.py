@@ -1,6 +1,6 @@
-"""The KPI service over the registry, the DuckDB historian and the reference KPI source: hand-computed
-figures for a machine (whole window, by shift, day, product, order), a line under both rules, the
-lighthouse comparison, and what is refused."""
+"""The KPI service over the registry and the DuckDB historian, with the reference KPI source and with
+DuckDB's SQL one: hand-computed figures for a machine (whole window, by shift, day, product, order),
+a line under both rules, the lighthouse comparison, and what is refused."""
 
 from __future__ import annotations
 
@@ -25,6 +25,7 @@ from shopfloor.services.plant import PlantService
 from shopfloor.services.registry import PLATFORM, RegistryService
 from shopfloor.storage.duckdb.database import Database
 from shopfloor.storage.duckdb.historian import DuckDBHistorian
+from shopfloor.storage.duckdb.kpi import DuckDBKpiSource
 from shopfloor.storage.duckdb.registry import DuckDBRegistry
 from shopfloor.testing.fakes import FixedClock
 from shopfloor.testing.kpi_reference_source import ReferenceKpiSource
@@ -83,8 +84,8 @@ def event(h: float, type_: str, **data: Any) -> tuple[float, str, str, dict[str,
     return (h, "event", type_, data)
 
 
-@pytest.fixture
-def world() -> Iterator[World]:
+@pytest.fixture(params=["reference", "duckdb"])
+def world(request: pytest.FixtureRequest) -> Iterator[World]:
     db = Database(":memory:")
     repo = DuckDBRegistry(db)
     historian = DuckDBHistorian(db)
@@ -107,7 +108,8 @@ def world() -> Iterator[World]:
     plant.put_site_calendar(ctx, site.id, CALENDAR)
     plant.put_site_cost_model(ctx, site.id, COST)
     site = registry.asset(ctx, site.id)
-    service = KpiService(registry, ReferenceKpiSource(historian, historian), FixedClock(at(24)), historian)
+    source = ReferenceKpiSource(historian, historian) if request.param == "reference" else DuckDBKpiSource(db)
+    service = KpiService(registry, source, FixedClock(at(24)), historian)
     viewer = TenantContext(tenant.id, "acme", Role.VIEWER, "viewer")
     yield World(registry, plant, historian, service, viewer, site, line, machines)
     historian.close()
