@@ -27,12 +27,16 @@ sequence numbers, idempotence, which samples aggregates use, ``AggRow.count``, t
   leave that hole open). The price is that commits serialise on that row: batches should be large
   (thousands of samples) - see docs/postgres-schema.md for what that costs. A failed commit rolls its
   number back with everything else.
-* Aggregates run in SQL, one statement per call; buckets go in as two ``timestamptz[]`` arrays
-  (``unnest .. WITH ORDINALITY``) and every bucket reads its own index range (LATERAL), so buckets
-  may come in any order, with gaps or overlapping.
-* Errors: connection and server failures raise ``StoreUnavailable``; data PostgreSQL refuses
-  (text with NUL characters, numbers out of range) raises ``InvalidInput``; either way nothing of
-  the commit is stored. ``close()`` leaves the ``PgDatabase`` open (its creator owns it).
+* Rollups (1 minute, 1 hour; ``pg_rollups.py``) are kept in the commit's transaction, with the
+  same rows and rules as DuckDB's. ``aggregate`` answers each bucket from the coarsest rollup that
+  tiles it and still holds it, else from raw samples: one SQL statement per source. Buckets go in
+  as two ``timestamptz[]`` arrays (``unnest .. WITH ORDINALITY``) and each reads its own index
+  range (LATERAL), so they may come in any order, with gaps, or overlapping.
+* Errors: connection and server failures raise ``StoreUnavailable``; values PostgreSQL would refuse
+  or truncate (integers too wide for their column, timestamps outside the years 1 to 9999, event
+  data that is not JSON) raise ``InvalidInput``; either way nothing of the commit is stored. Text
+  PostgreSQL cannot hold (NUL, unpaired surrogates) is stored with U+FFFD instead (``pg_rows.py``).
+  ``close()`` leaves the ``PgDatabase`` open (its creator owns it).
 """
 
 from __future__ import annotations
