@@ -25,6 +25,7 @@ reference's exactly. Ties at one instant are broken like ``DuckDBHistorian.event
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager, suppress
 from typing import Any
@@ -289,6 +290,7 @@ class DuckDBKpiSource:
     def __init__(self, db: Database, lookback_us: int = DEFAULT_LOOKBACK_US) -> None:
         self._db = db
         self.lookback_us = lookback_us
+        self.timings: dict[str, float] = {}  # seconds per step of the last call (for benchmarks)
 
     def period_inputs(self, tenant_id: int, requests: Sequence[KpiRequest]) -> list[PeriodInputs]:
         p = plan(requests)
@@ -307,14 +309,17 @@ class DuckDBKpiSource:
              p: KpiPlan) -> list[PeriodInputs]:
         params = {"tenant": tenant_id, "base": p.base}
         ev = {"tenant": tenant_id}
+        lap = _Lap(self.timings)
         _register(cur, "_k_req", _req_table(p.req, {}))
         _register(cur, "_k_win", pa.table(p.win, schema=_WIN))
         _register(cur, "_k_cal", pa.table(p.cal, schema=_CAL))
         _register(cur, "_k_tar", pa.table(p.tar, schema=_TAR))
         anchors = self._anchors(cur, ev, p)
         _register(cur, "_k_req", _req_table(p.req, anchors))
+        lap("anchors")
         cur.execute(_CELLS, ev)
         cur.execute(_CELL_BUCKETS, {"base": p.base})
+        lap("cells")
         sums = Sums(p.groups)
         for gid, cat, sched, open_, rk, us, fails, g in _rows(cur, _STATES, params):
             if g == 0b0001:  # the grouping set (gid, cat, sched, open)
@@ -322,17 +327,23 @@ class DuckDBKpiSource:
                 sums.failures[gid] += fails
             elif rk is not None:
                 sums.reasons[gid][rk] = us
+        lap("states")
         for gid, product, good, reject, rework in _rows(cur, _COUNTS, params):
             sums.counts[gid][product] = Counts(good, reject, rework)
+        lap("counts")
         if any(s is not None for s in p.req["series_id"]):
             for gid, period, kwh, held in _rows(cur, _ENERGY, {"base": p.base}):
                 sums.kwh[gid][period] = kwh
                 sums.held[gid] += held or 0
             for gid, covered in _rows(cur, _COUNTER_SPAN, {}):
                 sums.spanned[gid] = covered
+        lap("energy")
         for gid, us in _rows(cur, _LABOUR, params):
             sums.labour[gid] = us
-        return assemble(sums, requests, p)
+        lap("labour")
+        out = assemble(sums, requests, p)
+        lap("assemble")
+        return out
 
     def _anchors(self, cur: duckdb.DuckDBPyConnection, ev: dict[str, Any], p: KpiPlan) -> dict[str, list[Any]]:
         """Per request, the timestamps the series start from (see the module docs)."""
@@ -361,6 +372,20 @@ class DuckDBKpiSource:
             yield self._db.cursor()
         except duckdb.Error as exc:
             raise StoreUnavailable(f"KPI query failed: {exc}") from exc
+
+
+class _Lap:
+    """Records the seconds since the previous lap under a step's name."""
+
+    def __init__(self, into: dict[str, float]) -> None:
+        into.clear()
+        self._into = into
+        self._t = time.perf_counter()
+
+    def __call__(self, step: str) -> None:
+        now = time.perf_counter()
+        self._into[step] = now - self._t
+        self._t = now
 
 
 def _incomplete(found: dict[str, list[Any]], req: dict[str, list[Any]], i: int) -> bool:

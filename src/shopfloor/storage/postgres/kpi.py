@@ -20,6 +20,7 @@ per lane, sums joined on hour buckets); what differs here:
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
@@ -208,7 +209,7 @@ WITH ev AS (
            s.ts >= q.lo AND s.cat = 'unplanned_stop' AND (s.stop_ts IS NULL OR s.stop_ts <> s.known_ts) AS fail
     FROM seg s JOIN _k_req q ON q.r = s.r
     WHERE least(coalesce(s.nxt, q.hi), q.hi) > greatest(s.ts, q.lo)
-), x AS ({_bucketed("clipped")}
+), x AS MATERIALIZED ({_bucketed("clipped")}
 ), pieces AS (
     SELECT c.gid, x.cat, c.sched, c.open,
            CASE WHEN x.cat IN {_LOSSES} AND c.sched AND c.open
@@ -277,7 +278,7 @@ WITH rd AS (
 ), clipped AS (
     SELECT e.r, greatest(e.p0, q.lo) AS t0, least(e.p1, q.hi) AS t1, e.rate, e.power
     FROM rates e JOIN _k_req q ON q.r = e.r WHERE least(e.p1, q.hi) > greatest(e.p0, q.lo)
-), x AS ({_bucketed("clipped")}
+), x AS MATERIALIZED ({_bucketed("clipped")}
 ), pieces AS (
     SELECT c.gid, c.period, x.rate, x.power, {_overlap("x.t0", "x.t1")} AS span
     FROM x JOIN _k_cb c ON c.r = x.r AND c.b = x.b
@@ -317,7 +318,7 @@ WITH ce AS (
     SELECT s.r, greatest(s.ts, q.lo) AS t0, least(coalesce(s.nxt, q.hi), q.hi) AS t1, q.lab_sched
     FROM seg s JOIN _k_req q ON q.r = s.r
     WHERE s.is_in AND least(coalesce(s.nxt, q.hi), q.hi) > greatest(s.ts, q.lo)
-), x AS ({_bucketed("clipped")}
+), x AS MATERIALIZED ({_bucketed("clipped")}
 ), pieces AS (
     SELECT c.gid, {_overlap("x.t0", "x.t1")} AS span
     FROM x JOIN _k_cb c ON c.r = x.r AND c.b = x.b
@@ -327,35 +328,59 @@ SELECT gid, {_us("sum(span)")} AS us FROM pieces WHERE span > interval '0' GROUP
 """
 
 
+class _Lap:
+    """Records the seconds since the previous lap under a step's name."""
+
+    def __init__(self, into: dict[str, float]) -> None:
+        into.clear()
+        self._into = into
+        self._t = time.perf_counter()
+
+    def __call__(self, step: str) -> None:
+        now = time.perf_counter()
+        self._into[step] = now - self._t
+        self._t = now
+
+
 class PostgresKpiSource:
     """``shopfloor.ports.kpi.KpiSource`` over the PostgreSQL historian's tables (read only)."""
 
-    def __init__(self, db: PgDatabase, lookback_us: int = DEFAULT_LOOKBACK_US) -> None:
+    def __init__(self, db: PgDatabase, lookback_us: int = DEFAULT_LOOKBACK_US, work_mem_mb: int = 256) -> None:
         self._db = db
         self.lookback_us = lookback_us
+        self.work_mem_mb = int(work_mem_mb)  # for this transaction's sorts and hashes (SET LOCAL)
+        self.timings: dict[str, float] = {}  # seconds per step of the last call (for benchmarks)
 
     def period_inputs(self, tenant_id: int, requests: Sequence[KpiRequest]) -> list[PeriodInputs]:
         p = plan(requests)
         if not p.groups:
             return []
         with self._conn() as conn:
-            return assemble(self._sums(conn, tenant_id, p), requests, p)
+            sums = self._sums(conn, tenant_id, p)
+        t = time.perf_counter()
+        out = assemble(sums, requests, p)
+        self.timings["assemble"] = time.perf_counter() - t
+        return out
 
     def _sums(self, conn: psycopg.Connection, tenant_id: int, p: KpiPlan) -> Sums:
         clamp = {FAR_PAST: MIN_US, FAR_FUTURE: MAX_US}
         cal = dict(p.cal, s0=[clamp.get(v, v) for v in p.cal["s0"]], s1=[clamp.get(v, v) for v in p.cal["s1"]])
         tar = dict(p.tar, t0=[clamp.get(v, v) for v in p.tar["t0"]], t1=[clamp.get(v, v) for v in p.tar["t1"]])
         params: dict[str, Any] = {"tenant": tenant_id, "lookback": self.lookback_us}
+        lap = _Lap(self.timings)
+        conn.execute(f"SET LOCAL work_mem = '{self.work_mem_mb}MB'")
         conn.execute(_REQ, {**p.req, **params})
         conn.execute(_WIN, p.win)
         conn.execute(_CAL, cal)
         conn.execute(_TAR, tar)
         conn.execute("ANALYZE _k_req; ANALYZE _k_win; ANALYZE _k_cal; ANALYZE _k_tar")
+        lap("anchors")
         conn.execute(_CELLS, params)
         base = conn.execute("SELECT min(lo) FROM _k_req").fetchone()
         params["base"] = base[0] if base else None
         conn.execute(_CELL_BUCKETS, params)
         conn.execute("CREATE INDEX ON _k_cb (r, b); ANALYZE _k_cb")
+        lap("cells")
         sums = Sums(p.groups)
         for gid, cat, sched, open_, rk, us, fails, g in conn.execute(_STATES, params):
             if g == 0b0001:  # the grouping set (gid, cat, sched, open)
@@ -363,16 +388,20 @@ class PostgresKpiSource:
                 sums.failures[gid] += fails
             elif rk is not None:
                 sums.reasons[gid][rk] = us
+        lap("states")
         for gid, product, good, reject, rework in conn.execute(_COUNTS, params):
             sums.counts[gid][product] = Counts(good, reject, rework)
+        lap("counts")
         if any(s is not None for s in p.req["series_id"]):
             for gid, period, kwh, held in conn.execute(_ENERGY, params):
                 sums.kwh[gid][period] = kwh
                 sums.held[gid] += held or 0
             for gid, covered in conn.execute(_COUNTER_SPAN):
                 sums.spanned[gid] = covered
+        lap("energy")
         for gid, us in conn.execute(_LABOUR, params):
             sums.labour[gid] = us
+        lap("labour")
         return sums
 
     @contextmanager
