@@ -25,6 +25,7 @@ from shopfloor.domain.payloads import Limits
 from shopfloor.domain.retention import RetentionPolicy
 from shopfloor.ports.backup import Backup
 from shopfloor.ports.ingest import RawMessage
+from shopfloor.ports.kpi import KpiSource
 from shopfloor.ports.registry import RegistryRepository
 from shopfloor.ports.store import Historian
 from shopfloor.services.auth import TokenAuthenticator
@@ -35,6 +36,7 @@ from shopfloor.services.export import ExportService
 from shopfloor.services.health import HealthService
 from shopfloor.services.history import HistoryService
 from shopfloor.services.ingest import IngestService
+from shopfloor.services.kpis import KpiService
 from shopfloor.services.plant import PlantService
 from shopfloor.services.registry import RegistryService
 from shopfloor.services.retention import RetentionService, run_periodically
@@ -42,6 +44,7 @@ from shopfloor.services.stats import IngestStats
 from shopfloor.storage.duckdb.backup import DuckDBBackup
 from shopfloor.storage.duckdb.database import Database
 from shopfloor.storage.duckdb.historian import DuckDBHistorian
+from shopfloor.storage.duckdb.kpi import DuckDBKpiSource
 from shopfloor.storage.duckdb.registry import DuckDBRegistry
 from shopfloor.storage.postgres.database import PgDatabase
 
@@ -54,6 +57,7 @@ class Stores:
 
     repo: RegistryRepository
     historian: Historian
+    kpis: KpiSource
     backup: Backup
     ping: Callable[[], object]
     close: Callable[[], None]
@@ -66,6 +70,7 @@ def open_stores(settings: Settings, clock: SystemClock) -> Stores:
     if settings.store == "postgres":
         from shopfloor.storage.postgres.backup import PgBackup
         from shopfloor.storage.postgres.historian import PostgresHistorian
+        from shopfloor.storage.postgres.kpi import PostgresKpiSource
         from shopfloor.storage.postgres.registry import PostgresRegistry
 
         pg = PgDatabase(settings.database_url, settings.database_schema)
@@ -80,7 +85,7 @@ def open_stores(settings: Settings, clock: SystemClock) -> Stores:
             pg_historian.close()
             pg.close()
 
-        return Stores(PostgresRegistry(pg, clock=clock), pg_historian,
+        return Stores(PostgresRegistry(pg, clock=clock), pg_historian, PostgresKpiSource(pg),
                       PgBackup(pg.dsn, pg.schema, work_dir=settings.data_dir), ping_pg, close_pg, pg=pg)
     db = Database(settings.db_path)
     historian = DuckDBHistorian(db, rollup_staleness_us=staleness_us)
@@ -89,7 +94,7 @@ def open_stores(settings: Settings, clock: SystemClock) -> Stores:
         historian.close()
         db.close()
 
-    return Stores(DuckDBRegistry(db), historian, DuckDBBackup(db.path, db),
+    return Stores(DuckDBRegistry(db), historian, DuckDBKpiSource(db), DuckDBBackup(db.path, db),
                   lambda: db.cursor().execute("SELECT 1").fetchall(), close_duckdb, db=db)
 
 
@@ -108,6 +113,7 @@ class Platform:
     auth: TokenAuthenticator
     export: ExportService
     retention: RetentionService
+    kpis: KpiService
     _ingest: IngestService | None = None
     broker: EmbeddedBroker | None = None
     broker_connected: Callable[[], bool] | None = None
@@ -144,7 +150,8 @@ class Platform:
         return ApiServices(self.registry, self.plant, self.history, self.auth, self.stats,
                            ready=self._ready, invalidate=self.cache.invalidate, backup=self.stores.backup,
                            export=self.export, health=self._health(),
-                           broker_rejects=lambda: self.broker_rejects() if self.broker_rejects else None)
+                           broker_rejects=lambda: self.broker_rejects() if self.broker_rejects else None,
+                           ingest=self.ingest, kpis=self.kpis)
 
     def _broker_up(self) -> bool:
         if self.broker is not None:
@@ -187,7 +194,8 @@ def build_platform(settings: Settings) -> Platform:
     return Platform(settings, stores, clock, stats, cache, registry, PlantService(registry),
                     HistoryService(registry, stores.historian, settings.staleness_s * 1_000_000),
                     TokenAuthenticator(stores.repo), ExportService(registry, stores.historian),
-                    RetentionService(stores.repo, stores.historian, clock, policy))
+                    RetentionService(stores.repo, stores.historian, clock, policy),
+                    KpiService(registry, stores.kpis, clock, stores.historian))
 
 
 @contextlib.contextmanager
