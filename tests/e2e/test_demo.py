@@ -104,6 +104,13 @@ def test_demo_serves_live_values_and_restarts_on_the_same_data(tmp_path: Path) -
             _, after = _live_machines(c)
             changed = [mid for mid in before if before[mid]["values"] != after[mid]["values"]]
             assert changed, "values do not change"
+            line_id = c.get("/assets", params={"level": "line"}).json()[0]["id"]
+            k = c.get("/kpis", params={"asset": line_id, "from": str(int(time.time() * 1000) - 60_000)})
+            assert k.status_code == 200, k.text
+            kpis = k.json()["kpis"]
+            for key in ("availability", "effectiveness", "quality_ratio", "oee", "energy_efficiency", "unit_cost"):
+                assert key in kpis, key
+            assert kpis["availability"]["value"] is not None and 0 <= kpis["availability"]["value"] <= 1
             stats = c.get("/ingest/stats").json()
             assert stats["points_total"] > 0 and stats["devices_online"] > 0
             energy_series = next(v["series_id"] for v in after[machines[0]["id"]]["values"]
