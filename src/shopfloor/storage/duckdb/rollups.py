@@ -110,8 +110,7 @@ WHERE rollup_1m.series_id = r.series_id AND rollup_1m.bucket_us >= r.lo AND roll
   AND rollup_1m.bucket_us >= $tlo AND rollup_1m.bucket_us < $thi
 """
 
-# One pass: a good sample yields one row per minute its hold touches (a text sample, which holds
-# nothing, one row for its own minute); the row of its own minute also carries its statistics.
+# Statistics per minute from the samples in it; twa sums from the pieces of every hold.
 _MINUTES_FROM_RAW_SQL = f"""
 INSERT INTO rollup_1m
 WITH pts AS (
@@ -119,24 +118,29 @@ WITH pts AS (
     FROM samples s JOIN _sf_ranges r ON s.series_id = r.series_id AND s.ts >= r.lo - $st AND s.ts < r.hi
     WHERE s.ts >= $tlo - $st AND s.ts < $thi
 ), holds AS (
-    SELECT series_id, lo, hi, ts, value, {_floor("ts", MINUTE_US)} AS own,
-           CASE WHEN value IS NULL THEN ts + 1
-                ELSE least(coalesce(lead(ts) OVER (PARTITION BY series_id, lo ORDER BY ts), ts + $st), ts + $st)
-           END AS h1
-    FROM pts QUALIFY quality < {_BAD}
+    SELECT series_id, lo, hi, ts, value, quality,
+           least(coalesce(lead(ts) OVER (PARTITION BY series_id, lo ORDER BY ts), ts + $st), ts + $st) AS h1
+    FROM pts
+), stats AS (
+    SELECT series_id, {_floor("ts", MINUTE_US)} AS bucket_us, count(*) AS n, count(value) AS nv,
+           sum(value) AS vsum, min(value) AS vmin, max(value) AS vmax,
+           min(ts) AS t_first, first(value ORDER BY ts) AS v_first,
+           max(ts) AS t_last, last(value ORDER BY ts) AS v_last
+    FROM holds WHERE quality < {_BAD} AND ts >= lo
+    GROUP BY ALL
 ), pieces AS (
-    SELECT h.series_id, b.bucket_us, h.ts, h.value, b.bucket_us = h.own AS mine,
+    SELECT h.series_id, b.bucket_us, h.value, h.ts < b.bucket_us AS carried,
            least(h.h1, b.bucket_us + {MINUTE_US}) - greatest(h.ts, b.bucket_us) AS dt
-    FROM holds h, range(h.own, h.h1, {MINUTE_US}) b(bucket_us)
-    WHERE b.bucket_us >= h.lo AND b.bucket_us < h.hi
+    FROM holds h, range({_floor("h.ts", MINUTE_US)}, h.h1, {MINUTE_US}) b(bucket_us)
+    WHERE h.quality < {_BAD} AND h.value IS NOT NULL AND b.bucket_us >= h.lo AND b.bucket_us < h.hi
+), twa AS (
+    SELECT series_id, bucket_us, sum(value * dt) AS num, sum(dt) AS den, bool_or(carried) AS carried
+    FROM pieces GROUP BY ALL
 )
-SELECT series_id, bucket_us, count(*) FILTER (WHERE mine), count(value) FILTER (WHERE mine),
-       sum(value) FILTER (WHERE mine), min(value) FILTER (WHERE mine), max(value) FILTER (WHERE mine),
-       min(ts) FILTER (WHERE mine), first(value ORDER BY ts) FILTER (WHERE mine),
-       max(ts) FILTER (WHERE mine), last(value ORDER BY ts) FILTER (WHERE mine),
-       coalesce(sum(value * dt), 0), coalesce(sum(dt) FILTER (WHERE value IS NOT NULL), 0),
-       coalesce(bool_or(NOT mine), false)
-FROM pieces GROUP BY series_id, bucket_us
+SELECT coalesce(s.series_id, t.series_id), coalesce(s.bucket_us, t.bucket_us),
+       coalesce(s.n, 0), coalesce(s.nv, 0), s.vsum, s.vmin, s.vmax, s.t_first, s.v_first, s.t_last, s.v_last,
+       coalesce(t.num, 0), coalesce(t.den, 0), coalesce(t.carried, false)
+FROM stats s FULL JOIN twa t ON s.series_id = t.series_id AND s.bucket_us = t.bucket_us
 """
 
 # hour ranges are single hours (hi = lo + 1 h), so both statements join on equality
