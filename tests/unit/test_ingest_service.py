@@ -428,3 +428,26 @@ async def test_trusted_topic_from_an_external_broker_resolves_tenant_and_publish
     reasons = [d[2].value for d in store.dead]
     assert reasons == ["unknown_topic"]
     assert ingest.stats.tenant(plant.ctx.require_tenant()).last_seen_us.get("acme.plc-1") is not None
+
+
+class PickyStore(RecordingStore):
+    """Refuses (as invalid input) any batch holding the value 13.0, like a column it cannot hold."""
+
+    def commit(self, batch: IngestBatch) -> int:
+        if 13.0 in batch.samples.value:
+            from shopfloor.domain.errors import InvalidInput
+
+            raise InvalidInput("value 13.0 does not fit")
+        return super().commit(batch)
+
+
+async def test_a_value_the_store_refuses_is_dead_lettered_and_does_not_block_the_others(plant: Plant) -> None:
+    store = PickyStore()
+    ingest = plant.ingest(store)
+    msgs = [plant.msg("acme.plc-1", f"{PRESS1}/telemetry",
+                      {"values": {"temperature": v}, "ts": plant.clock.now_us() // 1000 - i})
+            for i, v in enumerate((1.0, 13.0, 2.0))]
+    await asyncio.gather(*(ingest.submit_messages([m]) for m in msgs))  # none raises: nothing retries forever
+    assert sorted(row[2] for row in store.samples) == [1.0, 2.0]
+    assert [d[2] for d in store.dead] == [Reason.STORE_REJECTED]
+    assert ingest.stats.messages == 3

@@ -125,12 +125,16 @@ def test_groups_and_cutoffs_in_the_report(world: World) -> None:
     assert set(by_key) == {(acme, (None, "press")), (acme, ("oven",)), (globex, (None,)), (globex, ("press",))}
     default_group = by_key[(acme, (None, "press"))]
     assert default_group.policy == DEFAULT and default_group.series == 2
-    assert default_group.cutoffs == {"raw": NOW - 30 * DAY_US, "1m": NOW - 90 * DAY_US, "1h": NOW - 730 * DAY_US}
+    def midnight(us: int) -> int:  # cutoffs fall on UTC midnights, so daily partitions drop whole
+        return us - us % DAY_US
+
+    assert default_group.cutoffs == {"raw": midnight(NOW - 30 * DAY_US), "1m": midnight(NOW - 90 * DAY_US),
+                                     "1h": midnight(NOW - 730 * DAY_US)}
     assert default_group.deleted["raw"] == 6
     assert default_group.deleted["1m"] > 0 and default_group.deleted["1h"] > 0
     oven = by_key[(acme, ("oven",))]
     assert oven.policy == RetentionPolicy(raw_days=7, rollup_1m_days=14, rollup_1h_days=730)
-    assert by_key[(globex, ("press",))].cutoffs["raw"] == NOW - 60 * DAY_US
+    assert by_key[(globex, ("press",))].cutoffs["raw"] == midnight(NOW - 60 * DAY_US)
 
 
 def test_events_follow_the_default_only_in_a_run_over_all_tenants(world: World) -> None:

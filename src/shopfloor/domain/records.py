@@ -35,6 +35,7 @@ class Reason(enum.StrEnum):
     INVALID_EVENT = "invalid_event"
     UNKNOWN_EVENT = "unknown_event"
     INVALID_STATUS = "invalid_status"
+    STORE_REJECTED = "store_rejected"  # decoded fine, but the store refused to hold it
 
 
 @dataclass(slots=True)

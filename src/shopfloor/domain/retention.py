@@ -37,6 +37,13 @@ class RetentionPolicy:
                                      "rollup_1h_days": self.rollup_1h_days}, **values})
 
     def cutoffs(self, now_us: int) -> dict[str, int]:
-        """Oldest timestamp kept per level: "raw", "1m", "1h"."""
-        return {"raw": now_us - self.raw_days * DAY_US, "1m": now_us - self.rollup_1m_days * DAY_US,
-                "1h": now_us - self.rollup_1h_days * DAY_US}
+        """Oldest timestamp kept per level: "raw", "1m", "1h".
+
+        Cutoffs fall on UTC midnights (rounded down: at most one day more is kept), so a store
+        with daily partitions drops whole partitions instead of deleting rows.
+        """
+        def day(us: int) -> int:
+            return us - us % DAY_US
+
+        return {"raw": day(now_us - self.raw_days * DAY_US), "1m": day(now_us - self.rollup_1m_days * DAY_US),
+                "1h": day(now_us - self.rollup_1h_days * DAY_US)}

@@ -13,7 +13,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
-from shopfloor.domain.errors import ShopfloorError, StoreUnavailable
+from shopfloor.domain.errors import InvalidInput, ShopfloorError, StoreUnavailable
 from shopfloor.domain.payloads import DEAD_PAYLOAD_BYTES, Decoder, Limits
 from shopfloor.domain.records import DeadLetter, IngestBatch, Reason
 from shopfloor.domain.topics import TopicError, parse_topic, topic_within
@@ -35,6 +35,7 @@ class _Pending:
     tenant_id: int | None
     device: str
     messages: int
+    raw: RawMessage | None = None
 
 
 class IngestService:
@@ -118,7 +119,7 @@ class IngestService:
             device = msg.device
             if not device:
                 device = self._publisher_of(msg.topic, tid)
-            futures.append(self._enqueue(batch, tid, device, 1))
+            futures.append(self._enqueue(batch, tid, device, 1, msg))
         if futures:
             await asyncio.gather(*futures)
 
@@ -135,10 +136,10 @@ class IngestService:
             return ""
 
     def _enqueue(self, batch: IngestBatch, tenant_id: int | None, device: str,
-                 messages: int) -> asyncio.Future[int]:
+                 messages: int, raw: RawMessage | None = None) -> asyncio.Future[int]:
         loop = asyncio.get_running_loop()
         fut: asyncio.Future[int] = loop.create_future()
-        self._pending.append(_Pending(batch, fut, tenant_id, device, messages))
+        self._pending.append(_Pending(batch, fut, tenant_id, device, messages, raw))
         if self._flusher is None or self._flusher.done():
             self._flusher = loop.create_task(self._flush_loop())
         return fut
@@ -159,6 +160,12 @@ class IngestService:
             self._in_flight = len(group)
             try:
                 seq = await loop.run_in_executor(self._writer, self._store.commit, merged)
+            except InvalidInput as exc:
+                # the store refused the content, not the commit: find the message(s) it refused
+                # and keep them as dead letters, so one bad value never blocks a transport forever
+                self._in_flight = 0
+                await self._isolate(group, exc)
+                continue
             except Exception as exc:
                 self.stats.commit_done(False)
                 log.error("commit of %d item(s) failed: %s", len(merged), exc)
@@ -178,6 +185,45 @@ class IngestService:
                                   [(d.device, d.reason.value) for d in p.batch.dead_letters])
                 if not p.future.done():
                     p.future.set_result(seq)
+
+    async def _isolate(self, group: list[_Pending], exc: InvalidInput) -> None:
+        loop = asyncio.get_running_loop()
+        log.warning("the store refused a batch of %d message(s) (%s); committing them one by one",
+                    len(group), exc.message)
+        for p in group:
+            batch = p.batch
+            for attempt in range(2):
+                try:
+                    seq = await loop.run_in_executor(self._writer, self._store.commit, batch)
+                except InvalidInput as inner:
+                    if attempt == 0 and p.raw is not None:
+                        batch = IngestBatch(dead_letters=[DeadLetter(
+                            p.tenant_id, p.raw.device, p.raw.topic[:512], Reason.STORE_REJECTED,
+                            inner.message[:300], p.raw.payload[:DEAD_PAYLOAD_BYTES], p.raw.received_us)])
+                        continue
+                    self._fail([p], StoreUnavailable(f"the store refused: {inner.message}"))
+                    break
+                except Exception as other:
+                    self._fail([p], other)
+                    break
+                self._done(p, batch, seq)
+                break
+
+    def _fail(self, group: list[_Pending], exc: Exception) -> None:
+        self.stats.commit_done(False)
+        err = exc if isinstance(exc, StoreUnavailable) else StoreUnavailable(f"commit failed: {exc}")
+        for p in group:
+            if not p.future.done():
+                p.future.set_exception(err)
+
+    def _done(self, p: _Pending, batch: IngestBatch, seq: int) -> None:
+        self.last_seq = max(self.last_seq, seq)
+        self.last_commit_us = self._clock.now_us()
+        self.stats.commit_done(True)
+        self.stats.record(p.tenant_id, p.device, p.messages, len(batch.samples) + len(batch.events),
+                          [(d.device, d.reason.value) for d in batch.dead_letters])
+        if not p.future.done():
+            p.future.set_result(seq)
 
     @property
     def pending_messages(self) -> int:
