@@ -18,13 +18,16 @@ that span (it cuts the hold of the sample before it, and only after its own ts).
 deleted and recomputed from raw in one statement; the 1-hour rows of the hours around them are
 then recomputed from the 1-minute rows (an hour is a merge of its sixty minutes, so it equals the
 same computation from raw). Ranges far apart in time are handled in separate statements so that
-zone maps can skip the row groups in between.
+zone maps can skip the row groups in between; ``rebuild`` works one week at a time. Cost: a batch
+writes one 1-minute row per (series, minute) that its samples or their holds touch, so a batch of
+many series with one sample each (sparse data) writes several times more rollup rows than samples;
+``bench/historian_rollups.py`` measures it.
 
 Retention marks (table ``rollup_marks``): every ``delete_before`` and ``delete_rollups_before``
 records its cutoff, per series or for all (``series_id`` NULL). Recomputation never touches a
 1-minute bucket that starts before raw cutoff + staleness (its raw data may be gone: recomputing
 it would lose what the rollup still knows) nor before the 1-minute cutoff, nor an hour before
-either or before the 1-hour cutoff. A query uses a rollup level only for a window that starts at
+either or before the 1-hour cutoff. A query uses a rollup level only for a bucket that starts at
 or after that level's cutoff, so after a level's retention the next finer level or raw answers.
 """
 
