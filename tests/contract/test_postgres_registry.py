@@ -20,7 +20,7 @@ from shopfloor.domain.tenancy import Role
 from shopfloor.domain.timeutil import from_us
 from shopfloor.ports.registry import RegistryRepository
 from shopfloor.storage.postgres.database import PgDatabase
-from shopfloor.storage.postgres.registry import PostgresRegistry
+from shopfloor.storage.postgres.registry import MIGRATIONS, PostgresRegistry
 from shopfloor.testing.fakes import FixedClock
 from shopfloor.testing.registry_contract import RegistryContract, make_plant, press_type
 
@@ -66,7 +66,7 @@ def test_postgres_registry_survives_reopen(pg_schema: tuple[str, str]) -> None:
     db = PgDatabase(dsn, schema)
     reg = PostgresRegistry(db)  # migrating again is a no-op
     try:
-        assert db.version("registry") == 1
+        assert db.version("registry") == len(MIGRATIONS)
         assert reg.version() == version
         assert reg.get_tenant(t) == p.tenant
         assert reg.list_assets(t) == [p.site, p.area, p.line, p.machine]
@@ -127,7 +127,7 @@ _WORKER = """
 import json, sys
 from shopfloor.domain.errors import Conflict
 from shopfloor.storage.postgres.database import PgDatabase
-from shopfloor.storage.postgres.registry import PostgresRegistry
+from shopfloor.storage.postgres.registry import MIGRATIONS, PostgresRegistry
 
 dsn, schema, tenant_id, asset_id, seen = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5])
 db = PgDatabase(dsn, schema, max_size=2)

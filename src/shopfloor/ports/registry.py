@@ -11,6 +11,7 @@ from collections.abc import Sequence
 from typing import Any, Protocol
 
 from shopfloor.domain.assets import Asset, AssetType, Device, Level, Series, ValueType
+from shopfloor.domain.sparkplug import SparkplugNode
 from shopfloor.domain.tenancy import ApiToken, Role, Tenant
 
 
@@ -63,6 +64,19 @@ class RegistryRepository(Protocol):
     def find_device_by_username(self, username: str) -> Device | None: ...
     def list_devices(self, tenant_id: int) -> list[Device]: ...
     def delete_device(self, tenant_id: int, device_id: int) -> None: ...
+
+    # Sparkplug edge nodes: at most one per device, (group, edge_node) unique across tenants;
+    # deleting the device deletes its node
+    def set_sparkplug_node(self, tenant_id: int, device_id: int,
+                           node: SparkplugNode | None) -> SparkplugNode | None:
+        """Create or replace the device's node (its tenant and device ids are the arguments'), or
+        remove it with None. ``NotFound`` for a device not in the tenant, ``Conflict`` when another
+        device already is that (group, edge node)."""
+        ...
+
+    def list_sparkplug_nodes(self, tenant_id: int | None = None) -> list[SparkplugNode]:
+        """The nodes of one tenant, or of every tenant; by group, then edge node id."""
+        ...
 
     def version(self) -> int:
         """A number that changes whenever anything in the registry changes (cache invalidation)."""

@@ -15,6 +15,7 @@ from typing import Any
 
 from shopfloor.domain.assets import Asset, AssetType, Device, Level, Series, ValueType
 from shopfloor.domain.errors import Conflict, NotFound
+from shopfloor.domain.sparkplug import SparkplugNode
 from shopfloor.domain.tenancy import ApiToken, Role, Tenant
 from shopfloor.domain.timeutil import from_us, now_us
 from shopfloor.ports.clock import Clock
@@ -52,6 +53,7 @@ class InMemoryRegistry:
         self._assets: dict[int, Asset] = {}
         self._series: dict[int, Series] = {}
         self._devices: dict[int, Device] = {}
+        self._sparkplug: dict[int, SparkplugNode] = {}  # by device id
 
     def _next_id(self, kind: str) -> int:
         self._ids[kind] = self._ids.get(kind, 0) + 1
@@ -325,7 +327,33 @@ class InMemoryRegistry:
             if self.get_device(tenant_id, device_id) is None:
                 raise NotFound(f"device {device_id} does not exist")
             del self._devices[device_id]
+            self._sparkplug.pop(device_id, None)
             self._changed()
+
+    # -- Sparkplug edge nodes ------------------------------------------------------------------
+
+    def set_sparkplug_node(self, tenant_id: int, device_id: int,
+                           node: SparkplugNode | None) -> SparkplugNode | None:
+        with self._lock:
+            if self.get_device(tenant_id, device_id) is None:
+                raise NotFound(f"device {device_id} does not exist")
+            if node is None:
+                if self._sparkplug.pop(device_id, None) is not None:
+                    self._changed()
+                return None
+            taken = next((n for n in self._sparkplug.values() if n.device_id != device_id
+                          and (n.group, n.edge_node) == (node.group, node.edge_node)), None)
+            if taken is not None:
+                raise Conflict(f"edge node {node.group}/{node.edge_node} is already device {taken.device_id}")
+            stored = dataclasses.replace(copy.deepcopy(node), tenant_id=tenant_id, device_id=device_id)
+            self._sparkplug[device_id] = stored
+            self._changed()
+            return copy.deepcopy(stored)
+
+    def list_sparkplug_nodes(self, tenant_id: int | None = None) -> list[SparkplugNode]:
+        with self._lock:
+            found = [n for n in self._sparkplug.values() if tenant_id is None or n.tenant_id == tenant_id]
+            return [copy.deepcopy(n) for n in sorted(found, key=lambda n: (n.group, n.edge_node))]
 
     def version(self) -> int:
         return self._version

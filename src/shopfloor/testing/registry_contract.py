@@ -16,6 +16,7 @@ import pytest
 
 from shopfloor.domain.assets import Asset, AssetType, Level, MeasurementDef, ValueType
 from shopfloor.domain.errors import Conflict, NotFound
+from shopfloor.domain.sparkplug import Approval, MetricMap, SparkplugNode, SparkplugSpec
 from shopfloor.domain.tenancy import Role, Tenant
 from shopfloor.ports.registry import RegistryRepository
 
@@ -378,6 +379,66 @@ class RegistryContract:
             registry.delete_device(t, device.id)
         registry.delete_asset(t, p.machine.id)  # no longer bound
 
+    # -- Sparkplug edge nodes ------------------------------------------------------------------
+
+    def test_sparkplug_node_round_trip_replace_and_remove(self, registry: RegistryRepository) -> None:
+        p = make_plant(registry)
+        t = p.tenant.id
+        gw = registry.create_device(t, "gw-1", "acme.gw-1", "h", [p.line.id], gateway=True)
+        plc = registry.create_device(t, "plc-1", "acme.plc-1", "h", [p.machine.id])
+        mapping = SparkplugSpec(edge_node="GW-1", devices={"Press 1": "berlin/press-shop/line-1/press-01"},
+                                metrics={"Oil/Temp": MetricMap("temperature", scale=0.1, offset=-2.5),
+                                         "Force": "force", "Debug": None})
+        node = SparkplugNode(t, gw.id, "acme", "GW-1", Approval.QUARANTINED, mapping,
+                             seen={"": ["bdSeq", "Uptime"], "Press 1": ["Oil/Temp"]})
+        stored = registry.set_sparkplug_node(t, gw.id, node)
+        assert stored == node
+        other = registry.set_sparkplug_node(t, plc.id, SparkplugNode(0, 0, "acme.north", "plc-1"))
+        assert other == SparkplugNode(t, plc.id, "acme.north", "plc-1")  # ids come from the arguments
+        assert registry.list_sparkplug_nodes(t) == [node, other]
+        assert registry.list_sparkplug_nodes() == [node, other]
+        approved = SparkplugNode(t, gw.id, "acme", "GW-1", Approval.APPROVED, mapping)
+        assert registry.set_sparkplug_node(t, gw.id, approved) == approved
+        moved = SparkplugNode(t, gw.id, "acme.north", "GW-1")
+        assert registry.set_sparkplug_node(t, gw.id, moved) == moved
+        assert registry.list_sparkplug_nodes(t) == [moved, other]
+        assert registry.set_sparkplug_node(t, plc.id, None) is None
+        assert registry.list_sparkplug_nodes(t) == [moved]
+        assert registry.set_sparkplug_node(t, plc.id, None) is None  # removing nothing is fine
+
+    def test_sparkplug_edge_node_is_unique_on_the_broker(self, registry: RegistryRepository) -> None:
+        a = make_plant(registry, "acme")
+        b = make_plant(registry, "globex")
+        d1 = registry.create_device(a.tenant.id, "gw-1", "acme.gw-1", "h", [a.line.id])
+        d2 = registry.create_device(a.tenant.id, "gw-2", "acme.gw-2", "h", [a.line.id])
+        d3 = registry.create_device(b.tenant.id, "gw-3", "globex.gw-3", "h", [b.line.id])
+        registry.set_sparkplug_node(a.tenant.id, d1.id, SparkplugNode(0, 0, "acme", "edge"))
+        before = registry.version()
+        with pytest.raises(Conflict):
+            registry.set_sparkplug_node(a.tenant.id, d2.id, SparkplugNode(0, 0, "acme", "edge"))
+        with pytest.raises(Conflict):
+            registry.set_sparkplug_node(b.tenant.id, d3.id, SparkplugNode(0, 0, "acme", "edge"))
+        assert registry.version() == before
+        registry.set_sparkplug_node(a.tenant.id, d2.id, SparkplugNode(0, 0, "acme", "Edge"))  # ids are case-sensitive
+        assert [n.device_id for n in registry.list_sparkplug_nodes()] == [d2.id, d1.id]  # "Edge" < "edge"
+
+    def test_sparkplug_node_belongs_to_a_device_of_the_tenant(self, registry: RegistryRepository) -> None:
+        a = make_plant(registry, "acme")
+        b = make_plant(registry, "globex")
+        dev = registry.create_device(a.tenant.id, "gw-1", "acme.gw-1", "h", [a.line.id])
+        with pytest.raises(NotFound):
+            registry.set_sparkplug_node(b.tenant.id, dev.id, SparkplugNode(0, 0, "globex", "gw-1"))
+        with pytest.raises(NotFound):
+            registry.set_sparkplug_node(a.tenant.id, 9999, SparkplugNode(0, 0, "acme", "x"))
+        with pytest.raises(NotFound):
+            registry.set_sparkplug_node(b.tenant.id, dev.id, None)
+        registry.set_sparkplug_node(a.tenant.id, dev.id, SparkplugNode(0, 0, "acme", "gw-1"))
+        assert registry.list_sparkplug_nodes(b.tenant.id) == []
+        registry.delete_device(a.tenant.id, dev.id)
+        assert registry.list_sparkplug_nodes() == []
+        again = registry.create_device(a.tenant.id, "gw-9", "acme.gw-9", "h", [a.line.id])
+        registry.set_sparkplug_node(a.tenant.id, again.id, SparkplugNode(0, 0, "acme", "gw-1"))  # free again
+
     # -- tenant isolation ----------------------------------------------------------------------
 
     def test_tenants_cannot_reach_each_others_data(self, registry: RegistryRepository) -> None:
@@ -454,6 +515,10 @@ class RegistryContract:
         device = registry.create_device(acme.id, "plc", "acme.plc", "h", [site.id])
         changed()
         registry.update_device(acme.id, device.id, enabled=False)
+        changed()
+        registry.set_sparkplug_node(acme.id, device.id, SparkplugNode(acme.id, device.id, "acme", "plc"))
+        changed()
+        registry.set_sparkplug_node(acme.id, device.id, None)
         changed()
         registry.delete_device(acme.id, device.id)
         changed()

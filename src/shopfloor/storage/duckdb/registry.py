@@ -22,6 +22,7 @@ import duckdb
 
 from shopfloor.domain.assets import Asset, AssetType, Device, Level, MeasurementDef, Series, ValueType
 from shopfloor.domain.errors import Conflict, NotFound
+from shopfloor.domain.sparkplug import Approval, SparkplugNode, seen_to_obj, spec_from_obj, spec_to_obj
 from shopfloor.domain.tenancy import ApiToken, Role, Tenant
 from shopfloor.domain.timeutil import from_us, now_us
 from shopfloor.ports.clock import Clock
@@ -96,6 +97,18 @@ MIGRATIONS: list[str] = [
         UNIQUE (tenant_id, name)
     );
     """,
+    """
+    CREATE TABLE sparkplug_nodes (
+        device_id BIGINT PRIMARY KEY,
+        tenant_id BIGINT NOT NULL,
+        grp VARCHAR NOT NULL,
+        edge_node VARCHAR NOT NULL,
+        status VARCHAR NOT NULL,
+        mapping JSON NOT NULL,
+        seen JSON NOT NULL,
+        UNIQUE (grp, edge_node)
+    );
+    """,
 ]
 
 _TENANT_COLS = "id, slug, name, created_us"
@@ -103,6 +116,7 @@ _TOKEN_COLS = "id, tenant_id, name, role, token_hash, created_us, revoked"
 _TYPE_COLS = "tenant_id, name, description, attributes, measurements, events"
 _ASSET_COLS = "id, tenant_id, parent_id, level, name, path, display_name, type_name, attributes, timezone"
 _SERIES_COLS = "id, tenant_id, asset_id, measurement, unit, type"
+_NODE_COLS = "tenant_id, device_id, grp, edge_node, status, mapping, seen"
 _DEVICE_COLS = ("id, tenant_id, name, username, secret_hash, asset_ids, enabled, gateway, created_us, "
                 "description")
 
@@ -149,6 +163,11 @@ def _device(r: Row) -> Device:
     return Device(id=r[0], tenant_id=r[1], name=r[2], username=r[3], secret_hash=r[4],
                   asset_ids=tuple(r[5]), enabled=r[6], gateway=r[7], created_at=from_us(r[8]),
                   description=r[9])
+
+
+def _node(r: Row) -> SparkplugNode:
+    return SparkplugNode(tenant_id=r[0], device_id=r[1], group=r[2], edge_node=r[3], status=Approval(r[4]),
+                         mapping=spec_from_obj(json.loads(r[5])), seen=json.loads(r[6]))
 
 
 class DuckDBRegistry:
@@ -473,7 +492,35 @@ class DuckDBRegistry:
         with self._write() as tx:
             if not self._exists(tx, "SELECT 1 FROM devices WHERE tenant_id = ? AND id = ?", key):
                 raise NotFound(f"device {device_id} does not exist")
+            tx.execute("DELETE FROM sparkplug_nodes WHERE tenant_id = ? AND device_id = ?", key)
             tx.execute("DELETE FROM devices WHERE tenant_id = ? AND id = ?", key)
+
+    # -- Sparkplug edge nodes ------------------------------------------------------------------
+
+    def set_sparkplug_node(self, tenant_id: int, device_id: int,
+                           node: SparkplugNode | None) -> SparkplugNode | None:
+        key = [tenant_id, device_id]
+        with self._write() as tx:
+            if not self._exists(tx, "SELECT 1 FROM devices WHERE tenant_id = ? AND id = ?", key):
+                raise NotFound(f"device {device_id} does not exist")
+            if node is not None:
+                taken = tx.execute("SELECT device_id FROM sparkplug_nodes WHERE grp = ? AND edge_node = ? "
+                                   "AND device_id <> ?", [node.group, node.edge_node, device_id]).fetchone()
+                if taken is not None:
+                    raise Conflict(f"edge node {node.group}/{node.edge_node} is already device {taken[0]}")
+            tx.execute("DELETE FROM sparkplug_nodes WHERE device_id = ?", [device_id])
+            if node is None:
+                return None
+            tx.execute(f"INSERT INTO sparkplug_nodes ({_NODE_COLS}) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                       [*key, node.group, node.edge_node, node.status.value, json.dumps(spec_to_obj(node.mapping)),
+                        json.dumps(seen_to_obj(node.seen))])
+            row = tx.execute(f"SELECT {_NODE_COLS} FROM sparkplug_nodes WHERE device_id = ?", [device_id]).fetchone()
+        return _node(_returned(row))
+
+    def list_sparkplug_nodes(self, tenant_id: int | None = None) -> list[SparkplugNode]:
+        rows = self._all(f"SELECT {_NODE_COLS} FROM sparkplug_nodes WHERE ? IS NULL OR tenant_id = ? "
+                         "ORDER BY grp, edge_node", [tenant_id, tenant_id])
+        return [_node(r) for r in rows]
 
     def version(self) -> int:
         """Bumped by every committed write; stored, so it keeps rising across reopens."""

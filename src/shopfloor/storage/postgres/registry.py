@@ -35,6 +35,7 @@ from psycopg import errors as pgerrors
 
 from shopfloor.domain.assets import Asset, AssetType, Device, Level, MeasurementDef, Series, ValueType
 from shopfloor.domain.errors import Conflict, InvalidInput, NotFound, ShopfloorError
+from shopfloor.domain.sparkplug import Approval, SparkplugNode, seen_to_obj, spec_from_obj, spec_to_obj
 from shopfloor.domain.tenancy import ApiToken, Role, Tenant
 from shopfloor.domain.timeutil import from_us, now_us
 from shopfloor.ports.clock import Clock
@@ -139,6 +140,23 @@ MIGRATIONS: list[str] = [
     );
     CREATE INDEX device_assets_asset_idx ON device_assets (tenant_id, asset_id);
     """,
+    """
+    CREATE TABLE sparkplug_nodes (
+        device_id bigint PRIMARY KEY,
+        tenant_id bigint NOT NULL,
+        grp text COLLATE "C" NOT NULL,
+        edge_node text COLLATE "C" NOT NULL,
+        status text NOT NULL CHECK (status IN ('approved', 'quarantined')),
+        mapping jsonb NOT NULL DEFAULT '{}' CHECK (jsonb_typeof(mapping) = 'object'),
+        seen jsonb NOT NULL DEFAULT '{}' CHECK (jsonb_typeof(seen) = 'object'),
+        CONSTRAINT sparkplug_nodes_edge_key UNIQUE (grp, edge_node),
+        CONSTRAINT sparkplug_nodes_device_fkey FOREIGN KEY (tenant_id, device_id)
+            REFERENCES devices (tenant_id, id) ON DELETE CASCADE
+    );
+    CREATE INDEX sparkplug_nodes_tenant_idx ON sparkplug_nodes (tenant_id);
+    COMMENT ON TABLE sparkplug_nodes IS 'Devices acting as Sparkplug B edge nodes: group and edge node id, '
+        'approval, and the mapping of Sparkplug devices to machines and metrics to measurements';
+    """,
 ]
 
 _TENANT_COLS = "id, slug, name, created_at"
@@ -146,6 +164,7 @@ _TOKEN_COLS = "id, tenant_id, name, role, token_hash, created_at, revoked"
 _TYPE_COLS = "tenant_id, name, description, attributes, measurements, events"
 _ASSET_COLS = "id, tenant_id, parent_id, level, name, path, display_name, type_name, attributes, timezone"
 _SERIES_COLS = "id, tenant_id, asset_id, measurement, unit, type"
+_NODE_COLS = "tenant_id, device_id, grp, edge_node, status, mapping, seen"
 _DEVICE_SELECT = (
     "SELECT d.id, d.tenant_id, d.name, d.username, d.secret_hash, "
     "ARRAY(SELECT da.asset_id FROM device_assets da WHERE da.device_id = d.id ORDER BY da.position), "
@@ -196,6 +215,11 @@ def _series(r: Row) -> Series:
 def _device(r: Row) -> Device:
     return Device(id=r[0], tenant_id=r[1], name=r[2], username=r[3], secret_hash=r[4], asset_ids=tuple(r[5]),
                   enabled=r[6], gateway=r[7], created_at=_utc(r[8]), description=r[9])
+
+
+def _node(r: Row) -> SparkplugNode:
+    return SparkplugNode(tenant_id=r[0], device_id=r[1], group=r[2], edge_node=r[3], status=Approval(r[4]),
+                         mapping=spec_from_obj(r[5]), seen=r[6])
 
 
 def _json(value: Any) -> str:
@@ -569,6 +593,37 @@ class PostgresRegistry:
             if tx.one("DELETE FROM devices WHERE tenant_id = %s AND id = %s RETURNING id",
                       [tenant_id, device_id]) is None:
                 raise NotFound(f"device {device_id} does not exist")
+
+    # -- Sparkplug edge nodes ------------------------------------------------------------------
+
+    def set_sparkplug_node(self, tenant_id: int, device_id: int,
+                           node: SparkplugNode | None) -> SparkplugNode | None:
+        missing = NotFound(f"device {device_id} does not exist")
+        if node is None:
+            with self._write() as tx:
+                if tx.one("SELECT 1 FROM devices WHERE tenant_id = %s AND id = %s", [tenant_id, device_id]) is None:
+                    raise missing
+                tx.run("DELETE FROM sparkplug_nodes WHERE tenant_id = %s AND device_id = %s", [tenant_id, device_id])
+            return None
+        taken = Conflict(f"edge node {node.group}/{node.edge_node} is already another device")
+        mapping = _jsonb(spec_to_obj(node.mapping), "a Sparkplug mapping")
+        seen = _jsonb(seen_to_obj(node.seen), "what a Sparkplug node declared")
+        with self._write({"sparkplug_nodes_device_fkey": missing, "sparkplug_nodes_edge_key": taken}) as tx:
+            row = tx.one(
+                f"INSERT INTO sparkplug_nodes ({_NODE_COLS}) VALUES (%s, %s, %s, %s, %s, %s::jsonb, %s::jsonb) "
+                f"ON CONFLICT (device_id) DO UPDATE SET tenant_id = EXCLUDED.tenant_id, grp = EXCLUDED.grp, "
+                f"edge_node = EXCLUDED.edge_node, status = EXCLUDED.status, mapping = EXCLUDED.mapping, "
+                f"seen = EXCLUDED.seen RETURNING {_NODE_COLS}",
+                [tenant_id, device_id, node.group, node.edge_node, node.status.value, mapping, seen])
+        return _node(_returned(row))
+
+    def list_sparkplug_nodes(self, tenant_id: int | None = None) -> list[SparkplugNode]:
+        sql = f"SELECT {_NODE_COLS} FROM sparkplug_nodes"
+        params: list[Any] = []
+        if tenant_id is not None:
+            sql += " WHERE tenant_id = %s"
+            params.append(tenant_id)
+        return [_node(r) for r in self._all(sql + " ORDER BY grp, edge_node", params)]
 
     def version(self) -> int:
         """Bumped by every committed write of any process; stored, so it keeps rising across reopens."""
