@@ -286,6 +286,8 @@ async def serve(platform: Platform, stop: asyncio.Event, started: Callable[[Plat
             stop_task = loop.create_task(stop.wait())
             await asyncio.wait({server_task, stop_task}, return_when=asyncio.FIRST_COMPLETED)
             stop_task.cancel()
+            if stop.is_set():  # let a retention run in its thread finish before the store closes
+                await asyncio.wait({retention}, timeout=60)
             retention.cancel()
         finally:
             server.should_exit = True
