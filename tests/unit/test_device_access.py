@@ -79,8 +79,9 @@ def test_rotation_and_disabling_lock_the_device_out(w: World) -> None:
 
 
 def test_publish_prefixes(w: World) -> None:
-    assert w.access.publish_prefixes("acme.plc-1") == (PRESS_PREFIX,)
-    assert w.access.publish_prefixes("acme.gw-1") == (LINE_PREFIX,)
+    # and each may speak Sparkplug as the edge node named like it in its tenant's group (domain.sparkplug)
+    assert w.access.publish_prefixes("acme.plc-1") == (PRESS_PREFIX, "spBv1.0/acme/+/plc-1")
+    assert w.access.publish_prefixes("acme.gw-1") == (LINE_PREFIX, "spBv1.0/acme/+/gw-1")
     assert w.access.publish_prefixes("acme.nobody") == ()
 
 
@@ -133,7 +134,7 @@ def test_an_unknown_device_is_found_once_it_is_created(w: World) -> None:
     w.registry.create_device(w.ctx, "plc-2", [w.machine.id])
     w.clock.advance(1_000_000)
     info = w.cache.device("acme.plc-2")
-    assert info is not None and info.tenant_slug == "acme" and info.prefixes == (PRESS_PREFIX,)
+    assert info is not None and info.tenant_slug == "acme" and info.prefixes[0] == PRESS_PREFIX
 
 
 def test_a_gateway_going_away_marks_every_machine_it_publishes_for_offline(w: World) -> None:

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 
 from shopfloor.domain.assets import Asset, Device, Level
 from shopfloor.domain.payloads import MachineInfo, MeasurementSlot
+from shopfloor.domain.sparkplug import device_grants, node_grant
 from shopfloor.domain.topics import asset_prefix
 from shopfloor.ports.clock import Clock
 from shopfloor.ports.registry import RegistryRepository
@@ -20,7 +21,7 @@ from shopfloor.ports.registry import RegistryRepository
 class DeviceInfo:
     device: Device
     tenant_slug: str
-    prefixes: tuple[str, ...]
+    prefixes: tuple[str, ...]  # its assets' topic prefixes, and its Sparkplug edge node (domain.sparkplug.node_grant)
 
 
 class RegistryCache:
@@ -68,6 +69,9 @@ class RegistryCache:
                     asset = self._repo.get_asset(dev.tenant_id, aid)
                     if asset is not None:
                         prefixes.append(asset_prefix(tenant.slug, asset.path))
+                node = next((n for n in self._repo.list_sparkplug_nodes(dev.tenant_id) if n.device_id == dev.id),
+                            None)
+                prefixes += [node_grant(g, e) for g, e in device_grants(tenant.slug, dev.name, node)]
                 info = DeviceInfo(dev, tenant.slug, tuple(prefixes))
         with self._lock:
             self._devices[username] = info
