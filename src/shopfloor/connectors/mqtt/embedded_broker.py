@@ -13,7 +13,9 @@ What we add to amqtt, and where:
 * **Who may connect and where they may write.** A gate reads the CONNECT before amqtt does, so a
   client with bad credentials never touches amqtt's session table; the auth plugin checks again
   inside amqtt. A device may publish and subscribe only under ``access.publish_prefixes``; its Last
-  Will must lie there too. A client id that belongs to another user's session is refused.
+  Will must lie there too. A Sparkplug grant among the prefixes (``domain.sparkplug.node_grant``)
+  lets it publish its edge node's births, data and deaths and receive its NCMD/DCMD and the hosts'
+  STATE, nothing more. A client id that belongs to another user's session is refused.
 * **Everything a device sends reaches the sink**, the Last Will included; messages outside the prefix
   or over ``max_payload`` are acknowledged (so 3.1.1 clients do not retry forever) but never
   broadcast: the sink dead-letters them.
@@ -56,7 +58,7 @@ from amqtt.plugins.base import BaseAuthPlugin, BaseTopicPlugin
 from amqtt.session import INCOMING, Session
 
 from shopfloor.domain.errors import ShopfloorError
-from shopfloor.domain.topics import filter_within, topic_within
+from shopfloor.domain.sparkplug import publish_allowed, receive_allowed, subscribe_allowed
 from shopfloor.ports.ingest import DeviceAccess, MessageSink, RawMessage
 
 DEFAULT_PORT = 11883  # not 1883: the project machines run a system Mosquitto there
@@ -110,8 +112,10 @@ class DeviceTopicPlugin(BaseTopicPlugin):  # type: ignore[misc]
             return False
         prefixes: tuple[str, ...] = session.attributes.get(_PREFIXES, ())
         if action == Action.SUBSCRIBE:
-            return filter_within(topic, prefixes)
-        return topic_within(topic, prefixes)
+            return subscribe_allowed(topic, prefixes)
+        if action == Action.RECEIVE:
+            return receive_allowed(topic, prefixes)
+        return publish_allowed(topic, prefixes)
 
 
 class _RewindableReader(ReaderAdapter):  # type: ignore[misc]
@@ -290,7 +294,7 @@ class _IngestHandler(BrokerProtocolHandler):  # type: ignore[misc]
     def _deliver(self, app_message: Any) -> None:
         """Queue for amqtt's broadcast to subscribers, if the message may be broadcast at all."""
         topic: str = app_message.topic
-        if (self.session is None or not topic_within(topic, self._prefixes) or "+" in topic or "#" in topic
+        if (self.session is None or not publish_allowed(topic, self._prefixes) or "+" in topic or "#" in topic
                 or len(app_message.data) > self._owner.max_payload):
             return
         self.session.delivered_message_queue.put_nowait(app_message)
@@ -528,7 +532,7 @@ class EmbeddedBroker:
         if owner is not None and owner != username:
             _log.warning("user %r tried to take over client id %r of user %r", username, client_id, owner)
             return IDENTIFIER_REJECTED, ()
-        if will_topic is not None and (not topic_within(will_topic, prefixes) or "+" in will_topic
+        if will_topic is not None and (not publish_allowed(will_topic, prefixes) or "+" in will_topic
                                        or "#" in will_topic):
             return NOT_AUTHORIZED, ()
         return CONNECTION_ACCEPTED, prefixes
