@@ -7,6 +7,9 @@ to these files; a bad value raises ``BrokerConfigError`` instead.
 The ACL is deny-by-default (Mosquitto grants nothing that is not listed). A device gets
 ``topic readwrite <prefix>/#`` for each asset it is bound to; Mosquitto's ``#`` also matches the
 bare prefix, which carries no shopfloor message kind (ingest dead-letters it as ``unknown_topic``).
+For its Sparkplug edge node (group ``g``, edge node id ``e``) it may write exactly
+``spBv1.0/g/{NBIRTH,NDATA,NDEATH}/e`` and ``spBv1.0/g/{DBIRTH,DDATA,DDEATH}/e/+`` and read
+``spBv1.0/g/NCMD/e``, ``spBv1.0/g/DCMD/e/+`` and ``spBv1.0/STATE/+``.
 """
 
 from __future__ import annotations
@@ -32,6 +35,10 @@ _PREFIX_RE = re.compile(r"^" + re.escape(ROOT) + r"(/[a-z0-9][a-z0-9_-]{0,62}){2
 
 INGEST_READ = (f"{ROOT}/#",)
 INGEST_WRITE = (f"{ROOT}/+/+/+/+/+/command",)
+#: What a Sparkplug host (the ingest workers, the API's command sender) needs: every edge node's
+#: messages and STATE, and to write NCMD/DCMD and its own STATE.
+SPARKPLUG_READ = ("spBv1.0/#",)
+SPARKPLUG_WRITE = ("spBv1.0/+/NCMD/+", "spBv1.0/+/DCMD/+/+", "spBv1.0/STATE/+")
 
 
 class BrokerConfigError(ShopfloorError):
@@ -49,6 +56,7 @@ class DeviceAccount:
     secret_hash: str
     prefixes: tuple[str, ...]
     enabled: bool = True
+    sparkplug: tuple[tuple[str, str], ...] = ()  # (group, edge node id) it may publish as
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,6 +114,23 @@ def check_prefix(prefix: str, username: str) -> str:
     return prefix
 
 
+def check_sparkplug_node(group: str, edge_node: str, username: str) -> tuple[str, str]:
+    """A Sparkplug group and edge node id that can be written into the ACL as plain levels."""
+    for what, value in (("group id", group), ("edge node id", edge_node)):
+        if not isinstance(value, str) or not _LEVEL_RE.match(value):
+            raise BrokerConfigError(f"Sparkplug {what} {value!r} of {username!r} is not allowed: use letters, "
+                                    "digits, '.', '-', '_'")
+    return group, edge_node
+
+
+def sparkplug_acl(group: str, edge_node: str, username: str) -> list[str]:
+    """The ACL lines of one edge node."""
+    g, e = check_sparkplug_node(group, edge_node, username)
+    return ([f"topic write spBv1.0/{g}/{t}/{e}" for t in ("NBIRTH", "NDATA", "NDEATH")]
+            + [f"topic write spBv1.0/{g}/{t}/{e}/+" for t in ("DBIRTH", "DDATA", "DDEATH")]
+            + [f"topic read spBv1.0/{g}/NCMD/{e}", f"topic read spBv1.0/{g}/DCMD/{e}/+", "topic read spBv1.0/STATE/+"])
+
+
 def check_pattern(pattern: str, username: str) -> str:
     """An ACL topic pattern: levels of plain names, ``+`` for one level, ``#`` as the last level."""
     levels = pattern.split("/") if isinstance(pattern, str) else [""]
@@ -158,6 +183,8 @@ def acl_file(devices: Iterable[DeviceAccount], service_users: Iterable[ServiceUs
     for dev in devs:
         lines += ["", f"user {dev.username}"]
         lines += [f"topic readwrite {check_prefix(p, dev.username)}/#" for p in sorted(set(dev.prefixes))]
+        for group, edge_node in sorted(set(dev.sparkplug)):
+            lines += sparkplug_acl(group, edge_node, dev.username)
     return "\n".join(lines) + "\n"
 
 

@@ -36,6 +36,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from shopfloor.domain.errors import ShopfloorError
+from shopfloor.domain.sparkplug import device_grants
 from shopfloor.domain.topics import asset_prefix
 from shopfloor.ports.registry import RegistryRepository
 
@@ -47,6 +48,7 @@ from .config import (
     acl_file,
     check_hash,
     check_prefix,
+    check_sparkplug_node,
     check_username,
     mosquitto_conf,
     password_file,
@@ -76,13 +78,18 @@ class Versioned(Protocol):
 
 
 def accounts_from_registry(repo: RegistryRepository) -> list[DeviceAccount]:
-    """Every device of every tenant, with the topic prefixes of the assets it is bound to."""
+    """Every device of every tenant, with the topic prefixes of the assets it is bound to and the
+    Sparkplug edge node it may publish as (its binding's, else the one named like it in its
+    tenant's group: see ``domain.sparkplug``)."""
     out: list[DeviceAccount] = []
+    nodes = {n.device_id: n for n in repo.list_sparkplug_nodes()}
     for tenant in repo.list_tenants():
         paths = {a.id: a.path for a in repo.list_assets(tenant.id)}
         for dev in repo.list_devices(tenant.id):
             prefixes = tuple(asset_prefix(tenant.slug, paths[a]) for a in dev.asset_ids if a in paths)
-            out.append(DeviceAccount(dev.username, dev.secret_hash, prefixes, enabled=dev.enabled))
+            sparkplug = device_grants(tenant.slug, dev.name, nodes.get(dev.id))
+            out.append(DeviceAccount(dev.username, dev.secret_hash, prefixes, enabled=dev.enabled,
+                                     sparkplug=sparkplug))
     return out
 
 
@@ -98,6 +105,8 @@ def usable_accounts(accounts: Iterable[DeviceAccount], reserved: Iterable[str] =
             check_hash(acc.secret_hash, acc.username)
             for p in acc.prefixes:
                 check_prefix(p, acc.username)
+            for group, edge_node in acc.sparkplug:
+                check_sparkplug_node(group, edge_node, acc.username)
             if acc.username in taken:
                 raise BrokerConfigError(f"broker username {acc.username!r} is taken")
         except BrokerConfigError as exc:
