@@ -152,6 +152,17 @@ class _Node:
     refused_devices: set[str] = field(default_factory=set)  # malformed DBIRTH: ignored, not rebirthed
 
 
+@dataclass(frozen=True, slots=True)
+class HostSnapshot:
+    nodes: dict[EdgeNode, _Node]
+
+
+def _copy(state: _Node) -> _Node:
+    # scopes are never changed once built, so sharing them is safe
+    return _Node(state.status, state.bd_seq, state.seq, state.metrics, dict(state.devices),
+                 set(state.refused_devices))
+
+
 class _Refused(Exception):
     """A message of a live session that breaks the protocol: stale, rebirth."""
 
@@ -179,6 +190,16 @@ class HostState:
 
     def nodes(self, status: NodeStatus | None = None) -> list[EdgeNode]:
         return sorted(n for n, s in self._nodes.items() if status is None or s.status is status)
+
+    # -------------------------------------------------------------------------------- transactions
+
+    def snapshot(self) -> HostSnapshot:
+        """The state as it is now, for :meth:`restore` when what was applied since could not be
+        committed (the same messages will come again and must meet the same state)."""
+        return HostSnapshot({node: _copy(state) for node, state in self._nodes.items()})
+
+    def restore(self, snapshot: HostSnapshot) -> None:
+        self._nodes = {node: _copy(state) for node, state in snapshot.nodes.items()}
 
     # -------------------------------------------------------------------------------- commands
 
