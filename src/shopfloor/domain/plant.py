@@ -15,6 +15,7 @@ import msgspec
 from shopfloor.domain.errors import InvalidInput
 from shopfloor.domain.kpi.models import CostModel, ShiftCalendar
 from shopfloor.domain.kpi_config import check_calendar, check_cost_model, prepare_calendar, prepare_cost_model
+from shopfloor.domain.sparkplug import SparkplugSpec
 
 MAX_PLANT_VALUES = 2_000_000
 MAX_PLANT_DEPTH = 64
@@ -72,6 +73,7 @@ class DeviceSpec(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True)
     gateway: bool = False
     enabled: bool = True
     description: str = ""
+    sparkplug: SparkplugSpec | None = None  # the device is a Sparkplug edge node (docs/sparkplug.md)
 
 
 class PlantSpec(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True):

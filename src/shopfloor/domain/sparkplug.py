@@ -86,6 +86,10 @@ class SparkplugSpec(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=Tr
     devices: dict[str, str] = {}
     metrics: dict[str, str | MetricMap | None] = {}
 
+    def with_ids(self, group: str, edge_node: str) -> SparkplugSpec:
+        """This mapping with its group and edge node id written out."""
+        return msgspec.structs.replace(self, group=group, edge_node=edge_node)
+
     def metric_map(self, name: str) -> MetricMap | None:
         """The mapping of metric ``name`` (identity when not listed); None when it is left out."""
         if name not in self.metrics:

@@ -24,8 +24,10 @@ from shopfloor.domain.plant import (
     PlantSpec,
     SiteSpec,
 )
+from shopfloor.domain.sparkplug import check_spec
 from shopfloor.domain.tenancy import Role, TenantContext
 from shopfloor.services.registry import IssuedSecret, RegistryService
+from shopfloor.services.sparkplug import SparkplugBindings
 
 
 @dataclass(slots=True)
@@ -43,6 +45,7 @@ class ApplyResult:
 class PlantService:
     def __init__(self, registry: RegistryService) -> None:
         self.registry = registry
+        self.sparkplug = SparkplugBindings(registry)
 
     def apply(self, ctx: TenantContext, spec: PlantSpec) -> ApplyResult:
         """Make the registry contain everything in ``spec``; nothing is deleted.
@@ -55,6 +58,9 @@ class PlantService:
         result = ApplyResult()
         self._check_types_known(tid, spec)
         _check_kpi_attributes(spec)
+        for d in spec.devices:
+            if d.sparkplug is not None:
+                check_spec(d.sparkplug, f"device {d.name!r}: sparkplug")
         for ts in spec.asset_types:
             measurements = [_measurement(ts.name, m) for m in ts.measurements]
             existing = repo.get_asset_type(tid, ts.name)
@@ -79,6 +85,14 @@ class PlantService:
                                     m.attributes)
         for d in spec.devices:
             self._device(ctx, result, d)
+        for d in spec.devices:
+            if d.sparkplug is not None:
+                device = repo.find_device(tid, d.name)
+                if device is None:  # created just above
+                    raise InvalidInput(f"device {d.name!r} vanished during the apply")
+                before = self.sparkplug.stored(device)
+                _, changed = self.sparkplug.put(ctx, device.id, d.sparkplug)
+                result.count("sparkplug_nodes", "unchanged" if not changed else "updated" if before else "created")
         return result
 
     def _site_attributes(self, tenant_id: int, site: SiteSpec) -> dict[str, Any]:
@@ -225,9 +239,10 @@ class PlantService:
                                   calendar=kpi_config.site_calendar(s.attributes, s.timezone),
                                   cost_model=kpi_config.site_cost_model(s.attributes, s.timezone), areas=areas))
         by_id = {a.id: a for a in assets}
+        nodes = {n.device_id: n.mapping for n in repo.list_sparkplug_nodes(tid) if n.approved}
         devices = [
             DeviceSpec(d.name, [by_id[i].path_str for i in d.asset_ids if i in by_id], d.gateway, d.enabled,
-                       d.description)
+                       d.description, nodes.get(d.id))
             for d in sorted(repo.list_devices(tid), key=lambda d: d.name)
         ]
         return PlantSpec(types, sites, devices)

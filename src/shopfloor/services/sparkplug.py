@@ -64,12 +64,12 @@ class SparkplugBindings:
 
     def node(self, ctx: TenantContext, device_id: int) -> SparkplugNode:
         device = self.registry.device(ctx, device_id)
-        found = self._stored(device)
+        found = self.stored(device)
         if found is None:
             raise NotFound(f"device {device.name!r} is not a Sparkplug edge node")
         return found
 
-    def _stored(self, device: Device) -> SparkplugNode | None:
+    def stored(self, device: Device) -> SparkplugNode | None:
         nodes = self.registry.repo.list_sparkplug_nodes(device.tenant_id)
         return next((n for n in nodes if n.device_id == device.id), None)
 
@@ -88,14 +88,18 @@ class SparkplugBindings:
             asset = self.registry.repo.find_asset(tid, machine_path(path))
             if asset is None or asset.level is not Level.MACHINE:
                 raise InvalidInput(f"{where}: {what}: no machine at {path!r}")
-        return SparkplugNode(tid, device.id, group, edge_node, status, spec, dict(seen or {}))
+        return SparkplugNode(tid, device.id, group, edge_node, status, spec.with_ids(group, edge_node), dict(seen or {}))
 
-    def put(self, ctx: TenantContext, device_id: int, spec: SparkplugSpec) -> SparkplugNode:
-        """Bind (or re-bind) the device as an approved edge node with this mapping."""
+    def put(self, ctx: TenantContext, device_id: int, spec: SparkplugSpec) -> tuple[SparkplugNode, bool]:
+        """Bind (or re-bind) the device as an approved edge node with this mapping; also whether
+        anything changed (what the device's births declared is kept)."""
         ctx.require(Role.ENGINEER)
         device = self.registry.device(ctx, device_id)
-        node = self.build(ctx, device, spec)
-        return self._save(ctx, node)
+        current = self.stored(device)
+        node = self.build(ctx, device, spec, seen=current.seen if current is not None else None)
+        if current == node:
+            return current, False
+        return self._save(ctx, node), True
 
     def approve(self, ctx: TenantContext, device_id: int, spec: SparkplugSpec | None = None) -> SparkplugNode:
         """Approve a quarantined node (keeping its group and edge node id), with a mapping if given."""
@@ -103,10 +107,7 @@ class SparkplugBindings:
         current = self.node(ctx, device_id)
         device = self.registry.device(ctx, device_id)
         mapping = spec if spec is not None else current.mapping
-        if mapping.group is None or mapping.edge_node is None:  # the ids it was seen with
-            mapping = SparkplugSpec(edge_node=mapping.edge_node or current.edge_node,
-                                    group=mapping.group or current.group, node=mapping.node,
-                                    devices=dict(mapping.devices), metrics=dict(mapping.metrics))
+        mapping = mapping.with_ids(mapping.group or current.group, mapping.edge_node or current.edge_node)
         node = self.build(ctx, device, mapping, Approval.APPROVED, current.seen)
         return self._save(ctx, node)
 
