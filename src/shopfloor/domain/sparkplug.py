@@ -26,9 +26,9 @@ entry, JSON asset prefixes and Sparkplug grants.
 from __future__ import annotations
 
 import enum
+import hashlib
 import math
 import re
-import zlib
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -264,13 +264,15 @@ def subscribe_allowed(topic_filter: str, prefixes: tuple[str, ...]) -> bool:
 # -- ingest workers ---------------------------------------------------------------------------------------
 
 def worker_for_group(group: str, workers: int) -> int:
-    """Which of ``workers`` ingest workers owns ``group``: CRC-32 of its UTF-8 bytes, modulo the count.
+    """Which of ``workers`` ingest workers owns ``group``: the first 8 bytes of the SHA-256 of its UTF-8
+    bytes, as a big-endian number, modulo the count.
 
-    Stable across processes, machines and Python versions (unlike ``hash()``).
+    Stable across processes, machines and Python versions (unlike ``hash()``), and spread evenly
+    (unlike a CRC, whose low bits follow the input's bits linearly).
     """
     if workers < 1:
         raise ValueError(f"need at least one worker, not {workers}")
-    return zlib.crc32(group.encode("utf-8")) % workers
+    return int.from_bytes(hashlib.sha256(group.encode("utf-8")).digest()[:8], "big") % workers
 
 
 def groups_of_worker(groups: Iterable[str], index: int, workers: int) -> list[str]:

@@ -75,6 +75,10 @@ class SparkplugDirectory(Protocol):
         then refused. Cached; a registry change is seen within a second."""
         ...
 
+    def groups(self) -> set[str]:
+        """Every group id in use or usable: each tenant's own, and every group a binding names."""
+        ...
+
     def enrol(self, group: str, edge_node: str, seen: Mapping[str, Sequence[str]]) -> NodeBinding | None:
         """Register an enrolable edge node in quarantine, or update what a quarantined one declared
         (``seen``: ``""`` for the node's own metrics, else Sparkplug device id -> metric names).

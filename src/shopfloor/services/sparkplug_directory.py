@@ -103,6 +103,10 @@ class SparkplugDirectoryService:
                                   reason=f"edge node {group}/{edge_node} is not registered yet")
         return Resolution(None, tid, who, reason=f"no device of tenant {slug!r} is edge node {group}/{edge_node}")
 
+    def groups(self) -> set[str]:
+        nodes = self._fresh()
+        return {tenant_group(t.slug) for t in self._repo.list_tenants()} | {g for g, _ in nodes}
+
     def enrol(self, group: str, edge_node: str, seen: Mapping[str, Sequence[str]]) -> NodeBinding | None:
         answer = self.resolve(group, edge_node)
         clipped = {k: sorted(set(v))[:MAX_SEEN_NAMES] for k, v in list(seen.items())[:MAX_SEEN_KEYS]}
