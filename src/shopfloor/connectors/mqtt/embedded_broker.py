@@ -373,6 +373,23 @@ class _AmqttBroker(Broker):  # type: ignore[misc]
                 elif self._sessions.get(client_session.client_id, (None, None))[1] is handler:
                     del self._sessions[client_session.client_id]  # refused: amqtt left it "connected"
 
+    async def _publish_retained_messages_for_subscription(self, subscription: tuple[str, int],
+                                                          session: Session) -> None:
+        # amqtt 0.12 calls this after a SUBACK and also, at every new connection, for every filter that
+        # any session subscribed to, and then sends the new client every retained message matching
+        # them, unchecked. Send only for the session's own subscriptions what it may receive.
+        topic_filter, qos = subscription
+        mine = any(s.client_id == session.client_id for s, _ in self._subscriptions.get(topic_filter, ()))
+        handler = self._get_handler(session)
+        if not mine or handler is None:
+            return
+        prefixes: tuple[str, ...] = session.attributes.get(_PREFIXES, ())
+        sends = [asyncio.ensure_future(handler.mqtt_publish(r.topic, r.data, min(qos, r.qos or qos), retain=True))
+                 for topic, r in list(self._retained_messages.items())
+                 if self._matches(topic, topic_filter) and receive_allowed(topic, prefixes)]
+        if sends:
+            await asyncio.wait(sends)
+
     async def _handle_disconnect(self, client_session: Session, handler: Any,
                                  disconnect_waiter: asyncio.Future[Any]) -> None:
         graceful = isinstance(disconnect_waiter.result(), DisconnectPacket)
