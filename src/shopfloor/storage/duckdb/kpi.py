@@ -42,7 +42,7 @@ B = 3_600_000_000  # the bucket of the range joins: one hour
 DEFAULT_LOOKBACK_US = 7 * 86_400_000_000
 BAD = 2
 
-_CATEGORY = """CASE coalesce(e.data->>'state', e.type)
+_CATEGORY = """CASE e.type
     WHEN 'running' THEN 'run' WHEN 'run' THEN 'run' WHEN 'idle' THEN 'idle' WHEN 'setup' THEN 'setup'
     WHEN 'starved' THEN 'starved' WHEN 'blocked' THEN 'blocked' WHEN 'planned_stop' THEN 'planned_stop'
     WHEN 'unplanned_stop' THEN 'unplanned_stop' ELSE 'unknown' END"""
@@ -60,16 +60,24 @@ SELECT q.r,
     {{counts}}
 FROM events e JOIN _k_req q ON e.asset_id = q.asset_id JOIN _k_look k ON k.r = q.r
 WHERE e.tenant_id = $tenant AND e.ts < q.lo AND e.ts >= k.look AND e.kind IN ('state', 'status', 'event', 'count')
+  AND e.ts >= $look_min AND e.ts < $lo_max
 GROUP BY q.r
 """
 
 _SAMPLE_ANCHORS = f"""
-SELECT q.r,
-    max(s.ts) FILTER (WHERE s.ts < q.lo AND (q.power OR (s.quality < {BAD} AND s.value IS NOT NULL))) AS a_en,
-    min(s.ts) FILTER (WHERE s.ts > q.hi AND NOT q.power AND s.quality < {BAD} AND s.value IS NOT NULL) AS a_after
-FROM samples s JOIN _k_req q ON s.series_id = q.series_id JOIN _k_look k ON k.r = q.r
-WHERE (s.ts < q.lo AND s.ts >= k.look) OR (s.ts > q.hi AND s.ts <= k.ahead)
-GROUP BY q.r
+SELECT r, max(a_en) AS a_en, min(a_after) AS a_after FROM (
+    SELECT q.r, max(s.ts) AS a_en, NULL::BIGINT AS a_after
+    FROM samples s JOIN _k_req q ON s.series_id = q.series_id JOIN _k_look k ON k.r = q.r
+    WHERE s.ts < q.lo AND s.ts >= k.look AND s.ts >= $look_min AND s.ts < $lo_max
+      AND (q.power OR (s.quality < {BAD} AND s.value IS NOT NULL))
+    GROUP BY q.r
+    UNION ALL
+    SELECT q.r, NULL, min(s.ts)
+    FROM samples s JOIN _k_req q ON s.series_id = q.series_id JOIN _k_look k ON k.r = q.r
+    WHERE s.ts > q.hi AND s.ts <= k.ahead AND s.ts > $hi_min AND s.ts <= $ahead_max
+      AND NOT q.power AND s.quality < {BAD} AND s.value IS NOT NULL
+    GROUP BY q.r
+) GROUP BY r
 """
 
 # the order open after each instant: a start switches orders; an end closes only the open order
@@ -81,6 +89,7 @@ oev AS (
     FROM events e JOIN _k_req q ON e.asset_id = q.asset_id
     WHERE e.tenant_id = $tenant AND q.orders AND e.kind = 'event'
       AND e.type IN ('work_order_start', 'work_order_end') AND e.ts >= q.ord_from AND e.ts < q.hi
+      AND e.ts >= $from AND e.ts < $to
 ), o1 AS (
     SELECT *, row_number() OVER (PARTITION BY r ORDER BY ts, seq, type, d) AS p FROM oev
 ), o2 AS (
@@ -141,32 +150,42 @@ def _overlap(a0: str, a1: str) -> str:
     return f"least({a1}, c.c1, $base + (x.b + 1) * {B}) - greatest({a0}, c.c0, $base + x.b * {B})"
 
 
-def _bucketed(table: str, a0: str = "t0", a1: str = "t1") -> str:
-    return f"SELECT *, unnest(range(({a0} - $base) // {B}, ({a1} - 1 - $base) // {B} + 1)) AS b FROM {table}"
+def _bucketed(table: str) -> str:
+    """``table``'s spans [t0, t1) with the hour buckets they overlap (most lie inside one)."""
+    one, last = f"(t0 - $base) // {B}", f"(t1 - 1 - $base) // {B}"
+    return (f"SELECT *, {one} AS b FROM {table} WHERE {one} = {last} UNION ALL "
+            f"SELECT *, unnest(range({one}, {last} + 1)) AS b FROM {table} WHERE {one} < {last}")
 
 
 _LOSSES = "('setup', 'starved', 'blocked', 'idle', 'unplanned_stop')"
 
 _STATES = f"""
 WITH ev AS (
-    SELECT q.r, e.ts, {{'s': e.seq, 'k': e.kind, 't': e.type, 'd': e.data::VARCHAR}} AS okey,
-           {{'cat': CASE WHEN e.kind = 'state' THEN {_CATEGORY} ELSE 'unknown' END,
-             'reason': CASE WHEN e.kind = 'state' THEN nullif(e.data->>'reason', '') END}} AS v
+    SELECT q.r, q.lo, q.hi, e.ts, e.seq, e.kind, e.type, e.data,
+           CASE WHEN e.kind = 'state' THEN {_CATEGORY} ELSE 'unknown' END AS cat,
+           CASE WHEN e.kind = 'state' THEN nullif(e.data->>'reason', '') END AS reason
     FROM events e JOIN _k_req q ON e.asset_id = q.asset_id
     WHERE e.tenant_id = $tenant AND {_STATE_STREAM} AND e.ts >= q.st_from AND e.ts < q.hi
-), inst AS (
-    SELECT r, ts, arg_max(v, okey) AS v FROM ev GROUP BY r, ts
-    UNION ALL SELECT r, {FAR_PAST}, {{'cat': 'unknown', 'reason': NULL::VARCHAR}} FROM _k_req
+      AND e.ts >= $from AND e.ts < $to
+), dup AS (
+    SELECT r, ts FROM ev GROUP BY r, ts HAVING count(*) > 1
+), inst AS (  -- one row per instant: the last event of it
+    SELECT r, lo, hi, ts, cat, reason FROM ev ANTI JOIN dup USING (r, ts)
+    UNION ALL
+    SELECT r, lo, hi, ts, v.cat, v.reason FROM (
+        SELECT ev.r, any_value(ev.lo) AS lo, any_value(ev.hi) AS hi, ev.ts,
+               arg_max({{'cat': cat, 'reason': reason}}, {{'s': seq, 'k': kind, 't': type, 'd': data::VARCHAR}}) AS v
+        FROM ev SEMI JOIN dup USING (r, ts) GROUP BY ev.r, ev.ts)
+    UNION ALL SELECT r, lo, hi, {FAR_PAST}, 'unknown', NULL FROM _k_req
 ), seg AS (
-    SELECT r, ts, v.cat AS cat, v.reason AS reason, lead(ts) OVER w AS nxt,
-           last_value(CASE WHEN v.cat <> 'unknown' THEN v.cat END IGNORE NULLS)
+    SELECT r, lo, hi, ts, cat, reason, lead(ts) OVER w AS nxt,
+           last_value(CASE WHEN cat <> 'unknown' THEN cat END IGNORE NULLS)
                OVER (w ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING) AS prev_known
     FROM inst WINDOW w AS (PARTITION BY r ORDER BY ts)
 ), clipped AS (
-    SELECT s.r, s.ts, greatest(s.ts, q.lo) AS t0, least(coalesce(s.nxt, q.hi), q.hi) AS t1, s.cat, s.reason,
-           s.ts >= q.lo AND s.cat = 'unplanned_stop' AND prev_known IS DISTINCT FROM 'unplanned_stop' AS fail
-    FROM seg s JOIN _k_req q ON q.r = s.r
-    WHERE least(coalesce(s.nxt, q.hi), q.hi) > greatest(s.ts, q.lo)
+    SELECT r, ts, greatest(ts, lo) AS t0, least(coalesce(nxt, hi), hi) AS t1, cat, reason,
+           ts >= lo AND cat = 'unplanned_stop' AND prev_known IS DISTINCT FROM 'unplanned_stop' AS fail
+    FROM seg WHERE least(coalesce(nxt, hi), hi) > greatest(ts, lo)
 ), x AS ({_bucketed("clipped")}
 ), pieces AS (
     SELECT c.gid, x.cat, c.sched, c.open,
@@ -184,13 +203,14 @@ GROUP BY GROUPING SETS ((gid, cat, sched, open), (gid, rk))
 """
 
 _COUNTS = f"""
-WITH cm AS (
-    SELECT q.r, q.lo, e.ts, e.seq, e.type AS mode, e.data::VARCHAR AS d,
-           (e.data->>'good')::BIGINT AS good, (e.data->>'reject')::BIGINT AS reject,
-           (e.data->>'rework')::BIGINT AS rework
+WITH cm0 AS (
+    SELECT q.r, q.lo, e.ts, e.seq, e.type AS mode, CASE WHEN e.type = 'total' THEN e.data::VARCHAR END AS d,
+           json_transform(e.data, '{{"good": "BIGINT", "reject": "BIGINT", "rework": "BIGINT"}}') AS j
     FROM events e JOIN _k_req q ON e.asset_id = q.asset_id
     WHERE e.tenant_id = $tenant AND e.kind = 'count' AND e.ts < q.hi
-      AND (e.ts >= q.lo OR (e.type = 'total' AND e.ts >= q.cnt_from))
+      AND (e.ts >= q.lo OR (e.type = 'total' AND e.ts >= q.cnt_from)) AND e.ts >= $from AND e.ts < $to
+), cm AS (
+    SELECT r, lo, ts, seq, mode, d, j.good AS good, j.reject AS reject, j.rework AS rework FROM cm0
 ), totals AS (
     SELECT r, lo, ts, good, reject, rework,
            lag(good IGNORE NULLS) OVER w AS pg, lag(reject IGNORE NULLS) OVER w AS pj,
@@ -215,26 +235,27 @@ GROUP BY c.gid, c.product
 
 _ENERGY = f"""
 WITH rd AS (
-    SELECT q.r, s.ts, s.value FROM samples s JOIN _k_req q ON s.series_id = q.series_id
+    SELECT q.r, q.lo, q.hi, s.ts, s.value FROM samples s JOIN _k_req q ON s.series_id = q.series_id
     WHERE NOT q.power AND s.ts >= q.en_from AND s.ts <= q.en_to AND s.quality < {BAD} AND s.value IS NOT NULL
+      AND s.ts >= $from AND s.ts <= $to
 ), pairs AS (
-    SELECT r, ts AS p0, lead(ts) OVER w AS p1, value AS v0, lead(value) OVER w AS v1
+    SELECT r, lo, hi, ts AS p0, lead(ts) OVER w AS p1, value AS v0, lead(value) OVER w AS v1
     FROM rd WINDOW w AS (PARTITION BY r ORDER BY ts)
 ), ps AS (
-    SELECT q.r, s.ts, CASE WHEN s.quality < {BAD} THEN s.value END AS kw, q.staleness
+    SELECT q.r, q.lo, q.hi, s.ts, CASE WHEN s.quality < {BAD} THEN s.value END AS kw, q.staleness
     FROM samples s JOIN _k_req q ON s.series_id = q.series_id
-    WHERE q.power AND s.ts >= q.en_from AND s.ts < q.hi
+    WHERE q.power AND s.ts >= q.en_from AND s.ts < q.hi AND s.ts >= $from AND s.ts <= $to
 ), holds AS (
-    SELECT r, ts AS p0, least(coalesce(lead(ts) OVER w, ts + staleness), ts + staleness) AS p1, kw
+    SELECT r, lo, hi, ts AS p0, least(coalesce(lead(ts) OVER w, ts + staleness), ts + staleness) AS p1, kw
     FROM ps WINDOW w AS (PARTITION BY r ORDER BY ts)
 ), rates AS (
-    SELECT r, p0, p1, (CASE WHEN v1 >= v0 THEN v1 - v0 ELSE v1 END) / (p1 - p0) AS rate, false AS power
+    SELECT r, lo, hi, p0, p1, (CASE WHEN v1 >= v0 THEN v1 - v0 ELSE v1 END) / (p1 - p0) AS rate, false AS power
     FROM pairs WHERE p1 IS NOT NULL
     UNION ALL
-    SELECT r, p0, p1, kw / 3600000000, true FROM holds WHERE kw IS NOT NULL
+    SELECT r, lo, hi, p0, p1, kw / 3600000000, true FROM holds WHERE kw IS NOT NULL
 ), clipped AS (
-    SELECT e.r, greatest(e.p0, q.lo) AS t0, least(e.p1, q.hi) AS t1, e.rate, e.power
-    FROM rates e JOIN _k_req q ON q.r = e.r WHERE least(e.p1, q.hi) > greatest(e.p0, q.lo)
+    SELECT r, greatest(p0, lo) AS t0, least(p1, hi) AS t1, rate, power
+    FROM rates WHERE least(p1, hi) > greatest(p0, lo)
 ), x AS ({_bucketed("clipped")}
 ), pieces AS (
     SELECT c.gid, c.period, x.rate, x.power, {_overlap("x.t0", "x.t1")} AS us
@@ -251,6 +272,7 @@ FROM _k_win w JOIN (
     SELECT q.r, min(s.ts) AS first, max(s.ts) AS last
     FROM samples s JOIN _k_req q ON s.series_id = q.series_id
     WHERE NOT q.power AND s.ts >= q.en_from AND s.ts <= q.en_to AND s.quality < 2 AND s.value IS NOT NULL
+      AND s.ts >= $from AND s.ts <= $to
     GROUP BY q.r
 ) p ON p.r = w.r
 """
@@ -260,6 +282,7 @@ WITH ce AS (
     SELECT q.r, q.lo, e.ts, e.seq, e.type, e.data::VARCHAR AS d, coalesce(e.data->>'operator', '') AS op
     FROM events e JOIN _k_req q ON e.asset_id = q.asset_id
     WHERE e.tenant_id = $tenant AND e.kind = 'event' AND e.type IN ('clock_in', 'clock_out') AND e.ts < q.hi
+      AND e.ts < $to
 ), rel AS (
     SELECT * FROM ce WHERE ts >= lo
     UNION ALL
@@ -307,58 +330,68 @@ class DuckDBKpiSource:
 
     def _run(self, cur: duckdb.DuckDBPyConnection, tenant_id: int, requests: Sequence[KpiRequest],
              p: KpiPlan) -> list[PeriodInputs]:
-        params = {"tenant": tenant_id, "base": p.base}
-        ev = {"tenant": tenant_id}
         lap = _Lap(self.timings)
-        _register(cur, "_k_req", _req_table(p.req, {}))
+        _register(cur, "_k_req", pa.table(_req_columns(p.req, {}), schema=_REQ))
         _register(cur, "_k_win", pa.table(p.win, schema=_WIN))
         _register(cur, "_k_cal", pa.table(p.cal, schema=_CAL))
         _register(cur, "_k_tar", pa.table(p.tar, schema=_TAR))
-        anchors = self._anchors(cur, ev, p)
-        _register(cur, "_k_req", _req_table(p.req, anchors))
+        req = _req_columns(p.req, self._anchors(cur, tenant_id, p))
+        _register(cur, "_k_req", pa.table(req, schema=_REQ))
         lap("anchors")
-        cur.execute(_CELLS, ev)
-        cur.execute(_CELL_BUCKETS, {"base": p.base})
+        # constant bounds as well as the per-request ones, so DuckDB skips row groups by their zone maps
+        to = max(req["hi"])
+        t, b = {"tenant": tenant_id}, {"base": p.base}
+        cur.execute(_CELLS, {**t, "from": min(req["ord_from"]), "to": to})
+        cur.execute(_CELL_BUCKETS, b)
         lap("cells")
         sums = Sums(p.groups)
-        for gid, cat, sched, open_, rk, us, fails, g in _rows(cur, _STATES, params):
+        for gid, cat, sched, open_, rk, us, fails, g in _rows(cur, _STATES, {**t, **b, "from": min(req["st_from"]),
+                                                                                "to": to}):
             if g == 0b0001:  # the grouping set (gid, cat, sched, open)
                 sums.time(gid, cat, sched, open_, us)
                 sums.failures[gid] += fails
             elif rk is not None:
                 sums.reasons[gid][rk] = us
         lap("states")
-        for gid, product, good, reject, rework in _rows(cur, _COUNTS, params):
+        for gid, product, good, reject, rework in _rows(cur, _COUNTS, {**t, **b, "from": min(req["cnt_from"]),
+                                                                        "to": to}):
             sums.counts[gid][product] = Counts(good, reject, rework)
         lap("counts")
         if any(s is not None for s in p.req["series_id"]):
-            for gid, period, kwh, held in _rows(cur, _ENERGY, {"base": p.base}):
+            span = {"from": min(req["en_from"]), "to": max(req["en_to"])}
+            for gid, period, kwh, held in _rows(cur, _ENERGY, {**b, **span}):
                 sums.kwh[gid][period] = kwh
                 sums.held[gid] += held or 0
-            for gid, covered in _rows(cur, _COUNTER_SPAN, {}):
+            for gid, covered in _rows(cur, _COUNTER_SPAN, span):
                 sums.spanned[gid] = covered
         lap("energy")
-        for gid, us in _rows(cur, _LABOUR, params):
+        for gid, us in _rows(cur, _LABOUR, {**t, **b, "to": to}):
             sums.labour[gid] = us
         lap("labour")
         out = assemble(sums, requests, p)
         lap("assemble")
         return out
 
-    def _anchors(self, cur: duckdb.DuckDBPyConnection, ev: dict[str, Any], p: KpiPlan) -> dict[str, list[Any]]:
+    def _anchors(self, cur: duckdb.DuckDBPyConnection, tenant_id: int, p: KpiPlan) -> dict[str, list[Any]]:
         """Per request, the timestamps the series start from (see the module docs)."""
         n = len(p.req["r"])
         look = [lo - self.lookback_us for lo in p.req["lo"]]
         ahead = [hi + self.lookback_us for hi in p.req["hi"]]
+        bounds = {"look_min": min(look), "lo_max": max(p.req["lo"]), "hi_min": min(p.req["hi"]),
+                  "ahead_max": max(ahead)}
+        ev = {"tenant": tenant_id, "look_min": bounds["look_min"], "lo_max": bounds["lo_max"]}
         _register(cur, "_k_look", pa.table({"r": p.req["r"], "look": look, "ahead": ahead}, schema=_LOOK))
         found = _anchor_rows(cur, _EVENT_ANCHORS.format(counts=_COUNT_ANCHORS), ev, n)
-        found.update(_anchor_rows(cur, _SAMPLE_ANCHORS, {}, n))
+        found.update(_anchor_rows(cur, _SAMPLE_ANCHORS, bounds, n))
         again = [i for i in range(n) if _incomplete(found, p.req, i)]
         if again:
             _register(cur, "_k_look", pa.table({"r": [p.req["r"][i] for i in again], "look": [FAR_PAST] * len(again),
                                                 "ahead": [FAR_FUTURE] * len(again)}, schema=_LOOK))
-            more = _anchor_rows(cur, _EVENT_ANCHORS.format(counts=_NO_COUNT_ANCHORS), ev, n)
-            more.update(_anchor_rows(cur, _SAMPLE_ANCHORS, {}, n))
+            wide = {"look_min": FAR_PAST, "lo_max": bounds["lo_max"], "hi_min": bounds["hi_min"],
+                    "ahead_max": FAR_FUTURE}
+            more = _anchor_rows(cur, _EVENT_ANCHORS.format(counts=_NO_COUNT_ANCHORS),
+                                {"tenant": tenant_id, "look_min": FAR_PAST, "lo_max": bounds["lo_max"]}, n)
+            more.update(_anchor_rows(cur, _SAMPLE_ANCHORS, wide, n))
             for key in ("a_st", "a_known", "a_ord", "a_en", "a_after"):
                 col = found[key]
                 for i in again:
@@ -429,7 +462,8 @@ def _first(*values: int | None, default: int) -> int:
     return min(present) if present else default
 
 
-def _req_table(req: dict[str, list[Any]], anchors: dict[str, list[Any]]) -> pa.Table:
+def _req_columns(req: dict[str, list[Any]], anchors: dict[str, list[Any]]) -> dict[str, list[Any]]:
+    """The request columns with where each series starts (``*_from``) and the counter's end."""
     cols = dict(req)
     n = len(req["r"])
 
@@ -438,11 +472,11 @@ def _req_table(req: dict[str, list[Any]], anchors: dict[str, list[Any]]) -> pa.T
 
     cols["st_from"] = [_first(get("a_st", i), get("a_known", i), default=req["lo"][i]) for i in range(n)]
     cols["ord_from"] = [_first(get("a_ord", i), default=req["lo"][i]) for i in range(n)]
-    cols["cnt_from"] = [_first(get("a_good", i), get("a_reject", i), get("a_rework", i), default=req["lo"][i])
-                        for i in range(n)]
+    cols["cnt_from"] = [_first(get("a_good", i), get("a_reject", i), get("a_rework", i), req["lo"][i],
+                               default=req["lo"][i]) for i in range(n)]
     cols["en_from"] = [_first(get("a_en", i), default=req["lo"][i]) for i in range(n)]
     cols["en_to"] = [get("a_after", i) if get("a_after", i) is not None else req["hi"][i] for i in range(n)]
-    return pa.table(cols, schema=_REQ)
+    return cols
 
 
 def _register(cur: duckdb.DuckDBPyConnection, name: str, table: pa.Table) -> None:

@@ -115,9 +115,10 @@ WITH oev AS (
     SELECT q.r, e.ts, e.seq, e.type, e.data::text AS d, e.type = 'work_order_start' AS is_start,
            e.data->>'order_id' AS oid,
            CASE WHEN jsonb_typeof(e.data -> 'product') = 'string' THEN e.data->>'product' END AS product
-    FROM _k_req q JOIN events e ON e.tenant_id = %(tenant)s AND e.kind = 'event' AND e.asset_id = q.asset_id
-         AND e.ts >= q.ord_from AND e.ts < q.hi
-    WHERE q.orders AND e.type IN ('work_order_start', 'work_order_end')
+    FROM _k_req q CROSS JOIN LATERAL (
+        SELECT * FROM events e WHERE e.tenant_id = %(tenant)s AND e.kind = 'event' AND e.asset_id = q.asset_id
+          AND e.ts >= q.ord_from AND e.ts < q.hi AND e.type IN ('work_order_start', 'work_order_end')) e
+    WHERE q.orders
 ), o1 AS (
     SELECT *, row_number() OVER (PARTITION BY r ORDER BY ts, seq, type, d) AS p FROM oev
 ), o2 AS (
@@ -175,8 +176,9 @@ SELECT c.*, b FROM _k_cells c,
 
 
 def _bucketed(table: str) -> str:
-    return (f"SELECT t.*, b FROM {table} t, "
-            f"generate_series(date_bin({HOUR}, t.t0, %(base)s), t.t1 - interval '1 microsecond', {HOUR}) AS b")
+    """``table``'s spans [t0, t1) with the hour buckets they overlap (most lie inside one)."""
+    return (f"SELECT t.*, generate_series(date_bin({HOUR}, t.t0, %(base)s), "
+            f"date_bin({HOUR}, t.t1 - interval '1 microsecond', %(base)s), {HOUR}) AS b FROM {table} t")
 
 
 def _overlap(a0: str, a1: str) -> str:
@@ -185,30 +187,29 @@ def _overlap(a0: str, a1: str) -> str:
 
 _LOSSES = "('setup', 'starved', 'blocked', 'idle', 'unplanned_stop')"
 
+_STATE_ROW = f"""CASE WHEN e.kind = 'state' THEN {_CATEGORY} ELSE 'unknown' END AS cat,
+               CASE WHEN e.kind = 'state' THEN nullif(e.data->>'reason', '') END AS reason"""
+
 _STATES = f"""
-WITH ev AS (
-    SELECT DISTINCT ON (q.r, e.ts) q.r, e.ts,
-           CASE WHEN e.kind = 'state' THEN {_CATEGORY} ELSE 'unknown' END AS cat,
-           CASE WHEN e.kind = 'state' THEN nullif(e.data->>'reason', '') END AS reason
-    FROM _k_req q JOIN events e ON e.tenant_id = %(tenant)s AND e.asset_id = q.asset_id
-         AND e.ts >= q.st_from AND e.ts < q.hi
-    WHERE e.kind = 'state' OR (e.kind = 'status' AND e.type = 'offline')
-    ORDER BY q.r, e.ts, e.seq DESC, e.kind DESC, e.type DESC, e.data::text DESC
-), inst AS (
-    SELECT * FROM ev
-    UNION ALL SELECT r, '-infinity'::timestamptz, 'unknown', NULL FROM _k_req
-), seg AS (
-    SELECT r, ts, cat, reason, lead(ts) OVER w AS nxt,
-           max(ts) FILTER (WHERE cat <> 'unknown') OVER p AS known_ts,
-           max(ts) FILTER (WHERE cat = 'unplanned_stop') OVER p AS stop_ts
-    FROM inst
-    WINDOW w AS (PARTITION BY r ORDER BY ts),
-           p AS (w ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING)
+WITH seg AS (  -- per request: the last event of each instant, then each one's end and failure
+    SELECT q.r, q.lo, q.hi, s.* FROM _k_req q CROSS JOIN LATERAL (
+        SELECT ts, cat, reason, lead(ts) OVER w AS nxt,
+               max(ts) FILTER (WHERE cat <> 'unknown') OVER p AS known_ts,
+               max(ts) FILTER (WHERE cat = 'unplanned_stop') OVER p AS stop_ts
+        FROM (
+            (SELECT DISTINCT ON (e.ts) e.ts, {_STATE_ROW}
+             FROM events e
+             WHERE e.tenant_id = %(tenant)s AND e.asset_id = q.asset_id AND e.kind IN ('state', 'status')
+               AND e.ts >= q.st_from AND e.ts < q.hi AND (e.kind = 'state' OR e.type = 'offline')
+             ORDER BY e.ts, e.seq DESC, e.kind DESC, e.type DESC, e.data::text DESC)
+            UNION ALL SELECT '-infinity'::timestamptz, 'unknown', NULL
+        ) d
+        WINDOW w AS (ORDER BY ts), p AS (w ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING)
+    ) s
 ), clipped AS (
-    SELECT s.r, s.ts, greatest(s.ts, q.lo) AS t0, least(coalesce(s.nxt, q.hi), q.hi) AS t1, s.cat, s.reason,
-           s.ts >= q.lo AND s.cat = 'unplanned_stop' AND (s.stop_ts IS NULL OR s.stop_ts <> s.known_ts) AS fail
-    FROM seg s JOIN _k_req q ON q.r = s.r
-    WHERE least(coalesce(s.nxt, q.hi), q.hi) > greatest(s.ts, q.lo)
+    SELECT r, ts, greatest(ts, lo) AS t0, least(coalesce(nxt, hi), hi) AS t1, cat, reason,
+           ts >= lo AND cat = 'unplanned_stop' AND (stop_ts IS NULL OR stop_ts <> known_ts) AS fail
+    FROM seg WHERE least(coalesce(nxt, hi), hi) > greatest(ts, lo)
 ), x AS MATERIALIZED ({_bucketed("clipped")}
 ), pieces AS (
     SELECT c.gid, x.cat, c.sched, c.open,
@@ -226,58 +227,57 @@ GROUP BY GROUPING SETS ((gid, cat, sched, open), (gid, rk))
 """
 
 _COUNTS = f"""
-WITH cm AS (
-    SELECT q.r, q.lo, e.ts, e.seq, e.type AS mode, e.data::text AS d,
-           (e.data->>'good')::int8 AS good, (e.data->>'reject')::int8 AS reject, (e.data->>'rework')::int8 AS rework
-    FROM _k_req q JOIN events e ON e.tenant_id = %(tenant)s AND e.kind = 'count' AND e.asset_id = q.asset_id
-         AND e.ts < q.hi AND e.ts >= least(q.lo, q.cnt_from)
-    WHERE e.ts >= q.lo OR e.type = 'total'
-), fields AS (
-    SELECT cm.r, cm.lo, cm.ts, cm.seq, cm.d, f.name, f.v
-    FROM cm, LATERAL (VALUES ('good', cm.good), ('reject', cm.reject), ('rework', cm.rework)) AS f(name, v)
-    WHERE cm.mode = 'total' AND f.v IS NOT NULL
-), totals AS (
-    SELECT r, lo, ts, name, v, lag(v) OVER (PARTITION BY r, name ORDER BY ts, seq, d) AS prev FROM fields
-), credited AS (
-    SELECT r, ts, coalesce(good, 0) AS good, coalesce(reject, 0) AS reject, coalesce(rework, 0) AS rework
-    FROM cm WHERE mode = 'delta' AND ts >= lo
+WITH credited AS (
+    SELECT q.r, e.ts, coalesce((e.data->>'good')::int8, 0) AS good,
+           coalesce((e.data->>'reject')::int8, 0) AS reject, coalesce((e.data->>'rework')::int8, 0) AS rework
+    FROM _k_req q CROSS JOIN LATERAL (
+        SELECT e.ts, e.data FROM events e
+        WHERE e.tenant_id = %(tenant)s AND e.kind = 'count' AND e.asset_id = q.asset_id
+          AND e.ts >= q.lo AND e.ts < q.hi AND e.type = 'delta') e
     UNION ALL
-    SELECT r, ts, CASE WHEN name = 'good' THEN c ELSE 0 END, CASE WHEN name = 'reject' THEN c ELSE 0 END,
-           CASE WHEN name = 'rework' THEN c ELSE 0 END
-    FROM (SELECT r, ts, name, CASE WHEN prev IS NULL THEN 0 WHEN v >= prev THEN v - prev ELSE v END AS c
-          FROM totals WHERE ts >= lo) t
+    SELECT q.r, t.ts, CASE WHEN t.name = 'good' THEN t.c ELSE 0 END, CASE WHEN t.name = 'reject' THEN t.c ELSE 0 END,
+           CASE WHEN t.name = 'rework' THEN t.c ELSE 0 END
+    FROM _k_req q CROSS JOIN LATERAL (  -- each field of a running total is its own counter
+        SELECT ts, name, CASE WHEN prev IS NULL THEN 0 WHEN v >= prev THEN v - prev ELSE v END AS c FROM (
+            SELECT e.ts, f.name, f.v, lag(f.v) OVER (PARTITION BY f.name ORDER BY e.ts, e.seq, e.data::text) AS prev
+            FROM events e, LATERAL (VALUES ('good', (e.data->>'good')::int8), ('reject', (e.data->>'reject')::int8),
+                                           ('rework', (e.data->>'rework')::int8)) AS f(name, v)
+            WHERE e.tenant_id = %(tenant)s AND e.kind = 'count' AND e.asset_id = q.asset_id
+              AND e.ts >= q.cnt_from AND e.ts < q.hi AND e.type = 'total' AND f.v IS NOT NULL
+        ) z WHERE ts >= q.lo
+    ) t
 )
 SELECT c.gid, c.product, sum(m.good)::int8 AS good, sum(m.reject)::int8 AS reject, sum(m.rework)::int8 AS rework
 FROM credited m JOIN _k_cb c ON c.r = m.r AND c.b = date_bin({HOUR}, m.ts, %(base)s) AND c.c0 <= m.ts AND m.ts < c.c1
 WHERE m.good + m.reject + m.rework > 0
 GROUP BY c.gid, c.product
-HAVING sum(m.good + m.reject + m.rework) > 0
 """
 
 _ENERGY = f"""
-WITH rd AS (
-    SELECT q.r, s.ts, s.value FROM _k_req q JOIN samples s ON s.series_id = q.series_id
-         AND s.ts >= q.en_from AND s.ts <= q.en_to
-    WHERE NOT q.power AND s.quality < {BAD} AND s.value IS NOT NULL
-), pairs AS (
-    SELECT r, ts AS p0, lead(ts) OVER w AS p1, value AS v0, lead(value) OVER w AS v1
-    FROM rd WINDOW w AS (PARTITION BY r ORDER BY ts)
-), ps AS (
-    SELECT q.r, s.ts, CASE WHEN s.quality < {BAD} THEN s.value END AS kw, q.staleness
-    FROM _k_req q JOIN samples s ON s.series_id = q.series_id AND s.ts >= q.en_from AND s.ts < q.hi
-    WHERE q.power
-), holds AS (
-    SELECT r, ts AS p0, least(coalesce(lead(ts) OVER w, ts + staleness), ts + staleness) AS p1, kw
-    FROM ps WINDOW w AS (PARTITION BY r ORDER BY ts)
-), rates AS (
-    SELECT r, p0, p1, (CASE WHEN v1 >= v0 THEN v1 - v0 ELSE v1 END) / date_part('epoch', p1 - p0) AS rate,
+WITH rates AS (
+    SELECT q.r, q.lo, q.hi, p.p0, p.p1,
+           (CASE WHEN p.v1 >= p.v0 THEN p.v1 - p.v0 ELSE p.v1 END) / date_part('epoch', p.p1 - p.p0) AS rate,
            false AS power
-    FROM pairs WHERE p1 IS NOT NULL
+    FROM _k_req q CROSS JOIN LATERAL (  -- per request, so the index order feeds the window: no sort
+        SELECT s.ts AS p0, lead(s.ts) OVER w AS p1, s.value AS v0, lead(s.value) OVER w AS v1
+        FROM samples s
+        WHERE s.series_id = q.series_id AND s.ts >= q.en_from AND s.ts <= q.en_to
+          AND s.quality < {BAD} AND s.value IS NOT NULL
+        WINDOW w AS (ORDER BY s.ts)
+    ) p
+    WHERE NOT q.power AND p.p1 IS NOT NULL
     UNION ALL
-    SELECT r, p0, p1, kw / 3600.0, true FROM holds WHERE kw IS NOT NULL
+    SELECT q.r, q.lo, q.hi, h.p0, h.p1, h.kw / 3600.0, true
+    FROM _k_req q CROSS JOIN LATERAL (
+        SELECT s.ts AS p0, least(coalesce(lead(s.ts) OVER w, s.ts + q.staleness), s.ts + q.staleness) AS p1,
+               CASE WHEN s.quality < {BAD} THEN s.value END AS kw
+        FROM samples s WHERE s.series_id = q.series_id AND s.ts >= q.en_from AND s.ts < q.hi
+        WINDOW w AS (ORDER BY s.ts)
+    ) h
+    WHERE q.power AND h.kw IS NOT NULL
 ), clipped AS (
-    SELECT e.r, greatest(e.p0, q.lo) AS t0, least(e.p1, q.hi) AS t1, e.rate, e.power
-    FROM rates e JOIN _k_req q ON q.r = e.r WHERE least(e.p1, q.hi) > greatest(e.p0, q.lo)
+    SELECT r, greatest(p0, lo) AS t0, least(p1, hi) AS t1, rate, power
+    FROM rates WHERE least(p1, hi) > greatest(p0, lo)
 ), x AS MATERIALIZED ({_bucketed("clipped")}
 ), pieces AS (
     SELECT c.gid, c.period, x.rate, x.power, {_overlap("x.t0", "x.t1")} AS span
@@ -292,19 +292,20 @@ FROM pieces WHERE span > interval '0' GROUP BY gid, period
 _COUNTER_SPAN = f"""
 SELECT w.gid, {_us("greatest(interval '0', least(p.last, w.w1) - greatest(p.first, w.w0))")} AS covered
 FROM _k_win w JOIN (
-    SELECT q.r, min(s.ts) AS first, max(s.ts) AS last
-    FROM _k_req q JOIN samples s ON s.series_id = q.series_id AND s.ts >= q.en_from AND s.ts <= q.en_to
-    WHERE NOT q.power AND s.quality < {BAD} AND s.value IS NOT NULL
-    GROUP BY q.r
+    SELECT q.r, s.first, s.last FROM _k_req q CROSS JOIN LATERAL (
+        SELECT min(s.ts) AS first, max(s.ts) AS last FROM samples s
+        WHERE s.series_id = q.series_id AND s.ts >= q.en_from AND s.ts <= q.en_to
+          AND s.quality < {BAD} AND s.value IS NOT NULL) s
+    WHERE NOT q.power AND q.series_id IS NOT NULL AND s.first IS NOT NULL
 ) p ON p.r = w.r
 """
 
 _LABOUR = f"""
 WITH ce AS (
     SELECT q.r, q.lo, e.ts, e.seq, e.type, e.data::text AS d, coalesce(e.data->>'operator', '') AS op
-    FROM _k_req q JOIN events e ON e.tenant_id = %(tenant)s AND e.kind = 'event' AND e.asset_id = q.asset_id
-         AND e.ts < q.hi
-    WHERE e.type IN ('clock_in', 'clock_out')
+    FROM _k_req q CROSS JOIN LATERAL (
+        SELECT * FROM events e WHERE e.tenant_id = %(tenant)s AND e.kind = 'event' AND e.asset_id = q.asset_id
+          AND e.ts < q.hi AND e.type IN ('clock_in', 'clock_out')) e
 ), rel AS (
     SELECT * FROM ce WHERE ts >= lo
     UNION ALL
@@ -368,6 +369,12 @@ class PostgresKpiSource:
         tar = dict(p.tar, t0=[clamp.get(v, v) for v in p.tar["t0"]], t1=[clamp.get(v, v) for v in p.tar["t1"]])
         params: dict[str, Any] = {"tenant": tenant_id, "lookback": self.lookback_us}
         lap = _Lap(self.timings)
+        # JIT compiles these statements for seconds and gains nothing; sorts and hashes get memory
+        # Every read of events and samples is a LATERAL index scan per request, so the joins left are
+        # the ones with the cells, which must hash the cells (the planner misestimates the other
+        # side by orders of magnitude and would loop or sort instead); JIT
+        # compiles these statements for seconds and gains nothing; sorts and hashes get memory.
+        conn.execute("SET LOCAL enable_nestloop = off; SET LOCAL enable_mergejoin = off; SET LOCAL jit = off")
         conn.execute(f"SET LOCAL work_mem = '{self.work_mem_mb}MB'")
         conn.execute(_REQ, {**p.req, **params})
         conn.execute(_WIN, p.win)
