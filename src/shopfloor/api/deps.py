@@ -18,6 +18,7 @@ from shopfloor.services.history import HistoryService
 from shopfloor.services.kpis import KpiService
 from shopfloor.services.plant import PlantService
 from shopfloor.services.registry import RegistryService
+from shopfloor.services.sparkplug import SparkplugCommandService
 from shopfloor.services.stats import IngestStats
 
 
@@ -36,6 +37,7 @@ class ApiServices:
     broker_rejects: Callable[[], dict[str, int] | None] = field(default=lambda: None)  # counted by an external broker
     ingest: MessageSink | None = None  # POST /messages (back-fill) answers 503 without it
     kpis: KpiService | None = None  # /kpis answers 503 without it
+    sparkplug_commands: SparkplugCommandService | None = None  # POST /devices/{id}/sparkplug/command: 503 without
 
 
 def services(request: Request) -> ApiServices:
