@@ -7,7 +7,19 @@ from fastapi import FastAPI
 from shopfloor import __version__
 from shopfloor.api import errors
 from shopfloor.api.deps import ApiServices
-from shopfloor.api.routers import admin, assets, data, devices, export, health, kpis, messages, plant, tenants
+from shopfloor.api.routers import (
+    admin,
+    assets,
+    data,
+    devices,
+    export,
+    health,
+    kpis,
+    messages,
+    plant,
+    sparkplug,
+    tenants,
+)
 
 API = "/api/v1"
 
@@ -24,7 +36,7 @@ def create_app(services: ApiServices) -> FastAPI:
     app.state.services = services
     errors.install(app)
     for r in (tenants.router, assets.router, devices.router, data.router, plant.router, export.router, admin.router,
-              kpis.router, messages.router):
+              kpis.router, messages.router, sparkplug.router):
         app.include_router(r, prefix=API)
     app.include_router(health.router)
     return app
