@@ -26,20 +26,25 @@ from paho.mqtt.enums import CallbackAPIVersion
 
 from shopfloor.connectors.mosquitto import BrokerOptions, MosquittoManager, ServiceUser
 from shopfloor.connectors.mosquitto.config import INGEST_READ, INGEST_WRITE, SPARKPLUG_READ, SPARKPLUG_WRITE
+from shopfloor.connectors.sparkplug.codec import decode_payload
+from shopfloor.connectors.sparkplug.commands import SparkplugCommander
 from shopfloor.connectors.sparkplug.host import SparkplugHost
 from shopfloor.connectors.sparkplug.host_messages import parse_state_payload
+from shopfloor.connectors.sparkplug.model import DataType
+from shopfloor.connectors.sparkplug.publisher import MqttPublisher
 from shopfloor.connectors.sparkplug.worker import SparkplugWorker, host_id_for
 from shopfloor.domain.assets import Level, MeasurementDef, ValueType
 from shopfloor.domain.credentials import hash_secret
 from shopfloor.domain.records import Quality
 from shopfloor.domain.sparkplug import Approval, MetricMap, SparkplugSpec, worker_for_group
 from shopfloor.domain.tenancy import Role, TenantContext
+from shopfloor.ports.sparkplug import MetricWrite
 from shopfloor.services.auth import TokenAuthenticator
 from shopfloor.services.cache import RegistryCache
 from shopfloor.services.clock import SystemClock
 from shopfloor.services.ingest import IngestService
 from shopfloor.services.registry import PLATFORM, RegistryService
-from shopfloor.services.sparkplug import SparkplugBindings
+from shopfloor.services.sparkplug import SparkplugBindings, SparkplugCommandService
 from shopfloor.services.sparkplug_directory import SparkplugDirectoryService
 from shopfloor.services.stats import IngestStats
 from shopfloor.storage.postgres.database import PgDatabase
@@ -294,6 +299,31 @@ async def test_edge_nodes_cannot_publish_as_another_and_strangers_wait_in_quaran
         assert await eventually(lambda: births <= set(s.good("acme")))
         assert set(s.good("acme")) <= births | set(plc.dropped)  # (data sent after them, if any)
         assert run.hosts[0].stats.quarantined >= 3
+
+
+async def test_an_api_process_sends_commands_through_mosquitto(s: Setup) -> None:
+    async with workers(s, count=1):
+        edge = s.edge("globex")
+        await asyncio.to_thread(edge.connect)
+        publisher = MqttPublisher("127.0.0.1", s.port, SERVICE_USER, SERVICE_PASSWORD, client_id="api-commands")
+        assert await publisher.start()
+        try:
+            ingest = IngestService(s.historian, RegistryCache(s.repo, SystemClock()), SystemClock(),
+                                   IngestStats(SystemClock()))
+            commands = SparkplugCommandService(SparkplugBindings(s.registry), ingest, SparkplugCommander(publisher),
+                                               SystemClock().now_us)
+            gw = s.repo.find_device(s.ctx["globex"].require_tenant(), "gw")
+            assert gw is not None
+            done = await commands.command(s.ctx["globex"], gw.id, "Press2", [MetricWrite("setpoint", 42, "Int32")])
+            assert done["topic"] == "spBv1.0/globex/DCMD/gw/Press2"
+            assert await eventually(lambda: any(t == done["topic"] for t, _ in edge.commands))
+            payload = decode_payload(next(p for t, p in edge.commands if t == done["topic"]))
+            assert [(m.name, m.datatype, m.value) for m in payload.metrics] == [("setpoint", DataType.INT32, 42)]
+            assert len(s.historian.events(s.ctx["globex"].require_tenant(), kinds=["command"])) == 1
+            await ingest.drain()
+            ingest.close()
+        finally:
+            await publisher.stop()
 
 
 def _status(s: Setup, tenant: str, status: str) -> list[object]:
