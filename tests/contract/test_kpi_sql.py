@@ -9,6 +9,7 @@ import pytest
 from shopfloor.storage.duckdb.database import Database
 from shopfloor.storage.duckdb.historian import DuckDBHistorian
 from shopfloor.storage.duckdb.kpi import DuckDBKpiSource
+from shopfloor.storage.postgres import kpi as pg_kpi
 from shopfloor.storage.postgres.database import PgDatabase
 from shopfloor.storage.postgres.historian import PostgresHistorian
 from shopfloor.storage.postgres.kpi import PostgresKpiSource
@@ -32,5 +33,19 @@ class TestPostgresKpiSql(KpiContract):
         db = PgDatabase(dsn, schema, max_size=4)
         historian = PostgresHistorian(db)
         yield historian, PostgresKpiSource(db)
+        historian.close()
+        db.close()
+
+
+class TestPostgresKpiSqlInParts(KpiContract):
+    """The same on PostgreSQL with every call split into three transactions run at once."""
+
+    @pytest.fixture
+    def kpi_store(self, pg_schema: tuple[str, str], monkeypatch: pytest.MonkeyPatch) -> Iterator[KpiStore]:
+        monkeypatch.setattr(pg_kpi, "SPLIT_MIN_WINDOWS", 1)
+        dsn, schema = pg_schema
+        db = PgDatabase(dsn, schema, max_size=4)
+        historian = PostgresHistorian(db)
+        yield historian, PostgresKpiSource(db, workers=3)
         historian.close()
         db.close()

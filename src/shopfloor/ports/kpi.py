@@ -21,8 +21,10 @@ from __future__ import annotations
 
 import bisect
 import enum
+import gc
 import itertools
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -233,23 +235,43 @@ class Sums:
 
 
 def assemble(sums: Sums, requests: Sequence[KpiRequest], p: KpiPlan) -> list[PeriodInputs]:
-    """``PeriodInputs`` per group, exactly as ``reference.period_inputs`` builds them."""
-    out: list[PeriodInputs] = []
-    for gid in range(p.groups):
-        rq = requests[p.win["r"][gid]]
-        span = p.win["w1"][gid] - p.win["w0"][gid]
-        buckets = sorted(((Category(c), s, o), us) for (c, s, o), us in sums.times[gid].items())
-        coverage: float | None = None
-        if rq.energy is not None:
-            covered = sums.held[gid] if rq.energy.kind is EnergyKind.POWER else sums.spanned[gid]
-            coverage = covered / span
-        out.append(PeriodInputs(
-            time=[TimeBucket(c, us / US, s, o) for (c, s, o), us in buckets if us],
-            counts=dict(sorted(sums.counts[gid].items())),
-            failures=sums.failures[gid],
-            downtime_by_reason={r: us / US for r, us in sorted(sums.reasons[gid].items())},
-            energy_kwh=dict(sorted(sums.kwh[gid].items())) if rq.energy is not None else {},
-            energy_coverage=coverage,
-            labour_hours=sums.labour[gid] / US_PER_HOUR,
-        ))
-    return out
+    """``PeriodInputs`` per group, exactly as ``reference.period_inputs`` builds them.
+
+    Call it (and read the query results) inside ``paused_gc()``.
+    """
+    return [_inputs(sums, requests[p.win["r"][gid]], p.win["w1"][gid] - p.win["w0"][gid], gid)
+            for gid in range(p.groups)]
+
+
+@contextmanager
+def paused_gc() -> Iterator[None]:
+    """A month of shifts makes millions of small objects (result rows, buckets, structs), none of
+    which can form a cycle: pausing the cyclic garbage collector while they are made halves the
+    time it takes."""
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
+
+
+_CATEGORY = {c.value: c for c in Category}
+
+
+def _inputs(sums: Sums, rq: KpiRequest, span: int, gid: int) -> PeriodInputs:
+    buckets = sorted(((_CATEGORY[c], s, o), us) for (c, s, o), us in sums.times[gid].items())
+    coverage: float | None = None
+    if rq.energy is not None:
+        covered = sums.held[gid] if rq.energy.kind is EnergyKind.POWER else sums.spanned[gid]
+        coverage = covered / span
+    return PeriodInputs(
+        time=[TimeBucket(c, us / US, s, o) for (c, s, o), us in buckets if us],
+        counts=dict(sorted(sums.counts[gid].items())),
+        failures=sums.failures[gid],
+        downtime_by_reason={r: us / US for r, us in sorted(sums.reasons[gid].items())},
+        energy_kwh=dict(sorted(sums.kwh[gid].items())) if rq.energy is not None else {},
+        energy_coverage=coverage,
+        labour_hours=sums.labour[gid] / US_PER_HOUR,
+    )

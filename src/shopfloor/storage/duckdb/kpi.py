@@ -35,7 +35,7 @@ import pyarrow as pa
 
 from shopfloor.domain.errors import StoreUnavailable
 from shopfloor.domain.kpi.models import Counts, PeriodInputs
-from shopfloor.ports.kpi import FAR_FUTURE, FAR_PAST, KpiPlan, KpiRequest, Sums, assemble, plan
+from shopfloor.ports.kpi import FAR_FUTURE, FAR_PAST, KpiPlan, KpiRequest, Sums, assemble, paused_gc, plan
 from shopfloor.storage.duckdb.database import Database
 
 B = 3_600_000_000  # the bucket of the range joins: one hour
@@ -319,7 +319,7 @@ class DuckDBKpiSource:
         p = plan(requests)
         if not p.groups:
             return []
-        with self._cursor() as cur:
+        with self._cursor() as cur, paused_gc():
             try:
                 return self._run(cur, tenant_id, requests, p)
             finally:
