@@ -10,11 +10,18 @@ The shift calendar and the tariff are expanded to UTC spans by the caller
 time zone. One call may carry thousands of requests (every shift of a month for every machine):
 an implementation answers it in one or a few SQL round trips, never one per group.
 
-Events read (as ingest stores them): ``state`` records and ``offline`` ``status`` records (the
-state timeline), ``count`` records, ``work_order_start``/``work_order_end`` and
+Events read (as ingest stores them): ``state`` records (the state is the record's type, where
+ingest writes it besides ``data``; the reason is ``data.reason``) and ``offline`` ``status`` records
+(the state timeline), ``count`` records, ``work_order_start``/``work_order_end`` and
 ``clock_in``/``clock_out`` ``event`` records. Energy comes from one numeric series per asset: a
 cumulative kWh counter, or power samples in kW held up to ``staleness_us`` (bad quality ends a
-hold; bad counter readings are skipped).
+hold; bad counter readings are skipped). Several events at one instant: the store's event order
+decides (``Historian.events``: ts, seq, kind, type, data); the later one wins.
+
+Every series starts from its last event before a request's first window, however old, with one
+exception an implementation may make: the baseline of a running-total count field may be looked
+for only within a lookback (7 days by default); a field not reported in that time starts from a
+new baseline (its first total in the window credits nothing).
 """
 
 from __future__ import annotations
