@@ -28,6 +28,7 @@ from typing import Any
 
 import pytest
 
+from shopfloor.domain.errors import InvalidInput
 from shopfloor.domain.kpi import reference
 from shopfloor.domain.kpi.calendar import at, scheduled, shift_instances, spans_by_label, tariff_spans
 from shopfloor.domain.kpi.models import Break, PeriodInputs, Shift, ShiftCalendar, Tariff, TariffPeriod
@@ -370,6 +371,17 @@ class KpiContract:
             [("unknown", 3600.0, True, False)]
         assert got[0].energy_kwh == {} and got[0].energy_coverage == 0.0
         assert got[0].counts == {} and got[0].labour_hours == 0.0
+
+    def test_tariff_spans_must_partition_the_windows(self, kpi_store: KpiStore) -> None:
+        _, source = kpi_store
+        lo = local_start(STARTS["spring"])
+        gap = [(lo, lo + H, "peak"), (lo + 2 * H, lo + 3 * H, "off_peak")]
+        overlap = [(lo, lo + 2 * H, "peak"), (lo + H, lo + 3 * H, "off_peak")]
+        for spans in (gap, overlap):
+            with pytest.raises(InvalidInput):
+                source.period_inputs(TENANT, [KpiRequest(61, [(lo, lo + 3 * H)], tariff=spans)])
+        with pytest.raises(InvalidInput):
+            KpiRequest(61, [(lo, lo)])
 
     def test_a_total_counter_older_than_the_lookback_starts_a_new_baseline(self, kpi_store: KpiStore) -> None:
         """The one place a store may differ from the reference, documented in ``ports/kpi.py``."""
