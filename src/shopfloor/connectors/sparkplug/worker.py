@@ -100,6 +100,7 @@ class SparkplugWorkerStats:
     acked: int = 0
     stale_acks: int = 0
     failures: int = 0
+    foreign: int = 0  # messages of groups this worker no longer owns (queued before N changed): dropped
     connects: int = 0
     sessions_lost: int = 0
 
@@ -295,6 +296,15 @@ class SparkplugWorker:
         except UnicodeDecodeError:
             topic = bytes(msg._topic).decode("utf-8", "replace")
         self.stats.received += 1
+        parts = topic.split("/", 2)
+        if len(parts) == 3 and parts[1] != "STATE":
+            with self._lock:
+                foreign = group_filter(parts[1]) not in self._mine
+            if foreign:  # its owner asks the node for a rebirth; we must not follow it too
+                self.stats.foreign += 1
+                if msg.qos:
+                    self._client.ack(msg.mid, msg.qos)
+                return
         self._inbox.append(_Delivery(msg.mid, msg.qos, self._gen, RawMessage("", topic, bytes(msg.payload),
                                                                              time.time_ns() // 1000)))
         if self._loop is not None:
