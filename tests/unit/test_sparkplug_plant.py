@@ -127,6 +127,23 @@ def test_the_same_edge_node_twice_conflicts(s: Setup) -> None:
         s.plant.apply(s.tenant(), plant_from_obj(obj))
 
 
+def test_the_docs_example_applies(s: Setup) -> None:
+    import re
+    from pathlib import Path
+
+    page = (Path(__file__).resolve().parents[2] / "docs" / "sparkplug.md").read_text()
+    [block] = re.findall(r"```yaml\n(.*?)```", page, re.S)
+    doc = yaml.safe_load(block)
+    doc["asset_types"] = [{"name": "press", "measurements": [{"name": "oil_temperature"}, {"name": "force"}]}]
+    doc["sites"] = [{"name": "qingdao", "areas": [{"name": "stamping", "lines": [{"name": "line-1", "machines": [
+        {"name": "press-01", "type": "press"}, {"name": "press-02", "type": "press"}]}]}]}]
+    ctx = s.tenant("acme")
+    assert s.plant.apply(ctx, plant_from_obj(doc)).created["sparkplug_nodes"] == 1
+    [node] = s.bindings.nodes(ctx)
+    assert node.mapping.metric_map("Hydraulics/Oil Temp") == MetricMap("oil_temperature", 0.1)
+    assert node.mapping.metric_map("Diagnostics/Counter") is None
+
+
 def test_approving_and_removing_a_quarantined_node(s: Setup) -> None:
     ctx = s.tenant()
     s.plant.apply(ctx, plant_from_obj(yaml.safe_load(PLANT.split("devices:")[0] + "devices:\n"
