@@ -339,6 +339,8 @@ def test_the_host_answers_a_late_will_of_its_own(w: World) -> None:
     asyncio.run(w.host.retire())
     assert parse_state_payload(w.publisher.sent[-1][1]) == parse_state_payload(state_message("shopfloor", False, T0).payload)
     assert w.sink.dead() == []
+    w.send((old.topic, old.payload), ("spBv1.0/acme/NCMD/gw-1", b"\x00"), username="acme.gw-1")
+    assert [r for r, _ in w.sink.dead()] == [Reason.OUTSIDE_PREFIX] * 2  # a device publishing what hosts do
 
 
 def test_the_router_sends_sparkplug_to_the_host_and_the_rest_to_ingest(w: World) -> None:

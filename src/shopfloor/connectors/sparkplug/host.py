@@ -243,6 +243,11 @@ class SparkplugHost:
         except SparkplugDecodeError as exc:
             self._dead(work, msg, None, msg.device, Reason.UNKNOWN_TOPIC, exc.message)
             return
+        downlink = isinstance(topic, StateTopic) or topic.message_type in (MessageType.NCMD, MessageType.DCMD)
+        if downlink and msg.device:  # a device sent it (the embedded broker says who): never its right
+            self._dead(work, msg, None, msg.device, Reason.OUTSIDE_PREFIX,
+                       "edge nodes publish births, data and deaths, not STATE or commands")
+            return
         if isinstance(topic, StateTopic):
             self._state_message(topic, msg, work)
             return
@@ -333,7 +338,9 @@ class SparkplugHost:
             self._stale(action.node, action.device, ts, work)
         elif isinstance(action, Ignored):
             self.stats.ignored += 1
-            self.stats.ignored_reasons[action.reason] += 1
+            kind = action.reason.split(":", 1)[0][:80]  # without the numbers, so the counters stay few
+            if kind in self.stats.ignored_reasons or len(self.stats.ignored_reasons) < 100:
+                self.stats.ignored_reasons[kind] += 1
             node = action.topic.node
             if self.state.status(node) is NodeStatus.STALE:
                 last = self._memo.rebirth_at.get(node)
