@@ -19,6 +19,8 @@ from shopfloor.api.app import create_app
 from shopfloor.api.deps import ApiServices
 from shopfloor.config import Settings
 from shopfloor.connectors.mqtt.embedded_broker import EmbeddedBroker
+from shopfloor.connectors.sparkplug.commands import SparkplugCommander
+from shopfloor.connectors.sparkplug.host import SparkplugHost, SparkplugRouter
 from shopfloor.domain.assets import Device
 from shopfloor.domain.errors import ShopfloorError
 from shopfloor.domain.payloads import Limits
@@ -40,6 +42,8 @@ from shopfloor.services.kpis import KpiService
 from shopfloor.services.plant import PlantService
 from shopfloor.services.registry import RegistryService
 from shopfloor.services.retention import RetentionService, run_periodically
+from shopfloor.services.sparkplug import SparkplugCommandService
+from shopfloor.services.sparkplug_directory import SparkplugDirectoryService
 from shopfloor.services.stats import IngestStats
 from shopfloor.storage.duckdb.backup import DuckDBBackup
 from shopfloor.storage.duckdb.database import Database
@@ -118,6 +122,7 @@ class Platform:
     broker: EmbeddedBroker | None = None
     broker_connected: Callable[[], bool] | None = None
     broker_rejects: Callable[[], dict[str, int]] | None = None
+    sparkplug_commands: SparkplugCommandService | None = None
     health: HealthService | None = None
 
     @property
@@ -151,7 +156,7 @@ class Platform:
                            ready=self._ready, invalidate=self.cache.invalidate, backup=self.stores.backup,
                            export=self.export, health=self._health(),
                            broker_rejects=lambda: self.broker_rejects() if self.broker_rejects else None,
-                           ingest=self.ingest, kpis=self.kpis)
+                           ingest=self.ingest, kpis=self.kpis, sparkplug_commands=self.sparkplug_commands)
 
     def _broker_up(self) -> bool:
         if self.broker is not None:
@@ -243,9 +248,16 @@ async def embedded_broker(platform: Platform) -> AsyncIterator[EmbeddedBroker]:
         loop.call_soon_threadsafe(schedule)
 
     access = DeviceAccessService(platform.cache, platform.stats, on_offline=mark_offline)
-    broker = EmbeddedBroker(s.mqtt_host, s.mqtt_port, platform.ingest, access, max_payload=s.max_payload_bytes)
+    host = SparkplugHost(SparkplugDirectoryService(platform.repo, platform.cache, platform.clock), platform.ingest,
+                         limits=platform.ingest.decoder.limits)
+    broker = EmbeddedBroker(s.mqtt_host, s.mqtt_port, SparkplugRouter(platform.ingest, host), access,
+                            max_payload=s.max_payload_bytes)
     await broker.start()
     platform.broker = broker
+    host.set_publisher(broker)
+    await host.announce(platform.clock.now_us() // 1000)
+    platform.sparkplug_commands = SparkplugCommandService(platform.plant.sparkplug, platform.ingest,
+                                                          SparkplugCommander(broker), platform.clock.now_us)
 
     def kick(device: Device) -> None:
         platform.cache.invalidate()
@@ -255,8 +267,11 @@ async def embedded_broker(platform: Platform) -> AsyncIterator[EmbeddedBroker]:
     try:
         yield broker
     finally:
+        platform.sparkplug_commands = None
+        await host.retire()
         await broker.stop()
         platform.broker = None
+        await host.drain()
         await asyncio.sleep(0)  # let the last offline notices be scheduled
         if offline_tasks:
             await asyncio.wait(set(offline_tasks), timeout=10)

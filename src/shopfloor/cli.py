@@ -142,7 +142,7 @@ def ingest(workers: Annotated[int | None, typer.Option(help="Worker processes [d
         console.print(f"worker ingest-{retire} retired")
         return
     count = workers or s.ingest_workers
-    console.print(f"{count} ingest worker(s) on {s.mqtt_host}:{s.mqtt_port} → PostgreSQL schema "
+    console.print(f"{count} JSON and {count} Sparkplug worker(s) on {s.mqtt_host}:{s.mqtt_port} → PostgreSQL schema "
                   f"{s.database_schema}; Ctrl-C stops")
     raise typer.Exit(run_ingest(s, count))
 

@@ -18,13 +18,20 @@ from pathlib import Path
 from shopfloor.bootstrap import Platform, write_secret_file
 from shopfloor.config import Settings
 from shopfloor.connectors.mosquitto import BrokerOptions, LogWatch, MosquittoManager, ServiceUser
+from shopfloor.connectors.mosquitto.config import INGEST_READ, INGEST_WRITE, SPARKPLUG_READ, SPARKPLUG_WRITE
 from shopfloor.connectors.mqtt.worker_main import WorkerSettings, retire_worker, run_worker, run_workers
+from shopfloor.connectors.sparkplug.commands import SparkplugCommander
+from shopfloor.connectors.sparkplug.host import SparkplugHost
+from shopfloor.connectors.sparkplug.publisher import MqttPublisher
+from shopfloor.connectors.sparkplug.worker import HostParts, SparkplugWorkerSettings, run_sparkplug_worker
 from shopfloor.domain.errors import InvalidInput
 from shopfloor.domain.payloads import Limits
 from shopfloor.ports.ingest import MessageSink
 from shopfloor.services.cache import RegistryCache
 from shopfloor.services.clock import SystemClock
 from shopfloor.services.ingest import IngestService
+from shopfloor.services.sparkplug import SparkplugCommandService
+from shopfloor.services.sparkplug_directory import SparkplugDirectoryService
 from shopfloor.services.stats import IngestStats
 from shopfloor.storage.postgres.database import PgDatabase
 from shopfloor.storage.postgres.historian import PostgresHistorian
@@ -51,7 +58,8 @@ def service_password(settings: Settings) -> str:
 
 def make_manager(platform: Platform) -> MosquittoManager:
     s = platform.settings
-    svc = ServiceUser.from_password(s.mqtt_service_user, service_password(s))
+    svc = ServiceUser.from_password(s.mqtt_service_user, service_password(s),
+                                    read=INGEST_READ + SPARKPLUG_READ, write=INGEST_WRITE + SPARKPLUG_WRITE)
     return MosquittoManager.for_registry(
         platform.repo, mosquitto_dir(s), service_users=[svc],
         options=BrokerOptions(port=s.mqtt_port, host=s.mqtt_host), binary=s.mosquitto_binary,
@@ -75,9 +83,17 @@ async def mosquitto_running(platform: Platform) -> AsyncIterator[MosquittoManage
     else:
         platform.broker_connected = lambda: manager.pid is not None
     platform.broker_rejects = lambda: logs.rejects().by_kind
+    publisher = MqttPublisher(s.mqtt_host, s.mqtt_port, s.mqtt_service_user, service_password(s),
+                              client_id="shopfloor-api-commands")
+    await publisher.start()
+    platform.sparkplug_commands = SparkplugCommandService(platform.plant.sparkplug, platform.ingest,
+                                                          SparkplugCommander(publisher), platform.clock.now_us)
     try:
         yield manager
     finally:
+        platform.sparkplug_commands = None
+        with contextlib.suppress(Exception):
+            await publisher.stop()
         for t in tasks:
             t.cancel()
         for t in tasks:
@@ -116,6 +132,51 @@ async def ingest_sink(settings: Settings) -> AsyncIterator[MessageSink]:
         db.close()
 
 
+def sparkplug_settings(settings: Settings) -> SparkplugWorkerSettings:
+    return SparkplugWorkerSettings(host=settings.mqtt_host, port=settings.mqtt_port,
+                                   username=settings.mqtt_service_user, password=service_password(settings))
+
+
+@contextlib.asynccontextmanager
+async def sparkplug_host(settings: Settings, host_id: str) -> AsyncIterator[HostParts]:
+    """One Sparkplug worker's host application over PostgreSQL (its groups come from the registry)."""
+    db = PgDatabase(settings.database_url, settings.database_schema, max_size=4, timeout=5.0)
+    try:
+        repo = PostgresRegistry(db)
+        clock = SystemClock()
+        historian = PostgresHistorian(db, rollup_staleness_us=settings.staleness_s * 1_000_000, clock=clock)
+        limits = _limits(settings)
+        cache = RegistryCache(repo, clock)
+        service = IngestService(historian, cache, clock, IngestStats(clock), limits)
+        directory = SparkplugDirectoryService(repo, cache, clock)
+        host = SparkplugHost(directory, service, host_id=host_id, limits=limits)
+        try:
+            yield HostParts(host, directory.groups)
+        finally:
+            await host.drain()
+            await service.drain()
+            service.close()
+            historian.close()
+    finally:
+        db.close()
+
+
+def any_worker(settings: Settings, workers: int, index: int) -> None:
+    """Processes 0..workers-1 ingest JSON on the shared subscription; the next ``workers`` own
+    Sparkplug groups (a stable hash of the group id picks the owner)."""
+    if index < workers:
+        ingest_worker(settings, index)
+    else:
+        run_sparkplug_worker(index - workers, workers, sparkplug_settings(settings),
+                             functools.partial(sparkplug_host, settings))
+
+
+def _limits(settings: Settings) -> Limits:
+    return Limits(future_skew_us=settings.future_skew_s * 1_000_000,
+                  max_age_us=settings.raw_retention_days * 86_400 * 1_000_000,
+                  max_payload_bytes=settings.max_payload_bytes)
+
+
 def _check(settings: Settings) -> None:
     if settings.store != "postgres":
         raise InvalidInput("ingest workers need the PostgreSQL store (store = \"postgres\"): DuckDB allows "
@@ -130,8 +191,8 @@ def ingest_worker(settings: Settings, index: int) -> None:
 def run_ingest(settings: Settings, workers: int) -> int:
     """Run ``workers`` supervised worker processes until SIGINT/SIGTERM; return the exit code."""
     _check(settings)
-    target: Callable[[int], object] = functools.partial(ingest_worker, settings)
-    return run_workers(workers, target)
+    target: Callable[[int], object] = functools.partial(any_worker, settings, workers)
+    return run_workers(2 * workers, target)
 
 
 def retire(settings: Settings, index: int) -> None:
