@@ -116,14 +116,27 @@ def main() -> None:
     args = ap.parse_args()
     rows = asyncio.run(run(args.messages))
     machine = f"{platform.node()} · {platform.machine()} · {os.cpu_count()} cores · Python {platform.python_version()}"
-    lines = ["# Performance", "", f"Measured {datetime.now(UTC):%Y-%m-%d %H:%M} UTC on {machine}.",
+    lines = ["## Ingest, embedded mode", "", f"Measured {datetime.now(UTC):%Y-%m-%d %H:%M} UTC on {machine}.",
              "Run: `.venv/bin/python bench/ingest_embedded.py`. Shared, noisy machines: compare figures "
              "of one run with each other, not across runs.", "", "| what | rate | unit |", "|---|---:|---|"]
     lines += [f"| {what} | {rate:,.0f} | {unit} |" for what, rate, unit in rows]
-    text = "\n".join(lines) + "\n"
-    print(text)
+    section = "\n".join(lines) + "\n"
+    print(section)
     if not args.no_write:
-        (ROOT / "docs" / "PERFORMANCE.md").write_text(text)
+        write_section(ROOT / "docs" / "PERFORMANCE.md", "Ingest, embedded mode", section)
+
+
+def write_section(path: Path, title: str, section: str) -> None:
+    """Replace the ``## title`` section of the file (or append it), leaving the other sections alone."""
+    text = path.read_text() if path.exists() else "# Performance\n"
+    marker = f"\n## {title}\n"
+    if marker in text:
+        head, _, rest = text.partition(marker)
+        nxt = rest.find("\n## ")
+        after = rest[nxt + 1:] if nxt >= 0 else ""
+    else:
+        head, after = text, ""
+    path.write_text(head.rstrip("\n") + "\n\n" + section + ("\n" + after if after else ""))
 
 
 if __name__ == "__main__":
