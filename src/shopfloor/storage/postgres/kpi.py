@@ -3,6 +3,8 @@
 The same plan as the DuckDB source (see ``storage/duckdb/kpi.py`` for the steps: anchors, cells
 per lane, sums joined on hour buckets); what differs here:
 
+* ``OFFSET 0`` keeps a LATERAL read from being pulled up into a join, which with nested loops off
+  would become a scan of the whole table.
 * One transaction on one connection: the requests, windows, calendars and tariffs go in as arrays
   (``unnest``) into temporary tables (``ON COMMIT DROP``), then one statement per kind of sum.
 * Time stays ``timestamptz`` (the column type): durations are intervals, summed exactly and turned
@@ -118,7 +120,8 @@ WITH oev AS (
            CASE WHEN jsonb_typeof(e.data -> 'product') = 'string' THEN e.data->>'product' END AS product
     FROM _k_req q CROSS JOIN LATERAL (
         SELECT * FROM events e WHERE e.tenant_id = %(tenant)s AND e.kind = 'event' AND e.asset_id = q.asset_id
-          AND e.ts >= q.ord_from AND e.ts < q.hi AND e.type IN ('work_order_start', 'work_order_end')) e
+          AND e.ts >= q.ord_from AND e.ts < q.hi AND e.type IN ('work_order_start', 'work_order_end')
+        OFFSET 0) e
     WHERE q.orders
 ), o1 AS (
     SELECT *, row_number() OVER (PARTITION BY r ORDER BY ts, seq, type, d) AS p FROM oev
@@ -234,7 +237,8 @@ WITH credited AS (
     FROM _k_req q CROSS JOIN LATERAL (
         SELECT e.ts, e.data FROM events e
         WHERE e.tenant_id = %(tenant)s AND e.kind = 'count' AND e.asset_id = q.asset_id
-          AND e.ts >= q.lo AND e.ts < q.hi AND e.type = 'delta') e
+          AND e.ts >= q.lo AND e.ts < q.hi AND e.type = 'delta'
+        OFFSET 0) e
     UNION ALL
     SELECT q.r, t.ts, CASE WHEN t.name = 'good' THEN t.c ELSE 0 END, CASE WHEN t.name = 'reject' THEN t.c ELSE 0 END,
            CASE WHEN t.name = 'rework' THEN t.c ELSE 0 END
@@ -296,7 +300,8 @@ FROM _k_win w JOIN (
     SELECT q.r, s.first, s.last FROM _k_req q CROSS JOIN LATERAL (
         SELECT min(s.ts) AS first, max(s.ts) AS last FROM samples s
         WHERE s.series_id = q.series_id AND s.ts >= q.en_from AND s.ts <= q.en_to
-          AND s.quality < {BAD} AND s.value IS NOT NULL) s
+          AND s.quality < {BAD} AND s.value IS NOT NULL
+        OFFSET 0) s
     WHERE NOT q.power AND q.series_id IS NOT NULL AND s.first IS NOT NULL
 ) p ON p.r = w.r
 """
@@ -306,7 +311,8 @@ WITH ce AS (
     SELECT q.r, q.lo, e.ts, e.seq, e.type, e.data::text AS d, coalesce(e.data->>'operator', '') AS op
     FROM _k_req q CROSS JOIN LATERAL (
         SELECT * FROM events e WHERE e.tenant_id = %(tenant)s AND e.kind = 'event' AND e.asset_id = q.asset_id
-          AND e.ts < q.hi AND e.type IN ('clock_in', 'clock_out')) e
+          AND e.ts < q.hi AND e.type IN ('clock_in', 'clock_out')
+        OFFSET 0) e
 ), rel AS (
     SELECT * FROM ce WHERE ts >= lo
     UNION ALL
