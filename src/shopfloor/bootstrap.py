@@ -145,10 +145,7 @@ class Platform:
         """Created on first use, inside the running event loop."""
         if self._ingest is None:
             s = self.settings
-            limits = Limits(future_skew_us=s.future_skew_s * 1_000_000,
-                            max_age_us=s.raw_retention_days * 86_400 * 1_000_000,
-                            max_payload_bytes=s.max_payload_bytes)
-            self._ingest = IngestService(self.historian, self.cache, self.clock, self.stats, limits)
+            self._ingest = IngestService(self.historian, self.cache, self.clock, self.stats, limits_from(s))
         return self._ingest
 
     def api_services(self) -> ApiServices:
@@ -187,6 +184,13 @@ class Platform:
         if self.health is not None:
             self.health.close()
         self.stores.close()
+
+
+def limits_from(settings: Settings) -> Limits:
+    """What ingest accepts, from the settings (one place for every process that ingests)."""
+    return Limits(future_skew_us=settings.future_skew_s * 1_000_000,
+                  max_age_us=settings.raw_retention_days * 86_400 * 1_000_000,
+                  max_payload_bytes=settings.max_payload_bytes)
 
 
 def build_platform(settings: Settings) -> Platform:

@@ -13,9 +13,10 @@ import functools
 import logging
 import secrets
 from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
 from pathlib import Path
 
-from shopfloor.bootstrap import Platform, write_secret_file
+from shopfloor.bootstrap import Platform, limits_from, write_secret_file
 from shopfloor.config import Settings
 from shopfloor.connectors.mosquitto import BrokerOptions, LogWatch, MosquittoManager, ServiceUser
 from shopfloor.connectors.mosquitto.config import INGEST_READ, INGEST_WRITE, SPARKPLUG_READ, SPARKPLUG_WRITE
@@ -25,7 +26,6 @@ from shopfloor.connectors.sparkplug.host import SparkplugHost
 from shopfloor.connectors.sparkplug.publisher import MqttPublisher
 from shopfloor.connectors.sparkplug.worker import HostParts, SparkplugWorkerSettings, run_sparkplug_worker
 from shopfloor.domain.errors import InvalidInput
-from shopfloor.domain.payloads import Limits
 from shopfloor.ports.ingest import MessageSink
 from shopfloor.services.cache import RegistryCache
 from shopfloor.services.clock import SystemClock
@@ -110,26 +110,39 @@ def worker_settings(settings: Settings) -> WorkerSettings:
                           password=service_password(settings))
 
 
+@dataclass
+class _PgIngest:
+    repo: PostgresRegistry
+    cache: RegistryCache
+    clock: SystemClock
+    service: IngestService
+
+
 @contextlib.asynccontextmanager
-async def ingest_sink(settings: Settings) -> AsyncIterator[MessageSink]:
-    """One worker process's path to PostgreSQL: registry, historian and the ingest service."""
+async def _pg_ingest(settings: Settings) -> AsyncIterator[_PgIngest]:
+    """A worker process's path to PostgreSQL: registry, historian and the ingest service, closed in order."""
     db = PgDatabase(settings.database_url, settings.database_schema, max_size=4, timeout=5.0)
     try:
         repo = PostgresRegistry(db)
         clock = SystemClock()
         historian = PostgresHistorian(db, rollup_staleness_us=settings.staleness_s * 1_000_000, clock=clock)
-        limits = Limits(future_skew_us=settings.future_skew_s * 1_000_000,
-                        max_age_us=settings.raw_retention_days * 86_400 * 1_000_000,
-                        max_payload_bytes=settings.max_payload_bytes)
-        service = IngestService(historian, RegistryCache(repo, clock), clock, IngestStats(clock), limits)
+        cache = RegistryCache(repo, clock)
+        service = IngestService(historian, cache, clock, IngestStats(clock), limits_from(settings))
         try:
-            yield service
+            yield _PgIngest(repo, cache, clock, service)
         finally:
             await service.drain()
             service.close()
             historian.close()
     finally:
         db.close()
+
+
+@contextlib.asynccontextmanager
+async def ingest_sink(settings: Settings) -> AsyncIterator[MessageSink]:
+    """One JSON worker's sink."""
+    async with _pg_ingest(settings) as stack:
+        yield stack.service
 
 
 def sparkplug_settings(settings: Settings) -> SparkplugWorkerSettings:
@@ -140,25 +153,13 @@ def sparkplug_settings(settings: Settings) -> SparkplugWorkerSettings:
 @contextlib.asynccontextmanager
 async def sparkplug_host(settings: Settings, host_id: str) -> AsyncIterator[HostParts]:
     """One Sparkplug worker's host application over PostgreSQL (its groups come from the registry)."""
-    db = PgDatabase(settings.database_url, settings.database_schema, max_size=4, timeout=5.0)
-    try:
-        repo = PostgresRegistry(db)
-        clock = SystemClock()
-        historian = PostgresHistorian(db, rollup_staleness_us=settings.staleness_s * 1_000_000, clock=clock)
-        limits = _limits(settings)
-        cache = RegistryCache(repo, clock)
-        service = IngestService(historian, cache, clock, IngestStats(clock), limits)
-        directory = SparkplugDirectoryService(repo, cache, clock)
-        host = SparkplugHost(directory, service, host_id=host_id, limits=limits)
+    async with _pg_ingest(settings) as stack:
+        directory = SparkplugDirectoryService(stack.repo, stack.cache, stack.clock)
+        host = SparkplugHost(directory, stack.service, host_id=host_id, limits=stack.service.decoder.limits)
         try:
             yield HostParts(host, directory.groups)
         finally:
             await host.drain()
-            await service.drain()
-            service.close()
-            historian.close()
-    finally:
-        db.close()
 
 
 def any_worker(settings: Settings, workers: int, index: int) -> None:
@@ -169,12 +170,6 @@ def any_worker(settings: Settings, workers: int, index: int) -> None:
     else:
         run_sparkplug_worker(index - workers, workers, sparkplug_settings(settings),
                              functools.partial(sparkplug_host, settings))
-
-
-def _limits(settings: Settings) -> Limits:
-    return Limits(future_skew_us=settings.future_skew_s * 1_000_000,
-                  max_age_us=settings.raw_retention_days * 86_400 * 1_000_000,
-                  max_payload_bytes=settings.max_payload_bytes)
 
 
 def _check(settings: Settings) -> None:
