@@ -121,6 +121,18 @@ class AggRow:
 
 
 @dataclass(frozen=True, slots=True)
+class StoredSample:
+    """A committed sample with the ingest sequence number of the commit that stored it."""
+
+    seq: int
+    series_id: int
+    ts_us: int
+    value: float | None
+    text: str | None
+    quality: int
+
+
+@dataclass(frozen=True, slots=True)
 class StoredEvent:
     seq: int
     tenant_id: int
