@@ -72,7 +72,8 @@ def alarm_where(tenant_id: int | None, q: AlarmQuery) -> tuple[list[str], list[A
 
 
 def journal_where(tenant_id: int, q: JournalQuery) -> tuple[list[str], list[Any]]:
-    where, params = ["tenant_id = ?"], [tenant_id]
+    where: list[str] = ["tenant_id = ?"]
+    params: list[Any] = [tenant_id]
     for column, value in (("rule_id", q.rule_id), ("asset_id", q.asset_id)):
         if value is not None:
             where.append(f"{column} = ?")
