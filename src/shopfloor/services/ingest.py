@@ -36,6 +36,7 @@ class _Pending:
     device: str
     messages: int
     raw: RawMessage | None = None
+    live: bool = True
 
 
 class IngestService:
@@ -52,6 +53,19 @@ class IngestService:
         self.last_seq = store.last_seq()
         self.last_commit_us: int | None = None
         self._in_flight = 0
+        self._listeners: list[Callable[[int, bool], None]] = []
+
+    def on_commit(self, listener: Callable[[int, bool], None]) -> None:
+        """Call ``listener(seq, live)`` on the event loop after each commit (rules and alarms follow
+        ingest this way). A commit holds only live data or only back-filled history (``live`` False)."""
+        self._listeners.append(listener)
+
+    def _committed(self, seq: int, live: bool) -> None:
+        for listener in self._listeners:
+            try:
+                listener(seq, live)
+            except Exception:
+                log.exception("a commit listener failed")
 
     # -- decoding (pure but for registry look-ups) ---------------------------------------------
     def decode(self, msg: RawMessage) -> tuple[IngestBatch, int | None]:
@@ -139,7 +153,8 @@ class IngestService:
                  messages: int, raw: RawMessage | None = None) -> asyncio.Future[int]:
         loop = asyncio.get_running_loop()
         fut: asyncio.Future[int] = loop.create_future()
-        self._pending.append(_Pending(batch, fut, tenant_id, device, messages, raw))
+        self._pending.append(_Pending(batch, fut, tenant_id, device, messages, raw,
+                                      raw.live if raw is not None else True))
         if self._flusher is None or self._flusher.done():
             self._flusher = loop.create_task(self._flush_loop())
         return fut
@@ -148,7 +163,10 @@ class IngestService:
         loop = asyncio.get_running_loop()
         while self._pending:
             take, points = 0, 0
+            live = self._pending[0].live
             for p in self._pending:
+                if p.live is not live:  # live data and back-filled history never share a commit
+                    break
                 take += 1
                 points += len(p.batch)
                 if points >= MAX_BATCH_POINTS:
@@ -179,6 +197,7 @@ class IngestService:
             self.last_seq = seq
             self.last_commit_us = self._clock.now_us()
             self.stats.commit_done(True)
+            self._committed(seq, live)
             for p in group:
                 self.stats.record(p.tenant_id, p.device, p.messages,
                                   len(p.batch.samples) + len(p.batch.events),
@@ -220,6 +239,7 @@ class IngestService:
         self.last_seq = max(self.last_seq, seq)
         self.last_commit_us = self._clock.now_us()
         self.stats.commit_done(True)
+        self._committed(seq, p.live)
         self.stats.record(p.tenant_id, p.device, p.messages, len(batch.samples) + len(batch.events),
                           [(d.device, d.reason.value) for d in batch.dead_letters])
         if not p.future.done():
