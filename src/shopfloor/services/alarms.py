@@ -1,0 +1,264 @@
+"""Rules and alarms on the ingest stream: the one place that runs the rule engines.
+
+The service follows the historian in ingest-sequence order (``samples_since``/``events_since``).
+Ingest tells it after each commit (``notify(seq, live)``) so it wakes at once; in server mode it
+also polls, since other processes commit too. For each stretch of commits it runs every tenant's
+``RuleEngine`` and then stores, in ONE transaction, the alarms and journal entries that came out,
+the webhook deliveries they cause, and the engines' state with the last sequence processed. After a
+crash or restart it resumes from that checkpoint and replays what it had not finished: no alarm
+missed (the data is in the store), none raised twice (the work that was lost was never stored).
+
+What is live: commits made after this process started that ingest did not mark as back-filled.
+Replay after a restart and back-filled history are evaluated and journalled with ``live=False`` and
+notify nobody; the engine also treats transitions dated well before its clock as history. In
+embedded mode the service reads only commits ingest has reported, so it always knows which were
+back-filled; in server mode (``follow_store``) commits of other processes count as live, and the
+engine's clock guard keeps old data from notifying.
+
+All engine work and every store write runs on one worker thread, in order; operator actions
+(acknowledge, shelve, ...) go through the engine on that thread too.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections import defaultdict
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import Protocol, TypeVar
+
+import msgspec
+
+from shopfloor.domain.alarms.engine import EngineState, Output, RuleEngine
+from shopfloor.domain.alarms.model import Alarm, JournalEntry
+from shopfloor.domain.query import StoredEvent, StoredSample
+from shopfloor.domain.records import EventRecord, IngestBatch
+from shopfloor.ports.alarms import AlarmStore, Checkpoint, Subscription
+from shopfloor.ports.clock import Clock
+from shopfloor.ports.registry import RegistryRepository
+from shopfloor.services.alarm_catalog import Catalog
+from shopfloor.services.alarm_monitor import SystemMonitor
+from shopfloor.services.alarm_notify import AlarmHub, Notice, deliveries_for, notifies
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+_states = msgspec.msgpack.Decoder(dict[int, EngineState])
+_ONE_COMMIT_MAX = 50_000_000
+
+
+class ChangeSource(Protocol):
+    """The historian reads the service needs."""
+
+    def last_seq(self) -> int: ...
+    def samples_since(self, seq: int, limit: int, upto: int | None = None) -> list[StoredSample]: ...
+    def events_since(self, seq: int, limit: int, upto: int | None = None) -> list[StoredEvent]: ...
+
+
+class AlarmService:
+    def __init__(self, store: AlarmStore, changes: ChangeSource, registry: RegistryRepository, clock: Clock,
+                 hub: AlarmHub | None = None, *, follow_store: bool = False, tick_s: float = 1.0,
+                 read_rows: int = 100_000, link_down: Callable[[], bool] | None = None,
+                 monitor: SystemMonitor | None = None, on_deliveries: Callable[[], None] | None = None) -> None:
+        self.store = store
+        self._changes = changes
+        self._clock = clock
+        self.hub = hub or AlarmHub()
+        self.follow_store = follow_store
+        self.tick_s = tick_s
+        self.read_rows = read_rows
+        self._link_down = link_down
+        self.monitor = monitor
+        self.on_deliveries = on_deliveries
+        self.catalog = Catalog(registry, store)
+        self.engines: dict[int, RuleEngine] = {}
+        self.seq = 0  # the last ingest sequence processed (and checkpointed)
+        self.start_seq = 0  # commits up to here were made before this process started: replay
+        self._reported = 0  # the last sequence ingest has reported (embedded mode reads up to here)
+        self._historic: set[int] = set()  # reported back-filled commits not yet processed
+        self._subs: dict[int, list[Subscription]] = {}
+        self._worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="shopfloor-rules")
+        self._wake: asyncio.Event | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self.opened = False
+
+    # -- start, follow, stop --------------------------------------------------------------------
+    def open(self) -> None:
+        """Load rules, assets and the checkpoint; build the engines (call before ingest commits)."""
+        self.start_seq = self._reported = self._changes.last_seq()
+        cp = self.store.checkpoint()
+        states = _states.decode(cp.state) if cp is not None and cp.state else {}
+        if cp is None:  # the first start: history before it is not re-evaluated
+            self.seq = self.start_seq
+        else:
+            self.seq = cp.seq
+        self.catalog.load()
+        self._build(states)
+        self._load_subscriptions()
+        if self.monitor is not None:
+            self.monitor.load(self.store)
+        if cp is None:
+            self.store.save([], [], checkpoint=self._checkpoint())
+        self.opened = True
+        log.info("rules: %d tenant engine(s), %d instance(s); resuming after ingest sequence %d (last %d)",
+                 len(self.engines), sum(len(e) for e in self.engines.values()), self.seq, self.start_seq)
+
+    def _build(self, states: dict[int, EngineState]) -> None:
+        engines: dict[int, RuleEngine] = {}
+        for tid, cat in self.catalog.tenants.items():
+            eng = self.engines.get(tid)
+            if eng is not None:
+                eng.configure(cat.rules, cat.assets, cat.series)
+            else:
+                eng = RuleEngine(tid, cat.rules, cat.assets, cat.series, state=states.get(tid))
+            engines[tid] = eng
+        self.engines = engines
+
+    def _load_subscriptions(self) -> None:
+        subs: dict[int, list[Subscription]] = defaultdict(list)
+        for s in self.store.subscriptions():
+            subs[s.tenant_id].append(s)
+        self._subs = dict(subs)
+
+    def notify(self, seq: int, live: bool) -> None:
+        """Ingest committed ``seq`` (call on the event loop)."""
+        if not live:
+            self._historic.add(seq)
+        self._reported = max(self._reported, seq)
+        if self._wake is not None:
+            self._wake.set()
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Follow ingest and the clock until ``stop``; catch up on what was committed first."""
+        self._loop = asyncio.get_running_loop()
+        self.hub.bind(self._loop)
+        self._wake = asyncio.Event()
+        self._wake.set()
+        next_tick = 0.0
+        while not stop.is_set():
+            self._wake.clear()
+            try:
+                while await self.call(self.catch_up) > 0:
+                    pass
+                if self._loop.time() >= next_tick:
+                    next_tick = self._loop.time() + self.tick_s
+                    await self.call(self.tick)
+            except Exception:
+                log.exception("rule evaluation failed; retrying")
+                await asyncio.sleep(min(self.tick_s, 1.0))
+            wait = max(0.0, next_tick - self._loop.time())
+            if self.follow_store:
+                wait = min(wait, 0.2)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), wait)
+        with contextlib.suppress(Exception):
+            await self.call(self.catch_up)
+
+    async def call(self, fn: Callable[..., T], *args: object) -> T:
+        """Run ``fn`` on the rules thread (after everything queued before it)."""
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._worker, lambda: fn(*args))
+
+    def close(self) -> None:
+        self.hub.close()
+        self._worker.shutdown(wait=True)
+
+    # -- evaluation (rules thread) ----------------------------------------------------------------
+    def catch_up(self) -> int:
+        """Evaluate one stretch of commits after ``seq``; return how many rows it read (0: none)."""
+        upto = self._changes.last_seq() if self.follow_store else self._reported
+        if upto <= self.seq:
+            return 0
+        samples, events, bound = self._read(self.seq, upto)
+        if bound <= self.seq:
+            return 0
+        if any(not self.catalog.knows(s.series_id) for s in samples) or any(
+                e.tenant_id not in self.engines for e in events):
+            self.catalog.load()  # a new machine, measurement or tenant
+            self._build({})
+        by_seq: dict[int, dict[int, IngestBatch]] = defaultdict(dict)
+        for e in events:
+            by_seq[e.seq].setdefault(e.tenant_id, IngestBatch()).events.append(
+                EventRecord(e.tenant_id, e.asset_id, e.ts_us, e.kind, e.type, e.data))
+        for s in samples:
+            tid = self.catalog.tenant_of(s.series_id)
+            if tid is not None:
+                by_seq[s.seq].setdefault(tid, IngestBatch()).samples.add(s.series_id, s.ts_us, s.value, s.text,
+                                                                          s.quality)
+        outs: list[Output] = []
+        for seq in sorted(by_seq):
+            live = seq > self.start_seq and seq not in self._historic
+            for tid, batch in by_seq[seq].items():
+                eng = self.engines.get(tid)
+                if eng is not None:
+                    outs.append(eng.on_ingest(batch, live=live))
+        self._historic = {s for s in self._historic if s > bound}
+        self.seq = bound
+        self._persist(outs)
+        return len(samples) + len(events)
+
+    def _read(self, after: int, upto: int) -> tuple[list[StoredSample], list[StoredEvent], int]:
+        """Whole commits after ``after`` (up to ``upto``), about ``read_rows`` rows at most."""
+        n = self.read_rows
+        samples = self._changes.samples_since(after, n, upto)
+        events = self._changes.events_since(after, n, upto)
+        bound = upto
+        if len(samples) == n:
+            bound = min(bound, samples[-1].seq - 1)
+        if len(events) == n:
+            bound = min(bound, events[-1].seq - 1)
+        if bound <= after:  # one commit larger than the page: read it whole
+            bound = min(x[0].seq for x in (samples, events) if x)
+            samples = self._changes.samples_since(after, _ONE_COMMIT_MAX, bound)
+            events = self._changes.events_since(after, _ONE_COMMIT_MAX, bound)
+        return [s for s in samples if s.seq <= bound], [e for e in events if e.seq <= bound], bound
+
+    def tick(self) -> None:
+        """The clock: delays, silences, durations, shelf ends; the platform's own health."""
+        now = self._clock.now_us()
+        down = self._link_down() if self._link_down is not None else None
+        outs = [eng.on_tick(now, link_down=down) for eng in self.engines.values()]
+        if self.monitor is not None:
+            extra = self.monitor.check(now)
+            if extra.entries:
+                outs.append(extra)
+        if any(o.entries for o in outs):
+            self._persist(outs)
+
+    def _persist(self, outs: list[Output]) -> None:
+        alarms: dict[tuple[int, int, int], Alarm] = {}
+        entries: list[JournalEntry] = []
+        for o in outs:
+            entries.extend(o.entries)
+            for a in o.alarms.values():
+                alarms[(a.tenant_id, a.rule_id, a.asset_id)] = a
+        notices = [Notice(event=e.action.value, entry=e, alarm=alarms[(e.tenant_id, e.rule_id, e.asset_id)])
+                   for e in entries if notifies(e) and (e.tenant_id, e.rule_id, e.asset_id) in alarms]
+        subs = [s for tid in {n.alarm.tenant_id for n in notices} for s in self._subs.get(tid, [])]
+        deliveries = deliveries_for(notices, subs, self._clock.now_us())
+        self.store.save(list(alarms.values()), entries, deliveries, self._checkpoint())
+        self.hub.publish(notices)
+        if deliveries and self.on_deliveries is not None:
+            self.on_deliveries()
+
+    def _checkpoint(self) -> Checkpoint:
+        states = {tid: eng.snapshot() for tid, eng in self.engines.items()}
+        return Checkpoint(seq=self.seq, state=msgspec.msgpack.encode(states), clock_us=self._clock.now_us())
+
+    # -- configuration changes and operator actions (rules thread) -----------------------------------
+    def reload(self) -> None:
+        """Rules, assets or webhooks changed: rebind the engines (they keep the state they can)."""
+        self.catalog.load()
+        self._build({})
+        self._load_subscriptions()
+        self._persist([])
+
+    def apply(self, tenant_id: int, action: Callable[[RuleEngine], Output]) -> None:
+        """Run an operator action on a tenant's engine and store what it did."""
+        eng = self.engines.get(tenant_id)
+        if eng is None:
+            from shopfloor.domain.errors import NotFound
+
+            raise NotFound("this tenant has no rules")
+        self._persist([action(eng)])
