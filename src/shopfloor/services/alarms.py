@@ -33,6 +33,7 @@ import msgspec
 
 from shopfloor.domain.alarms.engine import EngineState, Output, RuleEngine
 from shopfloor.domain.alarms.model import Alarm, JournalEntry
+from shopfloor.domain.errors import NotFound
 from shopfloor.domain.query import StoredEvent, StoredSample
 from shopfloor.domain.records import EventRecord, IngestBatch
 from shopfloor.ports.alarms import AlarmStore, Checkpoint, Subscription
@@ -195,7 +196,7 @@ class AlarmService:
                     outs.append(eng.on_ingest(batch, live=live))
         self._historic = {s for s in self._historic if s > bound}
         self.seq = bound
-        self._persist(outs)
+        self.persist(outs)
         return len(samples) + len(events)
 
     def _read(self, after: int, upto: int) -> tuple[list[StoredSample], list[StoredEvent], int]:
@@ -224,9 +225,9 @@ class AlarmService:
             if extra.entries:
                 outs.append(extra)
         if any(o.entries for o in outs):
-            self._persist(outs)
+            self.persist(outs)
 
-    def _persist(self, outs: list[Output]) -> None:
+    def persist(self, outs: list[Output]) -> None:
         alarms: dict[tuple[int, int, int], Alarm] = {}
         entries: list[JournalEntry] = []
         for o in outs:
@@ -252,13 +253,11 @@ class AlarmService:
         self.catalog.load()
         self._build({})
         self._load_subscriptions()
-        self._persist([])
+        self.persist([])
 
     def apply(self, tenant_id: int, action: Callable[[RuleEngine], Output]) -> None:
         """Run an operator action on a tenant's engine and store what it did."""
         eng = self.engines.get(tenant_id)
         if eng is None:
-            from shopfloor.domain.errors import NotFound
-
             raise NotFound("this tenant has no rules")
-        self._persist([action(eng)])
+        self.persist([action(eng)])
