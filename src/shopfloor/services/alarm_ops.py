@@ -62,7 +62,7 @@ class AlarmOps:
         ctx.require(Role.ENGINEER)
         tid = ctx.require_tenant()
         name, enabled = _identity(obj)
-        rule_from_obj(spec_with(obj, 0, name, enabled))  # refuse a bad rule before storing it
+        rule_from_obj(spec_with(obj, 1, name, enabled))  # refuse a bad rule before storing it (id: any)
         rec = self.store.create_rule(tid, name, spec_without_identity(obj), enabled=enabled, source=source,
                                      now_us=self._now())
         await self.service.call(self.service.reload)
