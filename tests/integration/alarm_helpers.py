@@ -68,8 +68,8 @@ def telemetry(machine: str, values: list[float], start_ms: int | None = None, st
                        int(time.time() * 1_000_000), live=live) for i, v in enumerate(values)]
 
 
-async def wait_for(check: Callable[[], Any], timeout: float = 10.0, what: str = "condition") -> Any:
-    deadline = time.monotonic() + timeout
+async def wait_for(check: Callable[[], Any], within_s: float = 10.0, what: str = "condition") -> Any:
+    deadline = time.monotonic() + within_s
     while True:
         got = check()
         if got:
