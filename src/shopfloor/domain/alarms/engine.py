@@ -117,6 +117,8 @@ class RuleEngine:
             self._watches[key] = w
             if fresh:
                 self._start(w)
+            if w.kind == NO_DATA and inst.born is None:
+                self._unborn.append(w)
             self._by_asset.setdefault(asset.id, []).append(w)
             names = measurements(rule)
             if w.kind == NO_DATA and not names:
@@ -134,7 +136,7 @@ class RuleEngine:
 
     def _start(self, w: Watch) -> None:
         """A new (or edited) instance: the machine may already be in a state that suppresses it or that
-        it times; a silent-device rule counts silence from the first tick it sees."""
+        it times."""
         held = self._machine.get(w.asset.id)
         if held is not None:
             state, since = held
@@ -144,8 +146,6 @@ class RuleEngine:
             if isinstance(w.rule, StateDuration) and state == w.rule.state:
                 w.inst.entered = since
                 w.inst.born = since
-        if w.kind == NO_DATA and w.inst.born is None:
-            self._unborn.append(w)
 
     def snapshot(self) -> EngineState:
         """The state to persist (a copy: later evaluation does not change it)."""
