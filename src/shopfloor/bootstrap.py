@@ -321,6 +321,8 @@ def build_alarms(platform: Platform) -> AlarmService:
         return usage.used / usage.total if usage.total else None
 
     def broker_state() -> bool | None:
+        if platform.broker is None and platform.broker_connected is None:
+            return None  # no broker link in this process (yet)
         return health.broker().connected
 
     def link_down() -> bool:

@@ -194,9 +194,8 @@ class AlarmService:
                 eng = self.engines.get(tid)
                 if eng is not None:
                     outs.append(eng.on_ingest(batch, live=live))
+        self.persist(outs, seq=bound)
         self._historic = {s for s in self._historic if s > bound}
-        self.seq = bound
-        self.persist(outs)
         return len(samples) + len(events)
 
     def _read(self, after: int, upto: int) -> tuple[list[StoredSample], list[StoredEvent], int]:
@@ -227,7 +226,9 @@ class AlarmService:
         if any(o.entries for o in outs):
             self.persist(outs)
 
-    def persist(self, outs: list[Output]) -> None:
+    def persist(self, outs: list[Output], seq: int | None = None) -> None:
+        """Store what ``outs`` changed with the checkpoint (at ``seq`` when given: the commits
+        evaluated), then announce it; ``self.seq`` moves only once it is stored."""
         alarms: dict[tuple[int, int, int], Alarm] = {}
         entries: list[JournalEntry] = []
         for o in outs:
@@ -238,14 +239,16 @@ class AlarmService:
                    for e in entries if notifies(e) and (e.tenant_id, e.rule_id, e.asset_id) in alarms]
         subs = [s for tid in {n.alarm.tenant_id for n in notices} for s in self._subs.get(tid, [])]
         deliveries = deliveries_for(notices, subs, self._clock.now_us())
-        self.store.save(list(alarms.values()), entries, deliveries, self._checkpoint())
+        self.store.save(list(alarms.values()), entries, deliveries, self._checkpoint(seq))
+        if seq is not None:
+            self.seq = seq
         self.hub.publish(notices)
         if deliveries and self.on_deliveries is not None:
             self.on_deliveries()
 
-    def _checkpoint(self) -> Checkpoint:
+    def _checkpoint(self, seq: int | None = None) -> Checkpoint:
         states = {tid: eng.snapshot() for tid, eng in self.engines.items()}
-        return Checkpoint(seq=self.seq, state=msgspec.msgpack.encode(states), clock_us=self._clock.now_us())
+        return Checkpoint(seq=self.seq if seq is None else seq, state=msgspec.msgpack.encode(states), clock_us=self._clock.now_us())
 
     # -- configuration changes and operator actions (rules thread) -----------------------------------
     def reload(self) -> None:
