@@ -4,6 +4,7 @@ not raise it again."""
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
 import subprocess
@@ -28,8 +29,9 @@ async def test_killed_between_commit_and_evaluation(store: str, tmp_path: Path,
     if store == "postgres":
         pg = request.getfixturevalue("pg_schema")
         args += list(pg)
-    proc = subprocess.run([sys.executable, "-m", "tests.integration.alarm_crash_proc", *args], cwd=ROOT,
-                          capture_output=True, text=True, timeout=120, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    proc = await asyncio.to_thread(
+        subprocess.run, [sys.executable, "-m", "tests.integration.alarm_crash_proc", *args], cwd=ROOT,
+        capture_output=True, text=True, timeout=120, env={**os.environ, "PYTHONPATH": str(ROOT)})
     assert proc.returncode == -signal.SIGKILL, proc.stdout + proc.stderr
     assert proc.stdout.startswith("evaluated ") and "still alive" not in proc.stdout
     evaluated = int(proc.stdout.split()[1])
@@ -39,8 +41,9 @@ async def test_killed_between_commit_and_evaluation(store: str, tmp_path: Path,
         p = plant.platform
         try:
             assert p.historian.last_seq() > evaluated  # the hot reading was committed before the kill
+            last = p.historian.last_seq()
             async with run_alarms(p) as service:
-                await wait_for(lambda: service.seq == p.historian.last_seq(), what="replay")
+                await wait_for(lambda: service.seq == last, what="replay")  # noqa: B023 - awaited here
                 ops = p.alarm_ops()
                 assert ops is not None
                 alarms = ops.alarms(plant.ctx)
