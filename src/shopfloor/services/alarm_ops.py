@@ -110,7 +110,8 @@ class AlarmOps:
             raise InvalidInput("flood statistics cover at most 31 days per call")
         entries = self.store.journal(tid, JournalQuery(actions=[Action.ACTIVATE], start_us=start_us, end_us=end_us,
                                                        limit=100_000))
-        area_of = {a.id: AssetRef.of_path(a.id, a.path_str).area for a in self._registry.list_assets(tid)}
+        area_of = {a.id: AssetRef.of_path(a.id, a.path_str).area for a in self._registry.list_assets(tid)
+                   if len(a.path) >= 2}  # a site is in no area
         return flood_stats(entries, area_of, start_us, end_us)
 
     async def act(self, ctx: TenantContext, action: Action, rule_id: int, asset_id: int, *, comment: str = "",
