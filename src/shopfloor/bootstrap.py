@@ -172,7 +172,7 @@ class Platform:
     def alarm_ops(self) -> AlarmOps | None:
         if self.alarms is None or not self.alarms.opened:
             return None
-        return AlarmOps(self.alarms, self.repo, self.clock.now_us)
+        return AlarmOps(self.alarms, self.repo, self.historian, self.clock.now_us)
 
     def _broker_up(self) -> bool:
         if self.broker is not None:

@@ -25,7 +25,9 @@ from shopfloor.domain.errors import InvalidInput, NotFound
 from shopfloor.domain.tenancy import Role, TenantContext
 from shopfloor.ports.alarms import AlarmQuery, Delivery, JournalQuery, RuleRecord, Subscription
 from shopfloor.ports.registry import RegistryRepository
-from shopfloor.services.alarm_catalog import spec_with, spec_without_identity
+from shopfloor.ports.store import Historian
+from shopfloor.services.alarm_backtest import BacktestReport, backtest
+from shopfloor.services.alarm_catalog import Catalog, spec_with, spec_without_identity
 from shopfloor.services.alarm_monitor import SYSTEM_TENANT
 from shopfloor.services.alarms import AlarmService
 
@@ -37,8 +39,10 @@ def rule_json(rec: RuleRecord) -> dict[str, Any]:
 
 
 class AlarmOps:
-    def __init__(self, service: AlarmService, registry: RegistryRepository, now_us: Callable[[], int]) -> None:
+    def __init__(self, service: AlarmService, registry: RegistryRepository, historian: Historian,
+                 now_us: Callable[[], int]) -> None:
         self.service = service
+        self._historian = historian
         self.store = service.store
         self._registry = registry
         self._now = now_us
@@ -83,6 +87,13 @@ class AlarmOps:
         rec = self.rule(ctx, ref)
         self.store.delete_rule(rec.tenant_id, rec.id)
         await self.service.call(self.service.reload)
+
+    def backtest(self, ctx: TenantContext, ref: str | int, start_us: int, end_us: int) -> BacktestReport:
+        """The alarms rule ``ref`` would have raised over [start, end): nothing stored or notified."""
+        rec = self.rule(ctx, ref)
+        catalog = Catalog(self._registry, self.store)
+        catalog.load()
+        return backtest(rec, catalog, self._historian, self._historian, start_us, end_us)
 
     # -- alarms and journal ---------------------------------------------------------------------
     def alarms(self, ctx: TenantContext, query: AlarmQuery | None = None) -> list[Alarm]:

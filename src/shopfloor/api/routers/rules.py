@@ -4,11 +4,14 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Body, status
+import msgspec
+from fastapi import APIRouter, Body, Query, status
 from fastapi.responses import Response
 
 from shopfloor.api.deps import Ctx, Services
+from shopfloor.api.timeparams import parse_param
 from shopfloor.domain.errors import ShopfloorError
+from shopfloor.domain.timeutil import now_us
 from shopfloor.services.alarm_ops import AlarmOps, rule_json
 
 router = APIRouter(tags=["alarms"])
@@ -55,6 +58,20 @@ async def replace_rule(ref: str, body: Annotated[dict[str, Any], Body(examples=[
                        svc: Services) -> dict[str, Any]:
     """Replace a rule (engineer); its alarms stay, and evaluation starts again from them."""
     return rule_json(await ops(svc).update_rule(ctx, ref, body))
+
+
+@router.post("/rules/{ref}/backtest")
+def backtest_rule(ref: str, ctx: Ctx, svc: Services,
+                  from_: Annotated[str, Query(alias="from", description="RFC 3339 or epoch ms")],
+                  to: Annotated[str | None, Query(description="RFC 3339 or epoch ms; default now")] = None,
+                  ) -> dict[str, Any]:
+    """Replay stored history through the rule (enabled for the run) and list the alarms it would
+    have raised, per asset with activation and clear times: to tune it before enabling it. Nothing
+    is stored or notified."""
+    start = parse_param(from_, "from")
+    end = parse_param(to, "to") if to else now_us()
+    out: dict[str, Any] = msgspec.to_builtins(ops(svc).backtest(ctx, ref, start, end))
+    return out
 
 
 @router.delete("/rules/{ref}", status_code=status.HTTP_204_NO_CONTENT)
