@@ -14,8 +14,10 @@ from typing import Any
 
 import httpx
 import pytest
+from typer.testing import CliRunner
 
 from shopfloor.bootstrap import Platform, serve
+from shopfloor.cli import app
 from shopfloor.domain.tenancy import Role
 from shopfloor.services.registry import PLATFORM
 from tests.conftest import free_port
@@ -101,6 +103,31 @@ async def test_alarm_api_stream_backfill_and_roles(tmp_path: Path) -> None:
                                     headers=admin)).json()
             assert [(f["area"], f["alarms"]) for f in flood] == [("plant/hall", 2)]
             assert isinstance((await http.get("/alarms/system", headers=admin)).json(), list)
+
+            # backtest from the CLI (it talks to this server): both hot readings, nothing stored
+            journal_before = len(p.stores.alarms.journal(1))
+            args = ["rules", "backtest", rule["name"], "--from", str(int(time.time() * 1000) - 3_600_000),
+                    "--json", "--url", f"http://127.0.0.1:{settings.http_port}", "--token", plant.admin]
+            result = await asyncio.to_thread(CliRunner().invoke, app, args)
+            assert result.exit_code == 0, result.output
+            report = json.loads(result.output)
+            assert sorted(a["value"] for a in report["alarms"]) == [95.0, 99.0] and report["assets"] == 2
+            assert len(p.stores.alarms.journal(1)) == journal_before
+            result = await asyncio.to_thread(CliRunner().invoke, app, [
+                "alarms", "list", "--json", "--url", f"http://127.0.0.1:{settings.http_port}", "--token", plant.admin])
+            assert result.exit_code == 0 and [a["value"] for a in json.loads(result.output)] == [99.0]
+
+            # rules in the plant file, matched by name; a bad one refuses the whole file
+            yaml_rules = "rules:\n  - {name: press silent, kind: no_data, asset_type: press, silent_s: 600}\n"
+            put = await http.put("/plant", content=yaml_rules, headers={**admin, "Content-Type": "application/yaml"})
+            assert put.status_code == 200 and put.json()["created"] == {"rules": 1}, put.text
+            put = await http.put("/plant", content=yaml_rules, headers={**admin, "Content-Type": "application/yaml"})
+            assert put.json()["unchanged"] == {"rules": 1}
+            bad = "rules:\n  - {name: broken, kind: threshold, asset_type: press}\n"
+            put = await http.put("/plant", content=bad, headers={**admin, "Content-Type": "application/yaml"})
+            assert put.status_code == 422 and put.headers["content-type"] == PROBLEM
+            names = {r["name"]: r["source"] for r in (await http.get("/rules", headers=admin)).json()}
+            assert names == {"press too hot": "api", "press silent": "plant"}
 
             hook = (await http.post("/alarms/webhooks", json={"url": "http://127.0.0.1:9/x"}, headers=admin)).json()
             assert len(hook["secret"]) >= 16

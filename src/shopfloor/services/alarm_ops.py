@@ -72,6 +72,44 @@ class AlarmOps:
         await self.service.call(self.service.reload)
         return rec
 
+    def check_rules(self, ctx: TenantContext, objs: list[dict[str, Any]]) -> None:
+        """Validate the ``rules:`` of a plant file (engineer): each valid, names unique."""
+        ctx.require(Role.ENGINEER)
+        seen: set[str] = set()
+        for obj in objs:
+            if not isinstance(obj, dict):
+                raise InvalidInput("plant file: rules: each rule is a mapping")
+            name, enabled = _identity(obj)
+            if name in seen:
+                raise InvalidInput(f"plant file: rules: {name!r} appears twice")
+            seen.add(name)
+            rule_from_obj(spec_with(obj, 1, name, enabled))
+
+    async def apply_rules(self, ctx: TenantContext, objs: list[dict[str, Any]]) -> dict[str, int]:
+        """Make the tenant's rules contain the plant file's, matched by name (none are deleted);
+        returns counts of created, updated and unchanged."""
+        self.check_rules(ctx, objs)
+        tid = ctx.require_tenant()
+        existing = {r.name: r for r in self.store.rules(tid)}
+        counts: dict[str, int] = {}
+        for obj in objs:
+            name, enabled = _identity(obj)
+            spec = spec_without_identity(obj)
+            old = existing.get(name)
+            if old is None:
+                self.store.create_rule(tid, name, spec, enabled=enabled, source="plant", now_us=self._now())
+                outcome = "created"
+            elif (old.spec, old.enabled, old.source) == (spec, enabled, "plant"):
+                outcome = "unchanged"
+            else:
+                self.store.update_rule(msgspec.structs.replace(old, spec=spec, enabled=enabled, source="plant",
+                                                               updated_us=self._now()))
+                outcome = "updated"
+            counts[outcome] = counts.get(outcome, 0) + 1
+        if counts.keys() - {"unchanged"}:
+            await self.service.call(self.service.reload)
+        return counts
+
     async def update_rule(self, ctx: TenantContext, ref: str | int, obj: dict[str, Any]) -> RuleRecord:
         ctx.require(Role.ENGINEER)
         old = self.rule(ctx, ref)
