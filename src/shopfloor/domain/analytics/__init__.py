@@ -13,13 +13,21 @@ from shopfloor.domain.analytics.detector import (
     quantile_threshold,
     score_and_update,
 )
+from shopfloor.domain.analytics.ensemble import Ensemble
+from shopfloor.domain.analytics.hst import HalfSpaceTrees
+from shopfloor.domain.analytics.pca import PcaT2QDetector
 from shopfloor.domain.analytics.seasonal import SeasonalMedianDetector
+from shopfloor.domain.analytics.windowed import WindowedGaussianDetector
 
 __all__ = [
     "Detector",
+    "Ensemble",
+    "HalfSpaceTrees",
     "Observation",
+    "PcaT2QDetector",
     "SeasonalMedianDetector",
     "State",
+    "WindowedGaussianDetector",
     "detector_from_state",
     "quantile_threshold",
     "score_and_update",

@@ -3,7 +3,9 @@
 For a measurement whose normal level depends on the time of day (a compressor that works harder in
 the afternoon, a line that idles at night), each slot of the period (``period_s``, a day by default,
 cut into ``slot_s`` slots) keeps its last ``window`` values. An observation is compared with its own
-slot: the robust z-score ``|x - median| / (1.4826 · MAD)``. With ``period_s == slot_s`` there is one
+slot: the robust z-score ``|x - median| / (1.4826 · MAD)`` (the scale is kept at least a tenth of
+the slot's standard deviation, so a slot of nearly constant values does not make every change
+infinite). With ``period_s == slot_s`` there is one
 slot and it is a plain rolling median/MAD detector.
 
 Score scale: ``z / (z + 3)``, so 0.5 means three robust standard deviations from the slot's median,
@@ -70,7 +72,9 @@ class SeasonalMedianDetector:
             return None
         med = _median(values)
         mad = _median([abs(v - med) for v in values])
-        return med, max(_MAD_TO_SIGMA * mad, self.min_scale, 1e-6 * abs(med))
+        mean = sum(values) / len(values)
+        std = math.sqrt(sum((v - mean) ** 2 for v in values) / len(values))
+        return med, max(_MAD_TO_SIGMA * mad, 0.1 * std, self.min_scale, 1e-6 * abs(med))
 
     def zscore(self, ts_us: int, x: Observation) -> float:
         """The robust z-score of ``x`` in its slot (0 while learning)."""
