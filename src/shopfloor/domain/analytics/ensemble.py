@@ -82,40 +82,40 @@ class Ensemble:
         self._rankers = [_Ranker(history) for _ in self.members]
         self._combined: deque[float] = deque(maxlen=max(smooth - 1, 1))
         self._recent: deque[float] = deque(maxlen=max(suppress, 1))
-        self._cache: tuple[int, tuple[float, ...], list[float], float, float] | None = None
+        self._cache: tuple[int, tuple[float, ...], list[float], float, float, float] | None = None
 
-    def _evaluate(self, ts_us: int, x: Observation) -> tuple[list[float], float, float]:
-        """(member scores, combined smoothed score before suppression, reported score)."""
+    def _evaluate(self, ts_us: int, x: Observation) -> tuple[list[float], float, float, float]:
+        """(member scores, combined, combined and smoothed, reported score)."""
         key = (float(x),) if isinstance(x, int | float) else tuple(float(v) for v in x)
         if self._cache is not None and self._cache[0] == ts_us and self._cache[1] == key:
-            return self._cache[2], self._cache[3], self._cache[4]
+            return self._cache[2], self._cache[3], self._cache[4], self._cache[5]
         raw = [m.score(ts_us, x) for m in self.members]
         if self.calibrate:
             parts = [r.rank(s) if len(r.fifo) >= self.min_history else 0.0
                      for r, s in zip(self._rankers, raw, strict=True)]
         else:
             parts = raw
-        value = max(parts) if self.combine == "max" else sum(parts) / len(parts)
+        combined = max(parts) if self.combine == "max" else sum(parts) / len(parts)
+        value = combined
         if self.smooth > 1:
-            recent = list(self._combined)[-(self.smooth - 1):]
-            value = (sum(recent) + value) / (len(recent) + 1)
+            value = (sum(self._combined) + combined) / (len(self._combined) + 1)
         reported = value
         if self.suppress and self._recent and max(self._recent) >= value:
             reported = 0.0
-        self._cache = (ts_us, key, raw, value, reported)
-        return raw, value, reported
+        self._cache = (ts_us, key, raw, combined, value, reported)
+        return raw, combined, value, reported
 
     def score(self, ts_us: int, x: Observation) -> float:
-        return self._evaluate(ts_us, x)[2]
+        return self._evaluate(ts_us, x)[3]
 
     def update(self, ts_us: int, x: Observation) -> None:
-        raw, value, _ = self._evaluate(ts_us, x)
+        raw, combined, value, _ = self._evaluate(ts_us, x)
         for member, ranker, s in zip(self.members, self._rankers, raw, strict=True):
             if math.isfinite(s):
                 ranker.add(s)
             member.update(ts_us, x)
         if self.smooth > 1:
-            self._combined.append(value)
+            self._combined.append(combined)
         if self.suppress:
             self._recent.append(value)
         self._cache = None
