@@ -24,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections import defaultdict
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -80,6 +81,8 @@ class AlarmService:
         self._historic: set[int] = set()  # reported back-filled commits not yet processed
         self._subs: dict[int, list[Subscription]] = {}
         self._worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="shopfloor-rules")
+        self.checkpoint_every_s = 2.0
+        self._saved_at = 0.0
         self._wake: asyncio.Event | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self.opened = False
@@ -155,6 +158,12 @@ class AlarmService:
                 await asyncio.wait_for(self._wake.wait(), wait)
         with contextlib.suppress(Exception):
             await self.call(self.catch_up)
+            await self.call(self.save_checkpoint)
+
+    def save_checkpoint(self) -> None:
+        """Store the engines' state at the last sequence evaluated (a clean stop)."""
+        self.store.save([], [], checkpoint=self._checkpoint())
+        self._saved_at = time.monotonic()
 
     async def call(self, fn: Callable[..., T], *args: object) -> T:
         """Run ``fn`` on the rules thread (after everything queued before it)."""
@@ -228,7 +237,8 @@ class AlarmService:
 
     def persist(self, outs: list[Output], seq: int | None = None) -> None:
         """Store what ``outs`` changed with the checkpoint (at ``seq`` when given: the commits
-        evaluated), then announce it; ``self.seq`` moves only once it is stored."""
+        evaluated), then announce it. Commits that changed nothing are checkpointed at most every
+        ``checkpoint_every_s``: after a crash they are evaluated again, to the same nothing."""
         alarms: dict[tuple[int, int, int], Alarm] = {}
         entries: list[JournalEntry] = []
         for o in outs:
@@ -239,7 +249,13 @@ class AlarmService:
                    for e in entries if notifies(e) and (e.tenant_id, e.rule_id, e.asset_id) in alarms]
         subs = [s for tid in {n.alarm.tenant_id for n in notices} for s in self._subs.get(tid, [])]
         deliveries = deliveries_for(notices, subs, self._clock.now_us())
+        now = time.monotonic()
+        if not alarms and not entries and seq is not None and now - self._saved_at < self.checkpoint_every_s:
+            # nothing came out: the checkpoint may lag (replaying those commits gives nothing either)
+            self.seq = seq
+            return
         self.store.save(list(alarms.values()), entries, deliveries, self._checkpoint(seq))
+        self._saved_at = now
         if seq is not None:
             self.seq = seq
         self.hub.publish(notices)

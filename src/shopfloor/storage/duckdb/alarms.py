@@ -153,21 +153,34 @@ class DuckDBAlarmStore:
     def save(self, alarms: Sequence[Alarm], entries: Sequence[JournalEntry],
              deliveries: Sequence[NewDelivery] = (), checkpoint: Checkpoint | None = None) -> None:
         def work(cur: duckdb.DuckDBPyConnection) -> None:
+            # whole lists per statement: DuckDB's executemany costs milliseconds per row
             if alarms:
-                keys = [[a.tenant_id, a.rule_id, a.asset_id] for a in alarms]
-                cur.executemany("DELETE FROM alarms WHERE tenant_id = ? AND rule_id = ? AND asset_id = ?", keys)
-                cur.executemany("INSERT INTO alarms VALUES (?, ?, ?, ?, ?, ?, ?, ?)", [alarm_row(a) for a in alarms])
+                rows = [alarm_row(a) for a in alarms]
+                cols = list(zip(*rows, strict=True))
+                cur.execute("DELETE FROM alarms USING (SELECT unnest(?::INTEGER[]) AS t, unnest(?::BIGINT[]) AS r,"
+                            " unnest(?::INTEGER[]) AS a) k WHERE alarms.tenant_id = k.t AND alarms.rule_id = k.r"
+                            " AND alarms.asset_id = k.a", [list(c) for c in cols[:3]])
+                cur.execute("INSERT INTO alarms SELECT unnest(?::INTEGER[]), unnest(?::BIGINT[]), unnest(?::INTEGER[]),"
+                            " unnest(?::VARCHAR[]), unnest(?::VARCHAR[]), unnest(?::BOOLEAN[]), unnest(?::BIGINT[]),"
+                            " unnest(?::VARCHAR[])::JSON", [list(c) for c in cols])
             if entries:
-                cur.executemany("INSERT INTO alarm_journal VALUES (nextval('alarm_journal_ids'), ?, ?, ?, ?, ?, ?, ?, ?)",
-                                [entry_row(e) for e in entries])
+                cols = list(zip(*[entry_row(e) for e in entries], strict=True))
+                cur.execute("INSERT INTO alarm_journal SELECT nextval('alarm_journal_ids'), t, r, a, ts, act, u, l, d::JSON"
+                            " FROM (SELECT unnest(range(?)) AS i, unnest(?::INTEGER[]) AS t, unnest(?::BIGINT[]) AS r,"
+                            " unnest(?::INTEGER[]) AS a, unnest(?::BIGINT[]) AS ts, unnest(?::VARCHAR[]) AS act,"
+                            " unnest(?::VARCHAR[]) AS u, unnest(?::BOOLEAN[]) AS l, unnest(?::VARCHAR[]) AS d) ORDER BY i",
+                            [len(entries), *[list(c) for c in cols]])
             if deliveries:
-                cur.executemany("INSERT INTO alarm_deliveries VALUES (nextval('alarm_delivery_ids'), ?, ?, ?, 0, ?, '',"
-                                " ?, false)",
-                                [[d.subscription_id, d.tenant_id, d.body, d.due_us, d.due_us] for d in deliveries])
+                cur.execute("INSERT INTO alarm_deliveries SELECT nextval('alarm_delivery_ids'), s, t, b, 0, d, '', d, false"
+                            " FROM (SELECT unnest(range(?)) AS i, unnest(?::BIGINT[]) AS s, unnest(?::INTEGER[]) AS t,"
+                            " unnest(?::VARCHAR[]) AS b, unnest(?::BIGINT[]) AS d) ORDER BY i",
+                            [len(deliveries), [d.subscription_id for d in deliveries], [d.tenant_id for d in deliveries],
+                             [d.body for d in deliveries], [d.due_us for d in deliveries]])
             if checkpoint is not None:
-                cur.execute("DELETE FROM alarm_checkpoint")
-                cur.execute("INSERT INTO alarm_checkpoint VALUES (?, ?, ?)",
-                            [checkpoint.seq, checkpoint.state, checkpoint.clock_us])
+                row = [checkpoint.seq, checkpoint.state, checkpoint.clock_us]
+                if not cur.execute("UPDATE alarm_checkpoint SET seq = ?, state = ?, clock_us = ? RETURNING seq",
+                                   row).fetchall():
+                    cur.execute("INSERT INTO alarm_checkpoint VALUES (?, ?, ?)", row)
         self._write(work)
 
     def checkpoint(self) -> Checkpoint | None:
