@@ -393,6 +393,8 @@ async def serve(platform: Platform, stop: asyncio.Event, started: Callable[[Plat
                 await asyncio.wait({retention}, timeout=60)
             retention.cancel()
         finally:
+            if platform.alarms is not None:
+                platform.alarms.hub.close()  # end the live streams, or uvicorn waits for them
             server.should_exit = True
             with contextlib.suppress(Exception):
                 await server_task

@@ -137,6 +137,21 @@ async def test_alarm_api_stream_backfill_and_roles(tmp_path: Path) -> None:
             assert (await http.delete(f"/alarms/webhooks/{hook['id']}", headers=admin)).status_code == 204
             assert (await http.delete(f"/rules/{rule['id']}", headers=admin)).status_code == 204
             assert (await http.get("/alarms", headers=admin)).json() == []
+
+        # a stream still open when the server stops ends, and does not hold the shutdown
+        listener = httpx.AsyncClient(base_url=base, timeout=60)
+        opened = asyncio.Event()
+
+        async def listen() -> None:
+            async with listener.stream("GET", "/alarms/stream", headers=admin) as resp:
+                async for _ in resp.aiter_lines():
+                    opened.set()
+        reader = asyncio.create_task(listen())
+        await asyncio.wait_for(opened.wait(), 10)
+        stop.set()
+        await asyncio.wait_for(server, 30)
+        await asyncio.wait_for(reader, 10)
+        await listener.aclose()
     finally:
         stop.set()
         await asyncio.wait_for(server, 30)
