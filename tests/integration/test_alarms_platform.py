@@ -13,9 +13,18 @@ import pytest
 
 from shopfloor.bootstrap import run_alarms
 from shopfloor.domain.alarms.model import Action, AlarmState
+from shopfloor.domain.plant import plant_from_obj
 from shopfloor.ports.alarms import JournalQuery
 from shopfloor.services.alarm_notify import SIGNATURE_HEADER, TIMESTAMP_HEADER
-from tests.integration.alarm_helpers import HOT_RULE, make_plant, settings_for, telemetry, wait_for, webhook_receiver
+from tests.integration.alarm_helpers import (
+    HOT_RULE,
+    PLANT,
+    make_plant,
+    settings_for,
+    telemetry,
+    wait_for,
+    webhook_receiver,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -147,5 +156,29 @@ async def test_restart_resumes_from_the_checkpoint(store: str, pg: tuple[str, st
                 (Action.ACTIVATE, entries[0].asset_id, True), (Action.ACTIVATE, entries[1].asset_id, False)]
             assert entries[0].asset_id != entries[1].asset_id
             assert all(a.activations == 1 for a in ops.alarms(plant.ctx))
+    finally:
+        p.close()
+
+
+async def test_a_template_reaches_a_machine_added_while_running(store: str, pg: tuple[str, str] | None,
+                                                                tmp_path: Path) -> None:
+    plant = make_plant(settings_for(store, tmp_path, pg, alarm_tick_s=0.2))
+    p = plant.platform
+    try:
+        async with run_alarms(p) as service:
+            ops = p.alarm_ops()
+            assert ops is not None
+            rule = await ops.create_rule(plant.ctx, dict(HOT_RULE))
+            bigger = json.loads(json.dumps(PLANT))
+            bigger["sites"][0]["areas"][0]["lines"][0]["machines"].append({"name": "press-03", "type": "press"})
+            bigger["devices"][0]["assets"].append("plant/hall/line-1/press-03")
+            p.plant.apply(plant.ctx, plant_from_obj(bigger))
+            p.cache.invalidate()
+            await p.ingest.submit_messages(telemetry("press-03", [88.0]))
+            await wait_for(lambda: service.seq == p.historian.last_seq(), what="evaluation")
+            press3 = p.repo.find_asset(plant.ctx.require_tenant(), ["plant", "hall", "line-1", "press-03"])
+            assert press3 is not None
+            alarm = ops.alarm(plant.ctx, rule.id, press3.id)
+            assert alarm.state is AlarmState.ACTIVE_UNACK and alarm.value == 88.0
     finally:
         p.close()

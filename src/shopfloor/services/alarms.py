@@ -81,6 +81,8 @@ class AlarmService:
         self._historic: set[int] = set()  # reported back-filled commits not yet processed
         self._subs: dict[int, list[Subscription]] = {}
         self._worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="shopfloor-rules")
+        self._strangers: set[int] = set()  # series ids the registry does not know
+        self._strangers_t: set[int] = set()  # tenant ids likewise
         self.checkpoint_every_s = 2.0
         self._saved_at = 0.0
         self._wake: asyncio.Event | None = None
@@ -183,10 +185,14 @@ class AlarmService:
         samples, events, bound = self._read(self.seq, upto)
         if bound <= self.seq:
             return 0
-        if any(not self.catalog.knows(s.series_id) for s in samples) or any(
-                e.tenant_id not in self.engines for e in events):
+        new_series = {s.series_id for s in samples if not self.catalog.knows(s.series_id)} - self._strangers
+        new_tenants = {e.tenant_id for e in events if e.tenant_id not in self.engines} - self._strangers_t
+        if new_series or new_tenants:
             self.catalog.load()  # a new machine, measurement or tenant
             self._build({})
+            # still unknown (deleted meanwhile): do not read the registry again for them
+            self._strangers |= {sid for sid in new_series if not self.catalog.knows(sid)}
+            self._strangers_t |= {t for t in new_tenants if t not in self.engines}
         by_seq: dict[int, dict[int, IngestBatch]] = defaultdict(dict)
         for e in events:
             by_seq[e.seq].setdefault(e.tenant_id, IngestBatch()).events.append(
@@ -272,6 +278,8 @@ class AlarmService:
         self.catalog.load()
         self._build({})
         self._load_subscriptions()
+        self._strangers.clear()
+        self._strangers_t.clear()
         self.persist([])
 
     def apply(self, tenant_id: int, action: Callable[[RuleEngine], Output]) -> None:
