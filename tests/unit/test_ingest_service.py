@@ -451,3 +451,28 @@ async def test_a_value_the_store_refuses_is_dead_lettered_and_does_not_block_the
     assert sorted(row[2] for row in store.samples) == [1.0, 2.0]
     assert [d[2] for d in store.dead] == [Reason.STORE_REJECTED]
     assert ingest.stats.messages == 3
+
+
+# -- commit listeners: live data and back-filled history -------------------------------------------
+
+
+async def test_listeners_hear_each_commit_and_history_is_never_merged_with_live_data(plant: Plant) -> None:
+    store = GatedStore()
+    ingest = plant.ingest(store)
+    heard: list[tuple[int, bool]] = []
+    ingest.on_commit(lambda seq, live: heard.append((seq, live)))
+    topic = f"{PRESS1}/telemetry"
+    try:
+        first = asyncio.ensure_future(ingest.submit_messages([plant.msg("acme.plc-1", topic, {"values": {"temperature": 1}})]))
+        await asyncio.to_thread(store.waiting.wait, 5)  # the first commit is running: the rest queue up
+        live = plant.msg("acme.plc-1", topic, {"values": {"temperature": 2}})
+        old = RawMessage("", topic, json.dumps({"values": {"temperature": 3}}).encode(), plant.clock.now_us(),
+                         live=False)
+        queued = asyncio.ensure_future(ingest.submit_messages([live, old, live]))
+        await asyncio.sleep(0.05)
+        store.gate.set()
+        await asyncio.gather(first, queued)
+    finally:
+        ingest.close()
+    assert heard == [(1, True), (2, True), (3, False), (4, True)]
+    assert [[v for v in b.samples.value] for b in store.batches] == [[1.0], [2.0], [3.0], [2.0]]
