@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 
 from shopfloor.domain.alarms.model import Action, Alarm, AlarmState, JournalEntry, Priority
-from shopfloor.domain.query import StoredEvent, StoredSample
+from shopfloor.domain.query import SampleChanges, StoredEvent
 from shopfloor.ports.alarms import Subscription
 from shopfloor.services.alarm_monitor import BROKER_DOWN, DISK_FULL, SystemMonitor, broker_check, disk_check
 from shopfloor.services.alarm_notify import AlarmHub, Notice, RetryPolicy, deliveries_for, notifies, sign, verify
@@ -18,14 +18,15 @@ class Changes:
     """An in-memory ChangeSource: ``commits[i]`` is the number of samples of commit i + 1."""
 
     def __init__(self, commits: list[int]) -> None:
-        self.samples = [StoredSample(seq, sid, seq * 1000 + sid, float(sid), None, 0)
+        self.samples = [(seq, sid, seq * 1000 + sid, float(sid), None, 0)
                         for seq, n in enumerate(commits, start=1) for sid in range(n)]
 
     def last_seq(self) -> int:
-        return max((s.seq for s in self.samples), default=0)
+        return max((s[0] for s in self.samples), default=0)
 
-    def samples_since(self, seq: int, limit: int, upto: int | None = None) -> list[StoredSample]:
-        return [s for s in self.samples if s.seq > seq and (upto is None or s.seq <= upto)][:limit]
+    def samples_since(self, seq: int, limit: int, upto: int | None = None) -> SampleChanges:
+        rows = [s for s in self.samples if s[0] > seq and (upto is None or s[0] <= upto)][:limit]
+        return SampleChanges(*(list(c) for c in zip(*rows, strict=True))) if rows else SampleChanges()
 
     def events_since(self, seq: int, limit: int, upto: int | None = None) -> list[StoredEvent]:
         return []
@@ -46,16 +47,16 @@ def test_reading_takes_whole_commits_and_a_big_commit_whole() -> None:
     while after < changes.last_seq():
         samples, events, bound = svc._read(after, changes.last_seq())
         assert bound > after and events == []
-        assert all(after < s.seq <= bound for s in samples)
-        seen += [(s.seq, s.series_id) for s in samples]
+        assert all(after < s <= bound for s in samples.seq)
+        seen += list(zip(samples.seq, samples.series_id, strict=True))
         after = bound
-    assert seen == [(s.seq, s.series_id) for s in changes.samples]  # each sample once, in order
+    assert seen == [(s[0], s[1]) for s in changes.samples]  # each sample once, in order
 
 
 def test_reading_stops_at_upto() -> None:
     changes = Changes([2, 2, 2])
     samples, _, bound = _service(changes, page=100)._read(0, 2)
-    assert bound == 2 and {s.seq for s in samples} == {1, 2}
+    assert bound == 2 and set(samples.seq) == {1, 2}
 
 
 def _notice(tenant: int, priority: Priority = Priority.HIGH, live: bool = True, hidden: bool = False) -> Notice:
@@ -119,3 +120,12 @@ def test_self_monitoring_raises_and_clears() -> None:
 def test_a_process_without_broker_says_nothing() -> None:
     monitor = SystemMonitor([broker_check(lambda: None)])
     assert monitor.check(1).entries == [] and monitor.alarms == {}
+
+
+def test_commits_are_split_by_tenant_in_order() -> None:
+    from shopfloor.services.alarms import _split
+
+    cols = SampleChanges(seq=[1, 1, 1, 2, 2], series_id=[10, 20, 11, 10, 99], ts_us=[1, 2, 3, 4, 5],
+                         value=[1.0, 2.0, 3.0, 4.0, 5.0], text=[None] * 5, quality=[0] * 5)
+    parts = sorted((seq, tid, b.series_id, b.value) for seq, tid, b in _split(cols, {10: 1, 11: 1, 20: 2}))
+    assert parts == [(1, 1, [10, 11], [1.0, 3.0]), (1, 2, [20], [2.0]), (2, 1, [10], [4.0])]  # 99: no tenant

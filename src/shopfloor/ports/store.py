@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Protocol
 
-from shopfloor.domain.query import Agg, AggRow, StoredDeadLetter, StoredEvent, StoredSample
+from shopfloor.domain.query import Agg, AggRow, SampleChanges, StoredDeadLetter, StoredEvent
 from shopfloor.domain.records import IngestBatch, Sample
 
 
@@ -25,7 +25,7 @@ class TimeSeriesStore(Protocol):
 
     def last_seq(self) -> int: ...
 
-    def samples_since(self, seq: int, limit: int, upto: int | None = None) -> list[StoredSample]:
+    def samples_since(self, seq: int, limit: int, upto: int | None = None) -> SampleChanges:
         """Committed samples with ``seq < sample.seq`` (``<= upto`` if given), ordered by (seq,
         series, ts), at most ``limit``: what a consumer that processed up to ``seq`` has not seen.
 

@@ -49,7 +49,7 @@ class Catalog:
         self._registry = registry
         self._store = store
         self.tenants: dict[int, TenantCatalog] = {}
-        self._series_tenant: dict[int, int] = {}
+        self.series_tenant: dict[int, int] = {}  # series id -> tenant id
 
     def load(self) -> None:
         """Read everything again (rules edited, assets or series added)."""
@@ -72,10 +72,10 @@ class Catalog:
                     cat.broken.append(f"rule {rec.id} ({rec.name}): {exc.message}")
                     log.warning("tenant %d: rule %d is not evaluated: %s", tenant.id, rec.id, exc.message)
             tenants[tenant.id] = cat
-        self.tenants, self._series_tenant = tenants, series_tenant
+        self.tenants, self.series_tenant = tenants, series_tenant
 
     def tenant_of(self, series_id: int) -> int | None:
-        return self._series_tenant.get(series_id)
+        return self.series_tenant.get(series_id)
 
     def knows(self, series_id: int) -> bool:
-        return series_id in self._series_tenant
+        return series_id in self.series_tenant

@@ -22,11 +22,12 @@ All engine work and every store write runs on one worker thread, in order; opera
 from __future__ import annotations
 
 import asyncio
+import bisect
 import contextlib
 import logging
 import time
 from collections import defaultdict
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Protocol, TypeVar
 
@@ -35,8 +36,8 @@ import msgspec
 from shopfloor.domain.alarms.engine import EngineState, Output, RuleEngine
 from shopfloor.domain.alarms.model import Alarm, JournalEntry
 from shopfloor.domain.errors import NotFound
-from shopfloor.domain.query import StoredEvent, StoredSample
-from shopfloor.domain.records import EventRecord, IngestBatch
+from shopfloor.domain.query import SampleChanges, StoredEvent
+from shopfloor.domain.records import EventRecord, IngestBatch, SampleBatch
 from shopfloor.ports.alarms import AlarmStore, Checkpoint, Subscription
 from shopfloor.ports.clock import Clock
 from shopfloor.ports.registry import RegistryRepository
@@ -54,8 +55,34 @@ class ChangeSource(Protocol):
     """The historian reads the service needs."""
 
     def last_seq(self) -> int: ...
-    def samples_since(self, seq: int, limit: int, upto: int | None = None) -> list[StoredSample]: ...
+    def samples_since(self, seq: int, limit: int, upto: int | None = None) -> SampleChanges: ...
     def events_since(self, seq: int, limit: int, upto: int | None = None) -> list[StoredEvent]: ...
+
+
+def _split(samples: SampleChanges, tenant_of: dict[int, int]) -> Iterator[tuple[int, int, SampleBatch]]:
+    """(seq, tenant, samples) per commit and tenant, as column slices (one tenant: no copying by row)."""
+    cols = samples
+    n, i = len(cols), 0
+    while i < n:
+        seq = cols.seq[i]
+        j = bisect.bisect_right(cols.seq, seq, i)
+        tids = list(map(tenant_of.get, cols.series_id[i:j]))
+        kinds = set(tids)
+        if len(kinds) == 1:
+            tid = tids[0]
+            if tid is not None:
+                yield seq, tid, SampleBatch(cols.series_id[i:j], cols.ts_us[i:j], cols.value[i:j], cols.text[i:j],
+                                            cols.quality[i:j])
+        else:
+            for tid in kinds:
+                if tid is None:
+                    continue
+                b = SampleBatch()
+                for k, t in enumerate(tids, start=i):
+                    if t == tid:
+                        b.add(cols.series_id[k], cols.ts_us[k], cols.value[k], cols.text[k], cols.quality[k])
+                yield seq, tid, b
+        i = j
 
 
 class AlarmService:
@@ -185,23 +212,22 @@ class AlarmService:
         samples, events, bound = self._read(self.seq, upto)
         if bound <= self.seq:
             return 0
-        new_series = {s.series_id for s in samples if not self.catalog.knows(s.series_id)} - self._strangers
+        series_tenant = self.catalog.series_tenant
+        new_series = set(samples.series_id).difference(series_tenant, self._strangers)
         new_tenants = {e.tenant_id for e in events if e.tenant_id not in self.engines} - self._strangers_t
         if new_series or new_tenants:
             self.catalog.load()  # a new machine, measurement or tenant
             self._build({})
+            series_tenant = self.catalog.series_tenant
             # still unknown (deleted meanwhile): do not read the registry again for them
-            self._strangers |= {sid for sid in new_series if not self.catalog.knows(sid)}
+            self._strangers |= new_series.difference(series_tenant)
             self._strangers_t |= {t for t in new_tenants if t not in self.engines}
         by_seq: dict[int, dict[int, IngestBatch]] = defaultdict(dict)
         for e in events:
             by_seq[e.seq].setdefault(e.tenant_id, IngestBatch()).events.append(
                 EventRecord(e.tenant_id, e.asset_id, e.ts_us, e.kind, e.type, e.data))
-        for s in samples:
-            tid = self.catalog.tenant_of(s.series_id)
-            if tid is not None:
-                by_seq[s.seq].setdefault(tid, IngestBatch()).samples.add(s.series_id, s.ts_us, s.value, s.text,
-                                                                          s.quality)
+        for seq, tid, part in _split(samples, series_tenant):
+            by_seq[seq].setdefault(tid, IngestBatch()).samples = part
         outs: list[Output] = []
         for seq in sorted(by_seq):
             live = seq > self.start_seq and seq not in self._historic
@@ -213,21 +239,21 @@ class AlarmService:
         self._historic = {s for s in self._historic if s > bound}
         return len(samples) + len(events)
 
-    def _read(self, after: int, upto: int) -> tuple[list[StoredSample], list[StoredEvent], int]:
+    def _read(self, after: int, upto: int) -> tuple[SampleChanges, list[StoredEvent], int]:
         """Whole commits after ``after`` (up to ``upto``), about ``read_rows`` rows at most."""
         n = self.read_rows
         samples = self._changes.samples_since(after, n, upto)
         events = self._changes.events_since(after, n, upto)
         bound = upto
         if len(samples) == n:
-            bound = min(bound, samples[-1].seq - 1)
+            bound = min(bound, samples.seq[-1] - 1)
         if len(events) == n:
             bound = min(bound, events[-1].seq - 1)
         if bound <= after:  # one commit larger than the page: read it whole
-            bound = min(x[0].seq for x in (samples, events) if x)
+            bound = min([*samples.seq[:1], *(e.seq for e in events[:1])])
             samples = self._changes.samples_since(after, _ONE_COMMIT_MAX, bound)
             events = self._changes.events_since(after, _ONE_COMMIT_MAX, bound)
-        return [s for s in samples if s.seq <= bound], [e for e in events if e.seq <= bound], bound
+        return samples.cut(bound), [e for e in events if e.seq <= bound], bound
 
     def tick(self) -> None:
         """The clock: delays, silences, durations, shelf ends; the platform's own health."""

@@ -11,9 +11,14 @@ from __future__ import annotations
 import pytest
 
 from shopfloor.domain.errors import InvalidInput
+from shopfloor.domain.query import SampleChanges
 from shopfloor.domain.records import IngestBatch, Reason
 from shopfloor.ports.store import Historian
 from shopfloor.testing.store_contract import MIN, T0, G, dead, event, sample_batch
+
+
+def _keys(got: SampleChanges) -> list[tuple[int, int]]:
+    return list(zip(got.seq, got.series_id, strict=True))
 
 
 class ChangesContract:
@@ -28,11 +33,12 @@ class ChangesContract:
         assert s1 < s2 < s3 < s4
 
         got = historian.samples_since(0, 100)
-        assert [(s.seq, s.series_id, s.ts_us, s.value) for s in got] == [
+        assert list(zip(got.seq, got.series_id, got.ts_us, got.value, strict=True)) == [
             (s1, 1, T0, 1.0), (s1, 2, T0 + MIN, 2.0), (s2, 1, T0 + MIN, 3.0)]
-        assert [(s.seq, s.series_id) for s in historian.samples_since(s1, 100)] == [(s2, 1)]
-        assert historian.samples_since(s2, 100) == []
-        assert [(s.seq, s.series_id) for s in historian.samples_since(0, 100, upto=s1)] == [(s1, 1), (s1, 2)]
+        assert _keys(historian.samples_since(s1, 100)) == [(s2, 1)]
+        assert len(historian.samples_since(s2, 100)) == 0
+        assert _keys(historian.samples_since(0, 100, upto=s1)) == [(s1, 1), (s1, 2)]
+        assert got.text == [None, None, None] and got.quality == [0, 0, 0]
 
         evs = historian.events_since(0, 100)
         assert [(e.seq, e.tenant_id, e.asset_id, e.kind, e.data) for e in evs] == [
@@ -44,10 +50,11 @@ class ChangesContract:
         seqs = [historian.commit(sample_batch(*[(sid, T0 + i * MIN, float(i), G) for sid in (1, 2)]))
                 for i in range(5)]
         first = historian.samples_since(0, 3)
-        assert [(s.seq, s.series_id) for s in first] == [(seqs[0], 1), (seqs[0], 2), (seqs[1], 1)]
+        assert _keys(first) == [(seqs[0], 1), (seqs[0], 2), (seqs[1], 1)]
+        assert _keys(first.cut(seqs[0])) == [(seqs[0], 1), (seqs[0], 2)]
         rest = historian.samples_since(seqs[0], 100)
-        assert len(rest) == 8 and rest[0].seq == seqs[1]
-        assert historian.samples_since(0, 0) == []
+        assert len(rest) == 8 and rest.seq[0] == seqs[1]
+        assert len(historian.samples_since(0, 0)) == 0
         with pytest.raises(InvalidInput):
             historian.samples_since(0, -1)
         with pytest.raises(InvalidInput):

@@ -10,9 +10,10 @@ import json
 from typing import Any
 
 import duckdb
+import pyarrow as pa
 
 from shopfloor.domain.errors import InvalidInput
-from shopfloor.domain.query import StoredEvent, StoredSample
+from shopfloor.domain.query import SampleChanges, StoredEvent
 
 
 def _window(seq: int, upto: int | None, limit: int) -> tuple[str, list[Any]]:
@@ -25,11 +26,11 @@ def _window(seq: int, upto: int | None, limit: int) -> tuple[str, list[Any]]:
     return where, params
 
 
-def samples_since(cur: duckdb.DuckDBPyConnection, seq: int, limit: int, upto: int | None) -> list[StoredSample]:
+def samples_since(cur: duckdb.DuckDBPyConnection, seq: int, limit: int, upto: int | None) -> SampleChanges:
     where, params = _window(seq, upto, limit)
-    rows = cur.execute(f"SELECT seq, series_id, ts, value, text, quality FROM samples WHERE {where}"
-                       " ORDER BY seq, series_id, ts LIMIT ?", [*params, limit]).fetchall()
-    return [StoredSample(int(r[0]), int(r[1]), int(r[2]), r[3], r[4], int(r[5])) for r in rows]
+    t: pa.Table = cur.sql(f"SELECT seq, series_id, ts, value, text, quality FROM samples WHERE {where}"
+                          " ORDER BY seq, series_id, ts LIMIT ?", params=[*params, limit]).to_arrow_table()
+    return SampleChanges(*(t.column(i).to_pylist() for i in range(6)))
 
 
 def events_since(cur: duckdb.DuckDBPyConnection, seq: int, limit: int, upto: int | None) -> list[StoredEvent]:

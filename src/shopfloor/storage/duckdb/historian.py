@@ -40,7 +40,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from shopfloor.domain.errors import InvalidInput, StoreUnavailable
-from shopfloor.domain.query import Agg, AggRow, StoredDeadLetter, StoredEvent, StoredSample
+from shopfloor.domain.query import Agg, AggRow, SampleChanges, StoredDeadLetter, StoredEvent
 from shopfloor.domain.records import DeadLetter, EventRecord, IngestBatch, Quality, Sample, SampleBatch
 from shopfloor.storage.duckdb import changes
 from shopfloor.storage.duckdb.database import Database
@@ -192,7 +192,7 @@ class DuckDBHistorian:
     def last_seq(self) -> int:
         return self._seq
 
-    def samples_since(self, seq: int, limit: int, upto: int | None = None) -> list[StoredSample]:
+    def samples_since(self, seq: int, limit: int, upto: int | None = None) -> SampleChanges:
         with self._read() as cur:
             return changes.samples_since(cur, seq, limit, upto)
 

@@ -14,7 +14,7 @@ from typing import Any
 import psycopg
 
 from shopfloor.domain.errors import InvalidInput
-from shopfloor.domain.query import StoredEvent, StoredSample
+from shopfloor.domain.query import SampleChanges, StoredEvent
 from shopfloor.domain.timeutil import to_us
 
 MIGRATION = """
@@ -33,11 +33,14 @@ def _window(seq: int, upto: int | None, limit: int) -> tuple[str, list[Any]]:
     return where, params
 
 
-def samples_since(conn: psycopg.Connection, seq: int, limit: int, upto: int | None) -> list[StoredSample]:
+def samples_since(conn: psycopg.Connection, seq: int, limit: int, upto: int | None) -> SampleChanges:
     where, params = _window(seq, upto, limit)
-    rows = conn.execute(f"SELECT seq, series_id, ts, value, text, quality FROM samples WHERE {where}"
-                        " ORDER BY seq, series_id, ts LIMIT %s", [*params, limit]).fetchall()
-    return [StoredSample(int(r[0]), int(r[1]), to_us(r[2]), r[3], r[4], int(r[5])) for r in rows]
+    rows = conn.execute(f"SELECT seq, series_id, (extract(epoch FROM ts) * 1000000)::int8, value, text, quality"
+                        f" FROM samples WHERE {where} ORDER BY seq, series_id, ts LIMIT %s", [*params, limit]).fetchall()
+    if not rows:
+        return SampleChanges()
+    cols = list(zip(*rows, strict=True))
+    return SampleChanges(*(list(c) for c in cols))
 
 
 def events_since(conn: psycopg.Connection, seq: int, limit: int, upto: int | None) -> list[StoredEvent]:

@@ -51,7 +51,7 @@ from typing import Any
 import psycopg
 
 from shopfloor.domain.errors import InvalidInput, StoreUnavailable
-from shopfloor.domain.query import Agg, AggRow, StoredDeadLetter, StoredEvent, StoredSample
+from shopfloor.domain.query import Agg, AggRow, SampleChanges, StoredDeadLetter, StoredEvent
 from shopfloor.domain.records import IngestBatch, Quality, Sample
 from shopfloor.domain.timeutil import MAX_US, MIN_US, now_us, to_us
 from shopfloor.ports.clock import Clock
@@ -205,7 +205,7 @@ class PostgresHistorian:
             raise StoreUnavailable("the historian's sequence row is missing")
         return int(row[0])
 
-    def samples_since(self, seq: int, limit: int, upto: int | None = None) -> list[StoredSample]:
+    def samples_since(self, seq: int, limit: int, upto: int | None = None) -> SampleChanges:
         with self._conn() as conn:
             return changes.samples_since(conn, seq, limit, upto)
 
