@@ -1,13 +1,16 @@
 """The alarm store in DuckDB (component "alarms"), in the shared database file.
 
-Alarm instances have no primary key: ``save`` replaces an instance by DELETE + INSERT under the
-database's ``write_lock`` (DuckDB's key checks refuse a delete and re-insert of one key within a
-transaction). Ids come from sequences. See ``shopfloor.ports.alarms`` for the semantics.
+Alarm instances have no primary key: ``save`` replaces an instance by DELETE + INSERT (DuckDB's key
+checks refuse a delete and re-insert of one key within a transaction). Writes take the store's own
+lock, not the database's ``write_lock``: they touch no table of the historian, and DuckDB lets
+transactions on different tables commit side by side, so rules never queue behind an ingest commit.
+Ids come from sequences. See ``shopfloor.ports.alarms`` for the semantics.
 """
 
 from __future__ import annotations
 
 import json
+import threading
 from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
@@ -78,6 +81,7 @@ class DuckDBAlarmStore:
 
     def __init__(self, db: Database) -> None:
         self._db = db
+        self._lock = threading.RLock()
         db.migrate("alarms", MIGRATIONS)
 
     # -- rules ------------------------------------------------------------------------------
@@ -240,7 +244,7 @@ class DuckDBAlarmStore:
             raise StoreUnavailable(f"alarm store query failed: {exc}") from exc
 
     def _write(self, work: Callable[[duckdb.DuckDBPyConnection], T]) -> T:
-        with self._db.write_lock:
+        with self._lock:
             try:
                 with self._db.transaction() as cur:
                     return work(cur)
