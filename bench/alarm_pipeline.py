@@ -9,8 +9,9 @@ A DuckDB platform with ``--machines`` presses x 10 measurements, one threshold r
 m0, no delay). Latency: points paced at ``--rate`` per second in ingest batches every 100 ms through
 ``IngestService.submit`` (as a connector hands them over), two presses per batch spiking above the
 limit (and back the batch after); latency = a notice of the activation arriving on the live stream
-(stored first) minus the moment its batch was submitted. Throughput: batches submitted as fast as
-ingest takes them, until the rules have evaluated the last commit. The figures go to the "Rules and
+(stored first) minus the moment its batch was submitted. Throughput: ``--rounds`` batches (one point
+per series each) submitted at once, which ingest merges into large commits, until the rules have
+evaluated the last commit. The figures go to the "Rules and
 alarms, end to end" section of docs/PERFORMANCE.md (the rest of the file is left as it is).
 """
 
@@ -99,14 +100,15 @@ async def run(args: argparse.Namespace, data_dir: Path) -> dict[str, float]:
                     batch = IngestBatch()
                     for sid in clear:
                         batch.samples.add(sid, now, 40.0)
-                    spikes = random.sample(range(len(machines)), 2)
+                    # two presses spike (not the two just spiked: those clear in this batch, a moment earlier)
+                    spikes = random.sample([m for m in range(len(machines)) if series[m][0] not in clear], 2)
                     clear = [series[m][0] for m in spikes]
                     for sid in clear:
-                        batch.samples.add(sid, now, 95.0)
+                        batch.samples.add(sid, now + 1, 95.0)
                     for i in range(per_batch - len(batch.samples)):
                         sid = flat[(b * per_batch + i) % len(flat)]
-                        if sid not in asset_of or sid not in clear:
-                            batch.samples.add(sid, now + i, 50.0)
+                        if sid not in asset_of:  # m0 series carry only spikes and clears
+                            batch.samples.add(sid, now + 2 + i, 50.0)
                     t = time.perf_counter()
                     for sid in clear:
                         sent[asset_of[sid]].append(t)
@@ -125,12 +127,15 @@ async def run(args: argparse.Namespace, data_dir: Path) -> dict[str, float]:
             total = 0
             t0 = time.perf_counter()
             base = int(time.time() * 1_000_000)
+            batches_in: list[IngestBatch] = []
             for b in range(args.rounds):
                 batch = IngestBatch()
                 for i, sid in enumerate(flat):
                     batch.samples.add(sid, base + b * 1_000_000 + i, 50.0)
                 total += len(batch.samples)
-                await p.ingest.submit(batch)
+                batches_in.append(batch)
+            # submitted together, as a busy broker does: ingest merges them into large commits
+            await asyncio.gather(*(p.ingest.submit(b) for b in batches_in))
             last = p.historian.last_seq()
             while service.seq < last:  # noqa: ASYNC110 - polling the rules thread's progress
                 await asyncio.sleep(0.01)
@@ -161,8 +166,12 @@ before the notice goes out on the live stream.
   {r['alarms']:.0f} alarms, from submitting the batch to the notice on the stream; {r['late']:.0f} of
   {r['batches']:.0f} batches were submitted late. For comparison, in the same run the ingest commit alone
   (submit to committed) took p50 {r['commit_p50_ms']:.0f} ms, p99 {r['commit_p99_ms']:.0f} ms per batch.
-- Sustained, ingest and rules together: **{r['pps']:,.0f} points/s** ({r['points']:,.0f} points in batches of
-  {args.machines * MEAS:,}, until the rules had evaluated the last commit). Ingest's own commit is most of it
+  The rules, the alarm store and the stream add p50 {r['p50_ms'] - r['commit_p50_ms']:.0f} ms, p99
+  {r['p99_ms'] - r['commit_p99_ms']:.0f} ms to that; on this shared, loaded box the DuckDB commit alone is
+  over the target at this rate, so it is not met end to end here.
+- Sustained, ingest and rules together: **{r['pps']:,.0f} points/s** ({r['points']:,.0f} points submitted at
+  once in batches of {args.machines * MEAS:,}, merged by ingest into large commits, until the rules had
+  evaluated the last commit). Ingest's own commit is most of it
   (see "Ingest, embedded mode"); the engine alone is in "Rules and alarms".
 """
     DOCS.write_text(head.rstrip("\n") + "\n" + section + ("\n" + after if after else ""))
@@ -173,7 +182,7 @@ def main() -> None:
     parser.add_argument("--machines", type=int, default=100, help="presses, 10 series each (setup grows fast)")
     parser.add_argument("--rate", type=int, default=50_000, help="points/s in the latency run")
     parser.add_argument("--seconds", type=float, default=10.0, help="length of the latency run")
-    parser.add_argument("--rounds", type=int, default=30, help="batches of one point per series in the throughput run")
+    parser.add_argument("--rounds", type=int, default=200, help="batches of one point per series in the throughput run")
     parser.add_argument("--no-docs", action="store_true", help="print only; leave docs/PERFORMANCE.md alone")
     args = parser.parse_args()
     load = os.getloadavg()[0]
