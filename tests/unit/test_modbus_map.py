@@ -22,6 +22,7 @@ from shopfloor.domain.modbus_map import (
     check_modbus,
     decode_raw,
     decode_register,
+    decode_request,
     encode_raw,
     encode_register,
     modbus_from_obj,
@@ -190,3 +191,26 @@ def test_default_asset_stands_in() -> None:
     check_modbus(spec, "x", default_asset="s/a/l/m")
     with pytest.raises(InvalidInput):
         check_modbus(spec, "x")
+
+
+@given(st.lists(st.tuples(st.sampled_from(sorted(FORMATS)), ORDERS, ORDERS), min_size=1, max_size=12),
+       st.data())
+def test_the_fast_request_decoder_agrees_with_the_register_decoder(
+        layout: list[tuple[str, str, str]], data: st.DataObject) -> None:
+    regs, words_on_device, address = [], [], 0
+    for i, (kind, bo, wo) in enumerate(layout):
+        reg = RegisterSpec(f"m{i}", address, type=kind, byte_order=bo, word_order=wo, scale=0.5)  # type: ignore[arg-type]
+        value = data.draw(_values(kind))
+        words_on_device += _device_words(kind, value, bo, wo)
+        regs.append(reg)
+        address += register_count(reg)
+    [request] = plan_reads(regs)
+    fast = decode_request(request, words_on_device)
+    for (reg, off), got in zip(request.items, fast, strict=True):
+        try:
+            want: object = decode_register(reg, words_on_device[off:off + register_count(reg)])
+        except ValueError:
+            want = None
+        assert got == want
+    coils = plan_reads([RegisterSpec("c", 3, table="coil", type="bool")])[0]
+    assert decode_request(coils, [1]) == [True]

@@ -203,6 +203,32 @@ def encode_register(reg: RegisterSpec, value: float | bool | str) -> list[int]:
     return encode_raw(raw, reg.type, reg.byte_order, reg.word_order)
 
 
+def decode_request(request: ReadRequest, words: Sequence[int]) -> list[float | bool | str | None]:
+    """The values of a read's registers, in ``request.items`` order; None where a value does not
+    decode (a float that is not finite). Same results as ``decode_register`` item by item, with a
+    fast path for numbers in the default byte and word order."""
+    if request.table in BIT_TABLES:
+        return [bool(words[offset]) for _, offset in request.items]
+    data = _WORDS.get(len(words)) or struct.Struct(f">{len(words)}H")
+    packed = data.pack(*words)
+    out: list[float | bool | str | None] = []
+    for reg, offset in request.items:
+        fast = _STRUCTS.get(reg.type) if reg.byte_order == "big" and reg.word_order == "big" else None
+        if fast is not None:
+            value = fast.unpack_from(packed, 2 * offset)[0] * reg.scale + reg.offset
+            out.append(float(value) if math.isfinite(value) else None)
+            continue
+        try:
+            out.append(decode_register(reg, words[offset:offset + register_count(reg)]))
+        except ValueError:
+            out.append(None)
+    return out
+
+
+_STRUCTS = {kind: struct.Struct(fmt) for kind, (fmt, _) in _FORMATS.items()}
+_WORDS = {n: struct.Struct(f">{n}H") for n in range(1, MAX_READ_REGISTERS + 1)}
+
+
 # -- the read planner ---------------------------------------------------------------------------------
 
 @dataclass(frozen=True, slots=True)

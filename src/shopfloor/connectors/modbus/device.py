@@ -29,10 +29,9 @@ from shopfloor.domain.modbus_map import (
     ModbusSpec,
     ReadRequest,
     RegisterSpec,
-    decode_register,
+    decode_request,
     encode_register,
     plan_reads,
-    register_count,
 )
 from shopfloor.domain.records import Quality
 
@@ -104,7 +103,11 @@ class ModbusDevice:
         interval = self.spec.groups[index].interval_s
         loop = asyncio.get_running_loop()
         next_at = loop.time()
+        me = asyncio.current_task()
         while True:
+            if me is not None and me.cancelling():
+                # asyncio.wait_for (inside pymodbus) can swallow a cancellation on Python 3.11
+                raise asyncio.CancelledError
             readings = await self.poll(index)
             if readings:
                 await sink(readings)
@@ -152,22 +155,18 @@ class ModbusDevice:
     def _decode(self, request: ReadRequest, words: list[int]) -> list[Reading]:
         ts_us = int(self._clock() * 1_000_000)
         out = []
-        for reg, offset in request.items:
-            chunk = words[offset:offset + register_count(reg)]
-            value: float | bool | str
-            if reg.type == "bool":
-                value = bool(chunk[0])
-            else:
-                try:
-                    value = decode_register(reg, chunk)
-                except ValueError as exc:
-                    self.counters.failures["decode_error"] += 1
-                    self.counters.last_error = f"{self.label}: {exc}"
-                    self.counters.bad_values += 1
-                    out.append(Reading(self.asset_of(reg), reg.measurement, ts_us, None, Quality.BAD))
-                    continue
-            self.counters.values += 1
-            out.append(Reading(self.asset_of(reg), reg.measurement, ts_us, value, Quality.GOOD))
+        bad = 0
+        assets = self._assets
+        for (reg, _), value in zip(request.items, decode_request(request, words), strict=True):
+            if value is None:
+                self.counters.failures["decode_error"] += 1
+                self.counters.last_error = f"{self.label}: {reg.measurement} is not a finite number"
+                bad += 1
+                out.append(Reading(assets[id(reg)], reg.measurement, ts_us, None, Quality.BAD))
+                continue
+            out.append(Reading(assets[id(reg)], reg.measurement, ts_us, value, Quality.GOOD))
+        self.counters.values += len(out) - bad
+        self.counters.bad_values += bad
         return out
 
     def _bad(self, request: ReadRequest) -> list[Reading]:
