@@ -25,12 +25,11 @@ def register(app: typer.Typer) -> None:
              ) -> None:
         """Poll Modbus devices (and OPC UA servers) and publish to the platform through a disk buffer."""
         from shopfloor.connectors.edge.config import load_edge_config
-        from shopfloor.edgeboot import build_sources, run_edge
+        from shopfloor.edgeboot import check_sources, run_edge
 
         resolved = load_edge_config(config)
-        sources = build_sources(resolved)
+        points = check_sources(resolved)
         if check:
-            points = sum(len(s.points()) for s in sources)
             console.print(f"edge.yaml is valid: {len(resolved.modbus)} Modbus device(s), {points} point(s), "
                           f"tenant {resolved.config.tenant}, broker {resolved.config.broker.host}:"
                           f"{resolved.config.broker.port}")
@@ -43,6 +42,6 @@ def register(app: typer.Typer) -> None:
             for sig in (signal.SIGINT, signal.SIGTERM):
                 loop.add_signal_handler(sig, stop.set)
             agent = await run_edge(config, stop, stats_every)
-            console.print(json.dumps(agent.describe(), default=str))
+            typer.echo(json.dumps(agent.describe(), default=str))
 
         asyncio.run(main())

@@ -16,16 +16,24 @@ from shopfloor.connectors.edge.config import ResolvedEdge, load_edge_config
 from shopfloor.connectors.edge.link import LinkSettings
 from shopfloor.connectors.modbus.source import ModbusSource, TransportFactory, pymodbus_transport
 from shopfloor.domain.errors import InvalidInput
+from shopfloor.domain.modbus_map import registers_of
 
 _log = logging.getLogger(__name__)
 
 
+def check_sources(edge: ResolvedEdge) -> int:
+    """Refuse sources this build cannot run; returns how many points the sources feed."""
+    if edge.opcua:
+        raise InvalidInput("OPC UA sources need the OPC UA connector, which this build does not have yet")
+    return sum(len(registers_of(spec)) for spec, _ in edge.modbus)
+
+
 def build_sources(edge: ResolvedEdge, modbus_transport: TransportFactory = pymodbus_transport) -> list[EdgeSource]:
+    """The connectors of edge.yaml's sources (call inside the event loop that will run them)."""
+    check_sources(edge)
     sources: list[EdgeSource] = []
     if edge.modbus:
         sources.append(ModbusSource(edge.modbus, modbus_transport))
-    if edge.opcua:
-        raise InvalidInput("OPC UA sources need the OPC UA connector, which this build does not have yet")
     return sources
 
 

@@ -7,6 +7,8 @@ from __future__ import annotations
 import asyncio
 import json
 import re
+import signal
+import sys
 import threading
 import time
 from pathlib import Path
@@ -147,3 +149,41 @@ def _command(port: int, topic: str, payload: bytes) -> dict[str, Any]:
     finally:
         c.disconnect()
         c.loop_stop()
+
+
+async def test_the_edge_command_runs_until_sigterm(broker: Mosquitto, tmp_path: Path) -> None:  # noqa: F811
+    """`shopfloor edge --config edge.yaml` as a process: publishes, stops on SIGTERM, prints its counters."""
+    plc = ModbusTestServer(free_port(), blocks_of([("holding", 0, words("h", 215))]))
+    await plc.start()
+    (tmp_path / "edge.yaml").write_text(yaml.safe_dump({
+        "tenant": "acme", "broker": {"port": broker.port}, "buffer": {"path": "buf.sqlite"},
+        "sources": {"modbus": [{"host": "127.0.0.1", "port": plc.port, "asset": "s/a/l/m1", "groups": [
+            {"interval_s": 0.2, "registers": [{"measurement": "temperature", "address": 0, "type": "int16",
+                                               "scale": 0.1}]}]}]}}))
+    got = threading.Event()
+    seen: list[bytes] = []
+    c = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="watcher")
+
+    def on_message(_c: mqtt.Client, _u: object, msg: mqtt.MQTTMessage) -> None:
+        seen.append(bytes(msg.payload))
+        got.set()
+
+    c.on_message = on_message
+    c.connect("127.0.0.1", broker.port)
+    c.subscribe("shopfloor/v1/acme/s/a/l/m1/telemetry", qos=1)
+    c.loop_start()
+    proc = await asyncio.create_subprocess_exec(
+        str(Path(sys.executable).with_name("shopfloor")), "edge", "--config", str(tmp_path / "edge.yaml"),
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+    try:
+        assert await asyncio.to_thread(got.wait, 30), "nothing published"
+        assert json.loads(seen[0])[0]["values"] == {"temperature": 21.5}
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        out, err = await asyncio.wait_for(proc.communicate(), 30)
+        c.disconnect()
+        c.loop_stop()
+        await plc.stop()
+    assert proc.returncode == 0, err.decode()[-2000:]
+    counters = json.loads(out.decode().strip().splitlines()[-1])
+    assert counters["acked"] >= 1 and counters["dropped"] == 0

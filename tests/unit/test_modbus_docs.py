@@ -85,3 +85,19 @@ def test_bad_edge_configs_are_refused(tmp_path: Path, change: dict[str, Any], me
     obj = {k: v for k, v in {**_yaml("edge.md"), **change}.items() if v is not None}
     with pytest.raises(InvalidInput, match=message):
         resolve_edge_config(obj, tmp_path)
+
+
+def test_edge_check_reads_the_documented_configuration(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from shopfloor.cli import app
+
+    (tmp_path / "plant.yaml").write_text(yaml.safe_dump(_yaml("modbus.md")))
+    (tmp_path / "press-01-plc.secret").write_text("s3cret\n")
+    (tmp_path / "edge.yaml").write_text(yaml.safe_dump(_yaml("edge.md")))
+    result = CliRunner().invoke(app, ["edge", "--config", str(tmp_path / "edge.yaml"), "--check"])
+    assert result.exit_code == 0, result.output
+    assert "1 Modbus device(s), 6 point(s), tenant acme" in result.output
+    (tmp_path / "edge.yaml").write_text("tenant: acme\n")
+    result = CliRunner().invoke(app, ["edge", "--config", str(tmp_path / "edge.yaml"), "--check"])
+    assert result.exit_code != 0 and "no sources" in str(result.exception)
