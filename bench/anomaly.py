@@ -33,6 +33,7 @@ from pathlib import Path
 
 from shopfloor.domain.analytics import (
     Ensemble,
+    NewExtremeDetector,
     PcaT2QDetector,
     SeasonalMedianDetector,
     WindowedGaussianDetector,
@@ -48,11 +49,16 @@ SKAB_SENSORS = 8
 
 
 def nab_detector() -> Ensemble:
-    """The one NAB configuration: a level-shift and a time-of-day detector, ranked, one alarm per event."""
-    return Ensemble([
+    """The one NAB configuration: new extremes first, then a level-shift and a time-of-day detector, ranked.
+
+    One alarm per event: the combined score is reported only when it beats the 200 rows before it.
+    """
+    graded = Ensemble([
         WindowedGaussianDetector(window=400, short=6),
         SeasonalMedianDetector(period_s=86_400, slot_s=3_600, window=32, min_count=5),
-    ], combine="max", calibrate=True, history=20_000, suppress=200)
+    ], combine="max", calibrate=True, history=20_000)
+    return Ensemble([NewExtremeDetector(tolerance=0.01, rest=100), graded], combine="max", calibrate=False,
+                    weights=[1.0, 0.999], suppress=200)
 
 
 def skab_detector() -> Ensemble:
