@@ -35,6 +35,7 @@ FACTORIES: dict[str, tuple[Callable[[], Detector], int]] = {
     "ensemble": (lambda: Ensemble([WindowedGaussianDetector(window=100), SeasonalMedianDetector(window=8)],
                                   suppress=20, history=500), 1),
     "new_extreme": (lambda: NewExtremeDetector(tolerance=0.05, rest=10), 1),
+    "new_extreme_short": (lambda: NewExtremeDetector(tolerance=0.05, rest=10, short=4), 1),
     "ensemble_weighted": (lambda: Ensemble([NewExtremeDetector(), WindowedGaussianDetector(window=100)],
                                            calibrate=False, weights=[1.0, 0.999], suppress=20), 1),
     "ensemble_smoothed": (lambda: Ensemble([PcaT2QDetector(3, fit_rows=200)], calibrate=False, smooth=10), 3),
@@ -147,6 +148,18 @@ def test_new_extreme_fires_once_per_record_run_then_rests() -> None:
     assert det.score(15, 19.0) == 1.0 and det.score(15, math.nan) == 0.0
     with pytest.raises(InvalidInput):
         NewExtremeDetector(tolerance=-1.0)
+
+
+def test_new_extreme_of_a_short_mean_sees_a_level_that_noise_hides() -> None:
+    series = [10.0, 0.0, 10.0, 0.0, 10.0, 0.0, 4.0, 4.0, 1.0, 1.0]
+    # means of two: 10, 5, 5, 5, 5, 5 (range [5, 10]), then 2: a new low, although 4 is inside [0, 10]
+    det = NewExtremeDetector(tolerance=0.0, rest=0, short=2, min_count=4)
+    raw = NewExtremeDetector(tolerance=0.0, rest=0, min_count=4)
+    out = [score_and_update(det, i, x) for i, x in enumerate(series)]
+    assert out == [0.0] * 6 + [1.0, 0.0, 0.0, 1.0]  # then 4 and 2.5 inside [2, 10], 1 below it
+    assert [score_and_update(raw, i, x) for i, x in enumerate(series)] == [0.0] * 10
+    twin = detector_from_state(json.loads(json.dumps(det.state())))
+    assert twin.score(10, 0.0) == det.score(10, 0.0) == 1.0  # the mean (1 + 0) / 2 = 0.5 < 1
 
 
 def test_ensemble_weights_put_a_member_below_another() -> None:
