@@ -17,7 +17,7 @@ from shopfloor.services.overview import MachineState
 router = APIRouter(tags=["overview"])
 _NOT_CONFIGURED = "the overview is not configured on this server"
 STREAM_PERIOD_S = 1.0  # states are pushed at most once a second
-KEEPALIVE_S = 15.0
+HEARTBEAT_S = 5.0  # with no change, a heartbeat tells the page the stream is alive
 
 
 @router.get("/overview", responses={200: {"content": {"application/json": {}},
@@ -35,7 +35,8 @@ def get_overview(ctx: Ctx, svc: Services) -> Response:
                              "description": "Server-Sent Events: `states` (all machines) then changes"}})
 async def stream_states(request: Request, ctx: Ctx, svc: Services) -> Response:
     """Server-Sent Events: first a `states` event with every machine's state, then a `states`
-    event with the machines whose state or online status changed, at most once a second."""
+    event with the machines whose state or online status changed, at most once a second, and a
+    `heartbeat` event after 5 s without a change."""
     overview = svc.overview
     if overview is None:
         return problem(503, "Not available", _NOT_CONFIGURED)
@@ -52,9 +53,9 @@ async def stream_states(request: Request, ctx: Ctx, svc: Services) -> Response:
                 yield b"event: states\ndata: " + msgspec.json.encode(changed) + b"\n\n"
             else:
                 idle += STREAM_PERIOD_S
-                if idle >= KEEPALIVE_S:
+                if idle >= HEARTBEAT_S:
                     idle = 0.0
-                    yield b": keep-alive\n\n"
+                    yield b"event: heartbeat\ndata: {}\n\n"
             await asyncio.sleep(STREAM_PERIOD_S)
 
     return StreamingResponse(events(), media_type="text/event-stream",

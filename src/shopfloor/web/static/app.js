@@ -101,6 +101,7 @@
     renderPlant(await api("/overview"));
     const source = new EventSource(API + "/stream/states");
     source.addEventListener("states", (ev) => applyStates(JSON.parse(ev.data)));
+    source.addEventListener("heartbeat", () => status("live · " + new Date().toLocaleTimeString()));
     source.onerror = () => status("live updates interrupted; retrying…", true);
     setInterval(async () => { try { updateKpis(await api("/overview")); } catch (e) { /* shown */ } }, 30000);
   }
@@ -146,12 +147,15 @@
   }
   async function machinePage() {
     const id = Number($("#machine").dataset.assetId);
-    const latest = await api(`/assets/${id}/latest`);
-    $("#m-title").textContent = latest.asset.display_name + " (" + latest.asset.path + ")";
-    $("#m-state").innerHTML = `<span class="chip st-${esc(latest.status === "offline" ? "offline" : latest.state || "unknown")}">${esc(latest.state || "no state")}</span>
-      ${latest.state_reason ? esc(latest.state_reason) : ""} since ${when(latest.state_since)} · ${esc(latest.status || "status unknown")}`;
-    $("#latest").innerHTML = latest.values.map((v) => `<tr><td>${esc(v.measurement)}</td><td>${esc(v.value ?? "–")}</td>
-      <td>${esc(v.unit)}</td><td>${when(v.ts)}</td><td>${["good", "uncertain", "bad"][v.quality] || "–"}</td></tr>`).join("");
+    const showLatest = (latest) => {
+      $("#m-title").textContent = latest.asset.display_name + " (" + latest.asset.path + ")";
+      $("#m-state").innerHTML = `<span class="chip st-${esc(latest.status === "offline" ? "offline" : latest.state || "unknown")}">${esc(latest.state || "no state")}</span>
+        ${latest.state_reason ? esc(latest.state_reason) : ""} since ${when(latest.state_since)} · ${esc(latest.status || "status unknown")}`;
+      $("#latest").innerHTML = latest.values.map((v) => `<tr><td>${esc(v.measurement)}</td><td data-measurement="${esc(v.measurement)}">${esc(v.value ?? "–")}</td>
+        <td>${esc(v.unit)}</td><td>${when(v.ts)}</td><td>${["good", "uncertain", "bad"][v.quality] || "–"}</td></tr>`).join("");
+      status("updated " + new Date().toLocaleTimeString());
+    };
+    showLatest(await api(`/assets/${id}/latest`));
     const numeric = (await api(`/assets/${id}/series`)).filter((s) => s.type === "numeric");
     $("#series").innerHTML = numeric.map((s) => `<option value="${s.id}">${esc(s.measurement)}</option>`).join("");
     $("#series").addEventListener("change", loadChart);
@@ -169,10 +173,7 @@
       ["Performance", pct(k.effectiveness)], ["Quality", pct(k.quality_ratio)], ["Good this shift", k.good_shift],
       ["Good today", k.good_today]].map(([l, v]) => `<div class="kpi"><span>${l}</span><b>${v}</b></div>`).join("")
       : `<p class="muted">${esc((me && me.kpi_error) || "No KPIs yet.")}</p>`;
-    setInterval(async () => {
-      const l = await api(`/assets/${id}/latest`);
-      $("#m-state").querySelector(".chip").textContent = l.state || "no state";
-    }, 5000);
+    setInterval(async () => { try { showLatest(await api(`/assets/${id}/latest`)); } catch (e) { /* shown */ } }, 2000);
   }
 
   // -- KPIs ------------------------------------------------------------------------------------------
