@@ -197,6 +197,8 @@ class Platform:
         return checks
 
     def close(self) -> None:
+        if self._overview is not None:
+            self._overview.close()
         if self._ingest is not None:
             self._ingest.close()
         if self.health is not None:

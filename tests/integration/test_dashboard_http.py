@@ -90,7 +90,10 @@ async def test_overview_carries_live_states_and_shift_kpis(platform: tuple[Platf
     await _publish(p, "press-02", "state", {"ts": now_ms - 5000, "state": "unplanned_stop", "reason": "jam"})
     await _publish(p, "press-02", "status", {"ts": now_ms - 5000, "status": "offline"})
     with TestClient(p.http_app()) as c:
+        first = c.get("/api/v1/overview", headers={"Authorization": f"Bearer {token}"}).json()
+        p.overview.wait_for_kpis(p.auth.context_for(token))  # the first answer does not wait for KPIs
         ov = c.get("/api/v1/overview", headers={"Authorization": f"Bearer {token}"}).json()
+    assert first["machines"][0]["live"]["state"] is not None
     tiles = {m["name"]: m for m in ov["machines"]}
     assert set(tiles) == {"press-01", "press-02"}
     one, two = tiles["press-01"], tiles["press-02"]

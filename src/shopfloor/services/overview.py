@@ -2,14 +2,17 @@
 
 States come fresh from the event log (one query per tenant, memoised for ``state_ttl_s``, so many
 open dashboards cost one read a second). KPIs of the current shift come per line (a line's report
-carries each of its machines), memoised for ``kpi_ttl_s`` (30 s by default): the overview never
-asks the store for one machine's KPIs per tile per second. Machines not on a line get their own
-report. A KPI failure for one line (no calendar, say) leaves that line's tiles without figures and
-says why, rather than failing the whole overview.
+carries each of its machines) and are computed in the background, at most every ``kpi_ttl_s``
+(30 s by default) while someone looks: the overview answers at once with the newest figures it has
+(none, the very first time; ``kpis_computed_us`` says how old they are) and never asks the store for
+one machine's KPIs per tile per second. Machines not on a line get their own report. A KPI failure
+for one line (no calendar, say) leaves that line's tiles without figures and says why, rather than
+failing the whole overview.
 """
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from collections.abc import Callable
@@ -30,6 +33,8 @@ from shopfloor.ports.clock import Clock
 from shopfloor.ports.store import EventLog
 from shopfloor.services.kpis import GroupResult, KpiReport, KpiService
 from shopfloor.services.registry import RegistryService
+
+log = logging.getLogger(__name__)
 
 
 class MachineState(msgspec.Struct, frozen=True):
@@ -89,6 +94,57 @@ class _Memo:
             return value
 
 
+_KpiSnapshot = tuple[int | None, dict[int, MachineKpis], dict[int, str]]
+_NONE_YET: _KpiSnapshot = (None, {}, {})
+
+
+class _Refresher:
+    """Per key, the newest computed value; a stale one is recomputed in a background thread, one at a time."""
+
+    def __init__(self, ttl_s: float, now: Callable[[], float] = time.monotonic) -> None:
+        self.ttl_s = ttl_s
+        self._now = now
+        self._lock = threading.Lock()
+        self._values: dict[Any, tuple[float, Any]] = {}
+        self._running: dict[Any, threading.Thread] = {}
+        self._closed = False
+
+    def get(self, key: Any, compute: Callable[[], Any], default: Any) -> Any:
+        with self._lock:
+            hit = self._values.get(key)
+            fresh = hit is not None and self._now() - hit[0] < self.ttl_s
+            if not fresh and key not in self._running and not self._closed:
+                t = threading.Thread(target=self._run, args=(key, compute), daemon=True, name=f"overview-kpis-{key}")
+                self._running[key] = t
+                t.start()
+            return hit[1] if hit is not None else default
+
+    def _run(self, key: Any, compute: Callable[[], Any]) -> None:
+        try:
+            value = compute()
+            with self._lock:
+                self._values[key] = (self._now(), value)
+        except Exception:  # a failed refresh keeps the old figures; the next request tries again
+            log.exception("computing the overview's KPIs failed")
+        finally:
+            with self._lock:
+                self._running.pop(key, None)
+
+    def close(self, timeout: float = 60.0) -> None:
+        """Start no more refreshes and wait for those running (before the store closes)."""
+        with self._lock:
+            self._closed = True
+            running = list(self._running.values())
+        for t in running:
+            t.join(timeout)
+
+    def wait(self, key: Any, timeout: float) -> None:
+        with self._lock:
+            t = self._running.get(key)
+        if t is not None:
+            t.join(timeout)
+
+
 class OverviewService:
     def __init__(self, registry: RegistryService, events: EventLog, kpis: KpiService | None, clock: Clock,
                  *, state_ttl_s: float = 1.0, kpi_ttl_s: float = 30.0) -> None:
@@ -97,7 +153,14 @@ class OverviewService:
         self._kpis = kpis
         self._clock = clock
         self._states = _Memo(state_ttl_s)
-        self._kpi_memo = _Memo(kpi_ttl_s)
+        self._kpi_cache = _Refresher(kpi_ttl_s)
+
+    def close(self) -> None:
+        self._kpi_cache.close()
+
+    def wait_for_kpis(self, ctx: TenantContext, timeout: float = 60.0) -> None:
+        """Wait for a KPI computation in progress (tests, and a CLI that wants figures)."""
+        self._kpi_cache.wait(ctx.require_tenant(), timeout)
 
     # -- live states ---------------------------------------------------------------------------------
     def states(self, ctx: TenantContext) -> dict[int, MachineState]:
@@ -123,7 +186,7 @@ class OverviewService:
         assets = self._registry.list_assets(ctx)
         by_id = {a.id: a for a in assets}
         machines = [a for a in assets if a.level is Level.MACHINE]
-        computed, kpis, errors = self._kpi_memo.get(tid, lambda: self._compute_kpis(ctx, by_id, machines))
+        computed, kpis, errors = self._kpi_cache.get(tid, lambda: self._compute_kpis(ctx, by_id, machines), _NONE_YET)
         states = self.states(ctx)
         tiles = []
         for m in sorted(machines, key=lambda a: a.path):
@@ -133,8 +196,7 @@ class OverviewService:
                                      path[2] if len(m.path) >= 4 else "", live, kpis.get(m.id), errors.get(m.id)))
         return Overview(self._clock.now_us(), computed, tiles)
 
-    def _compute_kpis(self, ctx: TenantContext, by_id: dict[int, Asset], machines: list[Asset],
-                      ) -> tuple[int | None, dict[int, MachineKpis], dict[int, str]]:
+    def _compute_kpis(self, ctx: TenantContext, by_id: dict[int, Asset], machines: list[Asset]) -> _KpiSnapshot:
         if self._kpis is None:
             return None, {}, {}
         now = self._clock.now_us()
