@@ -31,6 +31,7 @@ PLANT = {
     "devices": [{"name": "gw", "gateway": True, "assets": ["plant/hall/line-1"]}],
 }
 TOPIC = "shopfloor/v1/acme/plant/hall/line-1/{}/{}"
+DOC = (Path(__file__).resolve().parents[2] / "docs" / "dashboard.md").read_text()
 
 
 @pytest.fixture
@@ -136,3 +137,20 @@ def test_overview_and_stream_refuse_without_a_token(platform: tuple[Platform, st
         for path in ("/api/v1/overview", "/api/v1/stream/states"):
             r = c.get(path)
             assert r.status_code == 401 and r.headers["content-type"] == "application/problem+json"
+
+
+async def test_the_documented_overview_example_has_the_shape_the_api_returns(platform: tuple[Platform, str]) -> None:
+    example = json.loads(re.findall(r"```json\n(.*?)```", DOC, re.S)[0])
+    p, token = platform
+    now_ms = int(time.time() * 1000)
+    await _publish(p, "press-01", "state", {"ts": now_ms - 60_000, "state": "running"})
+    await _publish(p, "press-01", "count", {"ts": now_ms - 1000, "good": 2})
+    with TestClient(p.http_app()) as c:
+        c.get("/api/v1/overview", headers={"Authorization": f"Bearer {token}"})
+        p.overview.wait_for_kpis(p.auth.context_for(token))
+        real = c.get("/api/v1/overview", headers={"Authorization": f"Bearer {token}"}).json()
+    assert set(real) == set(example)
+    tile = next(m for m in real["machines"] if m["name"] == "press-01")
+    doc_tile = example["machines"][0]
+    assert set(tile) == set(doc_tile)
+    assert set(tile["live"]) == set(doc_tile["live"]) and set(tile["kpis"]) == set(doc_tile["kpis"])
