@@ -18,14 +18,14 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, TypeAlias
 
 import numpy as np
 
 from shopfloor.domain.analytics.detector import Observation, State, as_vector, quantile_threshold, register
 from shopfloor.domain.errors import InvalidInput
 
-Matrix = np.ndarray[Any, np.dtype[np.float64]]
+Matrix: TypeAlias = np.ndarray[Any, np.dtype[np.float64]]
 
 
 class PcaT2QDetector:
