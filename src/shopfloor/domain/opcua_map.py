@@ -134,9 +134,11 @@ def check_opcua(spec: OpcUaSpec, where: str = "opcua") -> None:
         raise InvalidInput(f"{where}: a password needs a 'username'")
     if spec.password_env is not None and not _ENV_RE.match(spec.password_env):
         raise InvalidInput(f"{where}: password_env {spec.password_env!r} is not an environment variable name")
-    for name in ("publishing_interval_ms", "sampling_interval_ms", "poll_interval_ms"):
+    for name in ("publishing_interval_ms", "poll_interval_ms"):
         if not getattr(spec, name) > 0:
             raise InvalidInput(f"{where}: {name} must be positive")
+    if not spec.sampling_interval_ms >= 0:
+        raise InvalidInput(f"{where}: sampling_interval_ms is not negative (0: as fast as the server can)")
     for name in ("items_per_subscription", "subscriptions_per_connection", "queue_size"):
         if getattr(spec, name) < 1:
             raise InvalidInput(f"{where}: {name} must be at least 1")

@@ -79,6 +79,7 @@ class Link:
         self.monitored = 0
         self.polled: list[BoundNode] = []
         self._lost_at_us: int | None = None
+        self._alive_us: int | None = None
         self._last_polled: dict[str, float | bool | str | None] = {}
 
     async def run(self) -> None:
@@ -105,8 +106,8 @@ class Link:
                     raise
                 except Exception as exc:
                     log.warning("%s: connection to %s lost: %s", self.name, self.spec.endpoint, exc)
-                if self._lost_at_us is None:
-                    self._lost_at_us = time.time_ns() // 1000
+                if self._lost_at_us is None:  # the last moment the link was known to be up
+                    self._lost_at_us = self._alive_us or time.time_ns() // 1000
                 self.connected.clear()
                 await close(self.client)
                 self.client = None
@@ -157,6 +158,7 @@ class Link:
             held, handler.held = handler.held or [], None
             self._delivery.offer_many(held)
             self._lost_at_us = None
+        self._alive_us = time.time_ns() // 1000
         self.connected.set()
         log.info("%s: %s: %d monitored items in %d subscriptions, %d polled", self.name, self.spec.endpoint,
                  self.monitored, self.subscriptions, len(self.polled))
@@ -164,7 +166,10 @@ class Link:
         try:
             while True:
                 await asyncio.sleep(self._watchdog_s)
+                sent = time.time_ns() // 1000
                 await client.check_connection()
+                await asyncio.wait_for(client.nodes.server_state.read_value(), self._timeout_s)
+                self._alive_us = sent  # the link was up at least until then
                 if poller is not None and poller.done():
                     poller.result()
         finally:
@@ -184,25 +189,35 @@ class Link:
         return params
 
     async def _backfill(self, client: Client) -> None:
-        """Read each node's gap from the server's history, or mark it with a bad-quality reading."""
+        """Read each node's gap from the server's history, or mark it with a bad-quality reading.
+
+        Only nodes whose access level grants HistoryRead are read (servers answer others with an
+        error, or with nothing, which would pass for "no changes")."""
         lost_at = self._lost_at_us or time.time_ns() // 1000
         end = us_datetime(time.time_ns() // 1000)
+        historized: list[bool] = [False] * len(self.nodes)
+        if self.spec.history_backfill:
+            ids = [client.get_node(b.node_id).nodeid for b in self.nodes]
+            levels = await client.uaclient.read_attributes(ids, ua.AttributeIds.AccessLevel)
+            historized = [dv.StatusCode is not None and dv.StatusCode.is_good() and dv.Value is not None
+                          and isinstance(dv.Value.Value, int) and bool(dv.Value.Value & ua.AccessLevel.HistoryRead.mask)
+                          for dv in levels]
         gate = asyncio.Semaphore(16)
 
-        async def one(bound: BoundNode) -> None:
+        async def one(bound: BoundNode, has_history: bool) -> None:
             since = self._delivery.dedup.latest(bound.node_id) or lost_at
             history: list[ua.DataValue] | None = None
-            if self.spec.history_backfill:
+            if has_history:
                 async with gate:
                     try:
                         history = await client.get_node(bound.node_id).read_raw_history(
                             us_datetime(since), end, return_bounds=False)
                     except (ua.UaStatusCodeError, ua.UaError) as exc:
                         log.info("%s: no history of %s (%s)", self.name, bound.node_id, type(exc).__name__)
-            if history is None:
+            if history is None:  # bad from the loss (or its newest value, if later) to the next value
                 self._delivery.stats.gaps_marked += 1
-                self._delivery.offer(bound.node_id, Reading(bound.asset, bound.measurement, lost_at, None,
-                                                            Quality.BAD))
+                at = max(lost_at, (self._delivery.dedup.latest(bound.node_id) or 0) + 1)
+                self._delivery.offer(bound.node_id, Reading(bound.asset, bound.measurement, at, None, Quality.BAD))
                 return
             for dv in history:
                 if dv.SourceTimestamp is not None and datetime_us(dv.SourceTimestamp) < since:
@@ -212,7 +227,7 @@ class Link:
                 if self._delivery.stats.duplicates == before:
                     self._delivery.stats.backfilled += 1
 
-        await asyncio.gather(*(one(b) for b in self.nodes))
+        await asyncio.gather(*(one(b, h) for b, h in zip(self.nodes, historized, strict=True)))
 
     async def _poll(self, client: Client) -> None:
         """Read the nodes the server would not monitor, every ``poll_interval_ms``."""

@@ -5,9 +5,11 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable
+from pathlib import Path
 from typing import TypeVar
 
 from asyncua import Client, ua
+from cryptography import x509
 from asyncua.crypto.security_policies import SecurityPolicyBasic256Sha256
 
 from shopfloor.connectors.opcua.errors import OpcUaAuthError, OpcUaError, OpcUaSecurityError, OpcUaUnreachable
@@ -38,10 +40,30 @@ async def make_client(spec: OpcUaSpec, *, timeout_s: float = 4.0, watchdog_s: fl
     sec = spec.security
     if sec.policy is SecurityPolicy.BASIC256SHA256:
         assert sec.certificate is not None and sec.private_key is not None  # check_opcua made sure
+        uri = _application_uri(sec.certificate)
+        if uri is not None:  # servers check that the certificate names the client's application URI
+            client.application_uri = uri
         await guarded(spec.endpoint, client.set_security(
             SecurityPolicyBasic256Sha256, sec.certificate, sec.private_key,
             server_certificate=sec.server_certificate, mode=_MODES[sec.mode]))
     return client
+
+
+def _application_uri(cert_path: str) -> str | None:
+    """The URI in the client certificate's subjectAltName (PEM or DER), if any."""
+    try:
+        data = Path(cert_path).read_bytes()
+    except OSError as exc:
+        raise OpcUaSecurityError(f"client certificate {cert_path}: {exc.strerror}") from None
+    try:
+        cert = x509.load_pem_x509_certificate(data) if b"-----BEGIN" in data else x509.load_der_x509_certificate(data)
+        san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    except x509.ExtensionNotFound:
+        return None
+    except ValueError as exc:
+        raise OpcUaSecurityError(f"client certificate {cert_path} is not a certificate: {exc}") from None
+    uris = san.get_values_for_type(x509.UniformResourceIdentifier)
+    return uris[0] if uris else None
 
 
 async def connect(spec: OpcUaSpec, *, timeout_s: float = 4.0, watchdog_s: float = 1.0) -> Client:
@@ -64,6 +86,9 @@ async def guarded(endpoint: str, call: Awaitable[T]) -> T:
     except (OSError, TimeoutError, ConnectionError) as exc:
         raise OpcUaUnreachable(f"OPC UA server {endpoint} unreachable: {exc or type(exc).__name__}") from None
     except ua.UaError as exc:
+        if "No matching endpoints" in str(exc):
+            raise OpcUaSecurityError(f"OPC UA server {endpoint} offers no endpoint with this security policy and "
+                                     f"mode ({exc}): see its endpoints with 'shopfloor opcua browse'") from None
         raise OpcUaError(f"OPC UA server {endpoint}: {exc}") from None
 
 
