@@ -147,3 +147,33 @@ class PlcServer:
         if self.server is not None:
             await self.server.stop()
             self.server = None
+
+
+class ServerThread:
+    """A ``PlcServer`` on its own event loop in a thread, for tests of code that runs its own loop."""
+
+    def __init__(self, server: PlcServer) -> None:
+        import asyncio
+        import threading
+
+        self.server = server
+        self.loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+
+    def __enter__(self) -> PlcServer:
+        import asyncio
+
+        self._thread.start()
+        asyncio.run_coroutine_threadsafe(self.server.start(), self.loop).result(30)
+        return self.server
+
+    def call(self, coro: Any) -> Any:
+        import asyncio
+
+        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(30)
+
+    def __exit__(self, *exc: object) -> None:
+        self.call(self.server.stop())
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self._thread.join(10)
+        self.loop.close()

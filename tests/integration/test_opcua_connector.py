@@ -41,14 +41,14 @@ class Collect:
     def of(self, measurement: str) -> list[Reading]:
         return [r for r in self.readings if r.measurement == measurement]
 
-    async def until(self, check: Callable[[], bool], timeout: float = 10.0) -> None:
+    async def until(self, check: Callable[[], bool], within: float = 10.0) -> None:
         async def wait() -> None:
             while not check():
                 self._changed.clear()
                 await self._changed.wait()
 
         try:
-            await asyncio.wait_for(wait(), timeout)
+            await asyncio.wait_for(wait(), within)
         except TimeoutError:
             raise AssertionError(f"timed out; readings so far: {self.readings}") from None
 

@@ -9,8 +9,8 @@ from pathlib import Path
 from typing import TypeVar
 
 from asyncua import Client, ua
-from cryptography import x509
 from asyncua.crypto.security_policies import SecurityPolicyBasic256Sha256
+from cryptography import x509
 
 from shopfloor.connectors.opcua.errors import OpcUaAuthError, OpcUaError, OpcUaSecurityError, OpcUaUnreachable
 from shopfloor.domain.opcua_map import OpcUaSpec, SecurityMode, SecurityPolicy
