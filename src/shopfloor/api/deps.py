@@ -16,6 +16,7 @@ from shopfloor.services.export import ExportService
 from shopfloor.services.health import HealthService
 from shopfloor.services.history import HistoryService
 from shopfloor.services.kpis import KpiService
+from shopfloor.services.machine_writes import MachineWriteService
 from shopfloor.services.plant import PlantService
 from shopfloor.services.registry import RegistryService
 from shopfloor.services.sparkplug import SparkplugCommandService
@@ -38,6 +39,7 @@ class ApiServices:
     ingest: MessageSink | None = None  # POST /messages (back-fill) answers 503 without it
     kpis: KpiService | None = None  # /kpis answers 503 without it
     sparkplug_commands: SparkplugCommandService | None = None  # POST /devices/{id}/sparkplug/command: 503 without
+    machine_writes: MachineWriteService | None = None  # POST /assets/{id}/write: 503 without
 
 
 def services(request: Request) -> ApiServices:
