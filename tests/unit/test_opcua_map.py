@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import pytest
@@ -82,12 +83,16 @@ def test_status_code_severity_is_the_quality(code: int, quality: Quality) -> Non
 
 def test_dedup_by_node_and_source_timestamp() -> None:
     d = Deduplicator(per_node=3)
-    assert d.first_time("a", 10) and d.first_time("b", 10) and d.first_time("a", 5)
-    assert not d.first_time("a", 10) and d.dropped == 1
-    assert d.latest("a") == 10 and d.latest("c") is None
-    for ts in (11, 12, 13):
-        d.first_time("a", ts)
-    assert d.first_time("a", 5)  # forgotten: only the newest 3 are kept
+    assert d.first_time("a", 10) and d.first_time("b", 10)
+    assert not d.first_time("a", 10) and d.dropped == 1  # the newest, again
+    assert d.first_time("a", 5)  # older, never seen: out of order, kept
+    for ts in (11, 12, 13):  # back-filled
+        assert d.first_time("a", ts, remember=True)
+    assert d.first_time("a", 20)
+    assert not d.first_time("a", 12)  # a live notification repeating a back-filled one
+    assert d.latest("a") == 20 and d.latest("c") is None
+    d.first_time("a", 14, remember=True)  # only the newest 3 back-filled are remembered
+    assert d.first_time("a", 11)
 
 
 PLANT = """
@@ -134,7 +139,7 @@ def test_plant_apply_accepts_nodes_of_existing_machines_and_measurements() -> No
 def test_plant_apply_refuses_nodes_of_missing_machines_or_measurements(change: dict[str, Any], words: str) -> None:
     doc = yaml.safe_load(PLANT)
     doc["devices"][0]["opcua"]["nodes"]["ns=2;s=Press.Temperature"].update(change)
-    with pytest.raises(InvalidInput, match="device 'plc-press-01': opcua: node 'ns=2;s=Press.Temperature'") as caught:
+    with pytest.raises(InvalidInput, match=re.escape("device 'plc-press-01': opcua: node 'ns=2;s=Press.Temperature'")) as caught:
         _apply(doc)
     assert words in caught.value.message
 

@@ -41,10 +41,11 @@ class Delivery:
         self.dedup = Deduplicator()
         self.stats = Stats()
 
-    def offer(self, node_id: str, reading: Reading) -> None:
-        """Queue one reading unless (node, source timestamp) was seen already."""
+    def offer(self, node_id: str, reading: Reading, remember: bool = False) -> None:
+        """Queue one reading unless (node, source timestamp) was seen already (``remember``: a
+        back-filled reading, which live notifications may repeat out of order)."""
         self.stats.notifications += 1
-        if not self.dedup.first_time(node_id, reading.ts_us):
+        if not self.dedup.first_time(node_id, reading.ts_us, remember):
             self.stats.duplicates += 1
             return
         self._pending.append(reading)

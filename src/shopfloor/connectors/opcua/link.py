@@ -223,7 +223,7 @@ class Link:
                 if dv.SourceTimestamp is not None and datetime_us(dv.SourceTimestamp) < since:
                     continue
                 before = self._delivery.stats.duplicates
-                self._delivery.offer(bound.node_id, bound.reading(dv))
+                self._delivery.offer(bound.node_id, bound.reading(dv), remember=True)
                 if self._delivery.stats.duplicates == before:
                     self._delivery.stats.backfilled += 1
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from asyncua import ua
@@ -13,6 +13,10 @@ from shopfloor.connectors.opcua.quality import quality_of
 from shopfloor.domain.fieldbus import Reading
 from shopfloor.domain.opcua_map import Deadband, OpcUaSpec
 from shopfloor.domain.records import Quality
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_EPOCH_NAIVE = datetime(1970, 1, 1)
+_MICROSECOND = timedelta(microseconds=1)
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,10 +75,8 @@ def timestamp_us(dv: ua.DataValue) -> int:
 
 
 def datetime_us(ts: datetime) -> int:
-    if ts.tzinfo is None:
-        ts = ts.replace(tzinfo=UTC)
-    delta = ts - datetime(1970, 1, 1, tzinfo=UTC)
-    return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
+    """Epoch microseconds of a datetime (naive ones are UTC, as asyncua gives them)."""
+    return (ts - (_EPOCH_NAIVE if ts.tzinfo is None else _EPOCH)) // _MICROSECOND
 
 
 def us_datetime(ts_us: int) -> datetime:
