@@ -17,6 +17,7 @@ from shopfloor.services.health import HealthService
 from shopfloor.services.history import HistoryService
 from shopfloor.services.kpis import KpiService
 from shopfloor.services.machine_writes import MachineWriteService
+from shopfloor.services.overview import OverviewService
 from shopfloor.services.plant import PlantService
 from shopfloor.services.registry import RegistryService
 from shopfloor.services.sparkplug import SparkplugCommandService
@@ -39,6 +40,7 @@ class ApiServices:
     ingest: MessageSink | None = None  # POST /messages (back-fill) answers 503 without it
     kpis: KpiService | None = None  # /kpis answers 503 without it
     sparkplug_commands: SparkplugCommandService | None = None  # POST /devices/{id}/sparkplug/command: 503 without
+    overview: OverviewService | None = None  # /overview and /stream/states answer 503 without it
     machine_writes: MachineWriteService | None = None  # POST /assets/{id}/write: 503 without
 
 
