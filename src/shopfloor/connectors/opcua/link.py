@@ -212,7 +212,7 @@ class Link:
                     try:
                         history = await client.get_node(bound.node_id).read_raw_history(
                             us_datetime(since), end, return_bounds=False)
-                    except (ua.UaStatusCodeError, ua.UaError) as exc:
+                    except (ua.UaStatusCodeError, ua.UaError, ValueError) as exc:
                         log.info("%s: no history of %s (%s)", self.name, bound.node_id, type(exc).__name__)
             if history is None:  # bad from the loss (or its newest value, if later) to the next value
                 self._delivery.stats.gaps_marked += 1
