@@ -15,6 +15,7 @@ from shopfloor.api.routers import (
     export,
     health,
     kpis,
+    machine_writes,
     messages,
     overview,
     plant,
@@ -37,7 +38,7 @@ def create_app(services: ApiServices) -> FastAPI:
     app.state.services = services
     errors.install(app)
     for r in (tenants.router, assets.router, devices.router, data.router, plant.router, export.router, admin.router,
-              kpis.router, messages.router, sparkplug.router, overview.router):
+              kpis.router, messages.router, sparkplug.router, overview.router, machine_writes.router):
         app.include_router(r, prefix=API)
     app.include_router(health.router)
     return app
