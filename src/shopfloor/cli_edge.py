@@ -30,7 +30,8 @@ def register(app: typer.Typer) -> None:
         resolved = load_edge_config(config)
         points = check_sources(resolved)
         if check:
-            console.print(f"edge.yaml is valid: {len(resolved.modbus)} Modbus device(s), {points} point(s), "
+            console.print(f"edge.yaml is valid: {len(resolved.modbus)} Modbus device(s), {len(resolved.opcua)} OPC UA "
+                          f"server(s), {points} point(s), "
                           f"tenant {resolved.config.tenant}, broker {resolved.config.broker.host}:"
                           f"{resolved.config.broker.port}")
             return

@@ -97,7 +97,7 @@ def test_edge_check_reads_the_documented_configuration(tmp_path: Path) -> None:
     (tmp_path / "edge.yaml").write_text(yaml.safe_dump(_yaml("edge.md")))
     result = CliRunner().invoke(app, ["edge", "--config", str(tmp_path / "edge.yaml"), "--check"])
     assert result.exit_code == 0, result.output
-    assert "1 Modbus device(s), 6 point(s), tenant acme" in result.output
+    assert "1 Modbus device(s), 0 OPC UA server(s), 6 point(s), tenant acme" in " ".join(result.output.split())
     (tmp_path / "edge.yaml").write_text("tenant: acme\n")
     result = CliRunner().invoke(app, ["edge", "--config", str(tmp_path / "edge.yaml"), "--check"])
     assert result.exit_code != 0 and "no sources" in str(result.exception)

@@ -35,6 +35,31 @@ from shopfloor.domain.topics import ROOT
 _log = logging.getLogger(__name__)
 
 
+MAX_WRITES = 100
+
+
+def _writes_of(body: dict[str, Any]) -> list[tuple[str, float | bool | str]]:
+    """(measurement, value) pairs of a command: ``"write": {m: v}``, or the platform API's
+    ``"writes": [{"measurement": m, "value": v}]``."""
+    pairs: list[tuple[str, Any]]
+    if isinstance(body.get("write"), dict):
+        pairs = list(body["write"].items())
+    elif isinstance(body.get("writes"), list):
+        pairs = []
+        for w in body["writes"]:
+            if not isinstance(w, dict) or not isinstance(w.get("measurement"), str) or "value" not in w:
+                raise ValueError("each of 'writes' is {\"measurement\": name, \"value\": value}")
+            pairs.append((w["measurement"], w["value"]))
+    else:
+        raise ValueError("a command needs 'write': {measurement: value, ...}")
+    if not 1 <= len(pairs) <= MAX_WRITES:
+        raise ValueError(f"a command writes 1 to {MAX_WRITES} values")
+    for name, value in pairs:
+        if isinstance(value, list | dict) or value is None:
+            raise ValueError(f"{name}: a value is a number, a boolean or a string")
+    return pairs
+
+
 class EdgeSource(Protocol):
     """What the agent runs: a connector feeding readings, and writing the measurements it owns."""
 
@@ -155,31 +180,35 @@ class EdgeAgent:
     async def _command(self, asset: str, payload: bytes) -> None:
         now_us = int(self._clock() * 1_000_000)
         command_id: Any = None
+        results: list[dict[str, Any]] = []
         try:
             body = json.loads(payload)
             if not isinstance(body, dict):
                 raise ValueError("a command is a JSON object")
             command_id = body.get("id")
-            writes = body.get("write")
-            if not isinstance(writes, dict) or not writes:
-                raise ValueError("a command needs 'write': {measurement: value, ...}")
-            for name, value in writes.items():
-                if isinstance(value, list | dict) or value is None:
-                    raise ValueError(f"{name}: a value is a number, a boolean or a string")
+            writes = _writes_of(body)
+            for name, _value in writes:
                 source = self._owners.get((asset, name))
                 if source is None or not source.writable(asset, name):
                     raise ValueError(f"{name} of {asset} is not a writable point of this edge agent")
-            for name, value in writes.items():
-                await self._owners[(asset, name)].write(asset, name, value)
-                _log.info("edge: command %s wrote %s %s = %r", command_id, asset, name, value)
+            for name, value in writes:
+                try:
+                    await self._owners[(asset, name)].write(asset, name, value)
+                except ShopfloorError as exc:
+                    results.append({"measurement": name, "ok": False, "error": exc.message})
+                    raise
+                results.append({"measurement": name, "ok": True})
+                _log.info("edge: command %s (by %s) wrote %s %s = %r", command_id, body.get("by", "?"), asset,
+                          name, value)
         except (ValueError, ShopfloorError) as exc:
             reason = exc.message if isinstance(exc, ShopfloorError) else str(exc)
             _log.warning("edge: command %s for %s failed: %s", command_id, asset, reason)
             self.stats.commands["error"] += 1
-            self.append([reply_message(self.tenant, asset, now_us, command_id, "error", {"error": reason})])
+            self.append([reply_message(self.tenant, asset, now_us, command_id, "error",
+                                       {"error": reason, "results": results})])
             return
         self.stats.commands["ok"] += 1
-        self.append([reply_message(self.tenant, asset, now_us, command_id, "ok")])
+        self.append([reply_message(self.tenant, asset, now_us, command_id, "ok", {"results": results})])
 
     def describe(self) -> dict[str, object]:
         """Counters of the agent, its buffer and its sources."""

@@ -26,6 +26,7 @@ import yaml
 
 from shopfloor.domain.errors import InvalidInput
 from shopfloor.domain.modbus_map import ModbusSpec, check_modbus
+from shopfloor.domain.opcua_map import OpcUaSpec, check_opcua
 from shopfloor.domain.plant import plant_from_obj
 
 
@@ -46,7 +47,7 @@ class BufferConfig(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
 
 class SourcesConfig(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
     modbus: list[ModbusSpec] = []
-    opcua: list[Any] = []  # the plant file's OPC UA endpoints (connectors/opcua)
+    opcua: list[OpcUaSpec] = []  # the plant file's OPC UA sections (docs/opcua.md), each with an ``asset``
 
 
 class EdgeConfig(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
@@ -73,7 +74,7 @@ class ResolvedEdge(msgspec.Struct, frozen=True):
     username: str | None
     password: str | None
     modbus: list[tuple[ModbusSpec, str]]
-    opcua: list[Any]
+    opcua: list[tuple[OpcUaSpec, str]]  # with a name for counters and logs
     buffer_path: Path
 
 
@@ -101,7 +102,7 @@ def resolve_edge_config(obj: Any, base: Path, where: str = "edge.yaml") -> Resol
     if not 1 <= config.window <= 10_000 or not 1 <= config.max_records <= 10_000:
         raise InvalidInput(f"{where}: window and max_records must be 1..10000")
     modbus = [(spec, "") for spec in config.sources.modbus]
-    opcua = list(config.sources.opcua)
+    opcua = [(spec, f"opcua-{i}") for i, spec in enumerate(config.sources.opcua)]
     if (config.plant is None) != (config.device is None):
         raise InvalidInput(f"{where}: 'plant' and 'device' go together")
     if config.plant is not None and config.device is not None:
@@ -110,6 +111,8 @@ def resolve_edge_config(obj: Any, base: Path, where: str = "edge.yaml") -> Resol
         opcua += opcua_from_plant
     for i, (spec, default) in enumerate(modbus):
         check_modbus(spec, f"{where}: modbus source {spec.name or i}", default)
+    for ua_spec, name in opcua:
+        check_opcua(ua_spec, f"{where}: opcua source {name}")
     if not modbus and not opcua:
         raise InvalidInput(f"{where}: no sources (sources.modbus, sources.opcua, or plant + device)")
     username = config.username
@@ -125,7 +128,7 @@ def resolve_edge_config(obj: Any, base: Path, where: str = "edge.yaml") -> Resol
     return ResolvedEdge(config, username, password, modbus, opcua, base / config.buffer.path)
 
 
-def _from_plant(path: Path, device: str) -> tuple[list[tuple[ModbusSpec, str]], list[Any]]:
+def _from_plant(path: Path, device: str) -> tuple[list[tuple[ModbusSpec, str]], list[tuple[OpcUaSpec, str]]]:
     try:
         spec = plant_from_obj(yaml.safe_load(path.read_text()))
     except OSError as exc:
@@ -138,5 +141,8 @@ def _from_plant(path: Path, device: str) -> tuple[list[tuple[ModbusSpec, str]], 
     d = found[0]
     modbus = [] if d.modbus is None else [(msgspec.structs.replace(d.modbus, name=d.modbus.name or d.name),
                                            d.assets[0] if len(d.assets) == 1 else "")]
-    opcua = [getattr(d, "opcua")] if getattr(d, "opcua", None) is not None else []  # noqa: B009
+    opcua = []
+    if d.opcua is not None:  # the device's only machine stands in for a missing section asset
+        default = d.assets[0] if len(d.assets) == 1 and d.opcua.asset is None else d.opcua.asset
+        opcua.append((msgspec.structs.replace(d.opcua, asset=default), d.name))
     return modbus, opcua
