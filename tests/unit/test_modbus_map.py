@@ -20,6 +20,7 @@ from shopfloor.domain.modbus_map import (
     PollGroup,
     RegisterSpec,
     check_modbus,
+    compile_request,
     decode_raw,
     decode_register,
     decode_request,
@@ -206,6 +207,7 @@ def test_the_fast_request_decoder_agrees_with_the_register_decoder(
         address += register_count(reg)
     [request] = plan_reads(regs)
     fast = decode_request(request, words_on_device)
+    assert compile_request(request)(words_on_device) == fast
     for (reg, off), got in zip(request.items, fast, strict=True):
         try:
             want: object = decode_register(reg, words_on_device[off:off + register_count(reg)])
@@ -213,4 +215,16 @@ def test_the_fast_request_decoder_agrees_with_the_register_decoder(
             want = None
         assert got == want
     coils = plan_reads([RegisterSpec("c", 3, table="coil", type="bool")])[0]
-    assert decode_request(coils, [1]) == [True]
+    assert decode_request(coils, [1]) == [True] == compile_request(coils)([1])
+
+
+@given(st.lists(st.tuples(st.integers(0, 40), st.sampled_from(sorted(FORMATS)), st.sampled_from([1.0, 0.1, -2.0]),
+                          st.sampled_from([0.0, 5.0])), min_size=1, max_size=20),
+       st.lists(st.integers(0, 65535), min_size=125, max_size=125))
+def test_a_compiled_read_with_gaps_decodes_like_the_reference(
+        specs: list[tuple[int, str, float, float]], words_on_device: list[int]) -> None:
+    regs = [RegisterSpec(f"m{i}", a, type=k, scale=sc, offset=of)  # type: ignore[arg-type]
+            for i, (a, k, sc, of) in enumerate(specs)]
+    for request in plan_reads(regs, max_gap=10):
+        chunk = words_on_device[:request.count]
+        assert compile_request(request)(chunk) == decode_request(request, chunk)

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import math
 import struct
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
@@ -223,6 +223,37 @@ def decode_request(request: ReadRequest, words: Sequence[int]) -> list[float | b
         except ValueError:
             out.append(None)
     return out
+
+
+def compile_request(request: ReadRequest) -> Callable[[Sequence[int]], list[float | bool | str | None]]:
+    """A decoder of ``request``'s response, made once per read plan: the same results as
+    ``decode_request``, with one ``struct`` unpack for a whole read of numbers in the default order."""
+    if request.table in BIT_TABLES:
+        offsets = [offset for _, offset in request.items]
+        return lambda words: [bool(words[o]) for o in offsets]
+    fmt, end = [">"], 0
+    for reg, offset in request.items:
+        if reg.type not in _STRUCTS or reg.byte_order != "big" or reg.word_order != "big" or offset < end:
+            return lambda words: decode_request(request, words)
+        if offset > end:
+            fmt.append(f"{2 * (offset - end)}x")
+        fmt.append(_FORMATS[reg.type][0][1:])
+        end = offset + register_count(reg)
+    whole = struct.Struct("".join(fmt))
+    words_fmt = _WORDS[request.count]
+    plain = all(r.scale == 1.0 and r.offset == 0.0 for r, _ in request.items)
+    scales = [(r.scale, r.offset) for r, _ in request.items]
+    floats = any(r.type.startswith("float") for r, _ in request.items)
+
+    def decode(words: Sequence[int]) -> list[float | bool | str | None]:
+        raw = whole.unpack_from(words_fmt.pack(*words))
+        values: list[float] = ([float(v) for v in raw] if plain
+                               else [v * s + o for v, (s, o) in zip(raw, scales, strict=True)])
+        if floats or not plain:
+            return [v if math.isfinite(v) else None for v in values]
+        return list(values)
+
+    return decode
 
 
 _STRUCTS = {kind: struct.Struct(fmt) for kind, (fmt, _) in _FORMATS.items()}

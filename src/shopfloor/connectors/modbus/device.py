@@ -29,7 +29,7 @@ from shopfloor.domain.modbus_map import (
     ModbusSpec,
     ReadRequest,
     RegisterSpec,
-    decode_request,
+    compile_request,
     encode_register,
     plan_reads,
 )
@@ -75,6 +75,7 @@ class ModbusDevice:
         self._clock = clock
         self._assets = {id(r): r.asset or spec.asset or default_asset for g in spec.groups for r in g.registers}
         self._plans: list[list[ReadRequest]] = [plan_reads(g.registers, spec.max_gap) for g in spec.groups]
+        self._decoders = {id(r): compile_request(r) for plan in self._plans for r in plan}
         self._connect_lock = asyncio.Lock()
         self._down_until = 0.0
         self._backoff = BACKOFF_MIN_S
@@ -157,7 +158,7 @@ class ModbusDevice:
         out = []
         bad = 0
         assets = self._assets
-        for (reg, _), value in zip(request.items, decode_request(request, words), strict=True):
+        for (reg, _), value in zip(request.items, self._decoders[id(request)](words), strict=True):
             if value is None:
                 self.counters.failures["decode_error"] += 1
                 self.counters.last_error = f"{self.label}: {reg.measurement} is not a finite number"
