@@ -66,6 +66,8 @@ class PymodbusTransport:
                 await self._call(what, c.write_coil(address, bool(values[0]), device_id=self.unit))
             else:
                 await self._call(what, c.write_coils(address, [bool(v) for v in values], device_id=self.unit))
+        elif table == "holding" and len(values) == 1:  # function 6: what every device supports
+            await self._call(what, c.write_register(address, values[0], device_id=self.unit))
         elif table == "holding":
             await self._call(what, c.write_registers(address, list(values), device_id=self.unit))
         else:
