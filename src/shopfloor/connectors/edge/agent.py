@@ -126,7 +126,7 @@ class EdgeAgent:
         self.link = MqttLink(self.link_settings, on_ack=self.forwarder.on_ack, on_message=self._on_message,
                              subscriptions=subscriptions, will=will, on_connect=self._online)
         self.link.start()
-        tasks = [asyncio.create_task(self.forwarder.run(self.link), name="edge forwarder")]
+        tasks = [asyncio.create_task(self._run_forwarder(self.link), name="edge forwarder")]
         tasks += [asyncio.create_task(self._run_source(s), name=f"edge source {s.name}") for s in self.sources]
         try:
             await stop.wait()
@@ -148,6 +148,16 @@ class EdgeAgent:
         while len(self.buffer) > 0 and self.link is not None and self.link.connected.is_set():
             self.forwarder.flush_acks()
             await asyncio.sleep(0.05)
+
+    async def _run_forwarder(self, link: MqttLink) -> None:
+        while True:
+            try:
+                await self.forwarder.run(link)
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # the buffer's file (disk full, I/O error): keep buffering, try again
+                _log.exception("edge: forwarding failed; again in 5 s")
+                await asyncio.sleep(5.0)
 
     async def _run_source(self, source: EdgeSource) -> None:
         delay = 1.0
