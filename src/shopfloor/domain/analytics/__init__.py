@@ -1,0 +1,1 @@
+"""Analytics on machine data: anomaly detectors and remaining-useful-life models (pure, no I/O)."""
