@@ -94,7 +94,7 @@ def _check_life(history: FloatArray | Sequence[Sequence[float]], n_signals: int 
 def _window_sums(c: FloatArray, w: int) -> tuple[FloatArray, FloatArray]:
     """Sum of the rows in the trailing window ending at each row (at most w rows), and the count."""
     n = c.shape[0]
-    cs = np.concatenate([np.zeros((1,) + c.shape[1:]), np.cumsum(c, axis=0)], axis=0)
+    cs = np.concatenate([np.zeros((1, *c.shape[1:])), np.cumsum(c, axis=0)], axis=0)
     hi = np.arange(1, n + 1)
     lo = np.maximum(hi - w, 0)
     return cs[hi] - cs[lo], (hi - lo).astype(np.float64)
