@@ -20,7 +20,7 @@ class AnalyticsModelStore(Protocol):
 
     def get(self, tenant_id: int, name: str) -> AnalyticsModel | None: ...
 
-    def list(self, tenant_id: int) -> list[AnalyticsModel]:
+    def list_models(self, tenant_id: int) -> list[AnalyticsModel]:
         """The tenant's models, by name."""
         ...
 

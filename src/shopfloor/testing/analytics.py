@@ -33,7 +33,7 @@ class InMemoryAnalyticsStore:
     def get(self, tenant_id: int, name: str) -> AnalyticsModel | None:
         return self._models.get((tenant_id, name))
 
-    def list(self, tenant_id: int) -> list[AnalyticsModel]:
+    def list_models(self, tenant_id: int) -> list[AnalyticsModel]:
         return [m for (t, _), m in sorted(self._models.items()) if t == tenant_id]
 
     def list_trained(self) -> list[AnalyticsModel]:
@@ -80,8 +80,8 @@ class AnalyticsStoreContract:
                  output="temperature_anomaly")
         store.put_spec(z)
         store.put_spec(spec(tenant_id=2))
-        assert [m.spec.name for m in store.list(1)] == ["oil-anomaly", "press-rul"]
-        assert [m.spec for m in store.list(2)] == [spec(tenant_id=2)]
+        assert [m.spec.name for m in store.list_models(1)] == ["oil-anomaly", "press-rul"]
+        assert [m.spec for m in store.list_models(2)] == [spec(tenant_id=2)]
 
     def test_trained_state_and_progress(self, store: AnalyticsModelStore) -> None:
         store.put_spec(spec())

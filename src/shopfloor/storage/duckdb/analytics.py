@@ -63,7 +63,7 @@ class DuckDBAnalyticsStore:
     def get(self, tenant_id: int, name: str) -> AnalyticsModel | None:
         return self._get(tenant_id, name)
 
-    def list(self, tenant_id: int) -> list[AnalyticsModel]:
+    def list_models(self, tenant_id: int) -> list[AnalyticsModel]:
         rows = self._db.cursor().execute(f"SELECT {COLUMNS} FROM analytics_models WHERE tenant_id = ? ORDER BY name",
                                          [tenant_id]).fetchall()
         return [from_row(r) for r in rows]

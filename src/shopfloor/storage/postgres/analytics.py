@@ -67,7 +67,7 @@ class PostgresAnalyticsStore:
     def get(self, tenant_id: int, name: str) -> AnalyticsModel | None:
         return self._get(tenant_id, name)
 
-    def list(self, tenant_id: int) -> list[AnalyticsModel]:
+    def list_models(self, tenant_id: int) -> list[AnalyticsModel]:
         with self._db.connection() as conn:
             rows = conn.execute(f"SELECT {COLUMNS} FROM analytics_models WHERE tenant_id = %s ORDER BY name COLLATE \"C\"",
                                 [tenant_id]).fetchall()
