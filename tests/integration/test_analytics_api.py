@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+import yaml
 from httpx import Response
 from starlette.exceptions import StarletteDeprecationWarning
 
@@ -21,6 +22,10 @@ from shopfloor.api.app import create_app
 from shopfloor.api.timeparams import iso
 from shopfloor.bootstrap import Platform, build_platform
 from shopfloor.config import Settings
+from shopfloor.domain.alarms.engine import RuleEngine
+from shopfloor.domain.alarms.rules import rules_from_obj
+from shopfloor.domain.alarms.templates import AssetRef
+from shopfloor.domain.records import SampleBatch
 from shopfloor.domain.timeutil import parse_ts
 from shopfloor.services.registry import PLATFORM
 
@@ -167,6 +172,28 @@ def test_rul_worked_example(platform: Platform) -> None:
         assert len(followed["following"]) == len(FLEET) + 1  # every engine of the type, from February on
         assert followed["following"][str(engine["asset_id"])] == score_body["from"]
         assert followed["scored_to"] == {str(engine["asset_id"]): iso(feb + (len(in_service) + 4) * MIN)}
+
+        # the engine runs on to its failure; the rule of the docs warns before it fails
+        done = len(in_service) + 5
+        rest = life[IN_SERVICE][done:]
+        api.ok("POST", "/messages", json=messages(IN_SERVICE, rest, feb + done * MIN))
+        assert client.portal.call(platform.analytics.score_incoming) == len(rest)
+        failure_us = feb + (len(life[IN_SERVICE]) - 1) * MIN
+        points = api.ok("GET", f"/series/{series['rul']}/history",
+                        params={"from": start, "to": iso(failure_us + MIN), "limit": 100_000})["points"]
+        assert len(points) == len(life[IN_SERVICE])
+        rule = yaml.safe_load(re.findall(r"```yaml\n(.*?)```", DOC.read_text(), re.S)[0])
+        path = next(a["path"] for a in api.ok("GET", "/assets") if a["id"] == engine["asset_id"])
+        rules_engine = RuleEngine(platform.registry.tenant(PLATFORM, "acme").id, rules_from_obj([{"id": 1, **rule}]),
+                                  [AssetRef.of_path(engine["asset_id"], path, "engine")],
+                                  {series["rul"]: (engine["asset_id"], "rul")})
+        batch = SampleBatch()
+        for pt in points:
+            batch.add(series["rul"], parse_ts(pt["ts"]), pt["value"])
+        fired = [x for x in rules_engine.on_samples(batch, live=False).entries if x.action.value == "activate"]
+        assert len(fired) == 1 and fired[0].value is not None and fired[0].value < rule["below"]
+        warning_cycles = (failure_us - fired[0].ts_us) // MIN
+        assert 5 <= warning_cycles <= 60, warning_cycles  # warned ahead of the failure, not at the start
 
         # refusals
         viewer_api = Api(client, viewer)
