@@ -12,7 +12,7 @@ engines are split by unit into ``--folds`` folds; for each fold a model is train
 folds and each held-out engine is truncated at a random cycle (seeded) so that its true RUL is at
 most 150 (and at least 31 cycles stay observed, as in the official test set); the prediction after
 the last kept cycle is scored against the true, uncapped RUL. Nothing in the scored part tunes
-anything. Results go to the "RUL (C-MAPSS FD001)" section of docs/ANALYTICS.md (between
+anything. Results go to the "RUL (C-MAPSS FD001)" section of docs/ANALYTICS.md (its body between
 ``<!-- rul:begin -->`` and ``<!-- rul:end -->``; the rest of the file is left as it is). The last
 line printed is ``RUL RMSE: X PHM08: Y``.
 """
@@ -39,6 +39,7 @@ DOCS = ROOT / "docs" / "ANALYTICS.md"
 SIGNALS = tuple(f"s{i}" for i in range(1, 22))  # the 21 sensors; the 3 operating settings are left out
 MAX_TRUE_RUL = 150
 MIN_OBSERVED = 31
+TITLE = "RUL (C-MAPSS FD001)"
 BEGIN, END = "<!-- rul:begin -->", "<!-- rul:end -->"
 
 
@@ -97,13 +98,13 @@ def held_out(train: dict[int, np.ndarray], folds: int, config: RulConfig,
 
 
 def update_docs(text: str, docs: Path = DOCS) -> None:
-    body = docs.read_text() if docs.exists() else "# Analytics benchmarks\n"
-    section = f"{BEGIN}\n{text.rstrip()}\n{END}"
-    if BEGIN in body and END in body:
-        body = re.sub(re.escape(BEGIN) + r".*?" + re.escape(END), lambda _m: section, body, flags=re.S)
-    else:
-        body = body.rstrip() + "\n\n" + section + "\n"
-    docs.write_text(body)
+    """Replace (or append) the ``## {TITLE}`` section (up to the next ``## `` heading), leaving the
+    rest alone, as bench/anomaly.py does with its sections; the body sits between the rul markers."""
+    body = docs.read_text() if docs.exists() else "# Analytics benchmarks\n\nEach benchmark rewrites only its own section.\n"
+    section = f"## {TITLE}\n\n{BEGIN}\n{text.strip()}\n{END}\n\n"
+    pattern = re.compile(rf"^## {re.escape(TITLE)}\n.*?(?=^## |\Z)", re.M | re.S)
+    body = pattern.sub(lambda _m: section, body) if pattern.search(body) else body.rstrip("\n") + "\n\n" + section
+    docs.write_text(body.rstrip("\n") + "\n")
 
 
 def main() -> None:
@@ -132,8 +133,6 @@ def main() -> None:
     if not args.no_docs:
         machine = f"{platform.machine()}, {os.cpu_count()} CPUs, Python {platform.python_version()}"
         update_docs("\n".join([
-            "## RUL (C-MAPSS FD001)",
-            "",
             f"Written by `bench/rul.py` on {datetime.now(UTC).date().isoformat()} ({machine}).",
             "",
             "Model: LightGBM on window features (`shopfloor.domain.analytics.rul`, default `RulConfig`: "

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import uvicorn
+from fastapi import FastAPI
 
 from shopfloor.api.app import create_app
 from shopfloor.api.deps import ApiServices
@@ -41,6 +42,7 @@ from shopfloor.services.health import HealthService
 from shopfloor.services.history import HistoryService
 from shopfloor.services.ingest import IngestService
 from shopfloor.services.kpis import KpiService
+from shopfloor.services.overview import OverviewService
 from shopfloor.services.plant import PlantService
 from shopfloor.services.registry import RegistryService
 from shopfloor.services.retention import RetentionService, run_periodically
@@ -54,6 +56,7 @@ from shopfloor.storage.duckdb.historian import DuckDBHistorian
 from shopfloor.storage.duckdb.kpi import DuckDBKpiSource
 from shopfloor.storage.duckdb.registry import DuckDBRegistry
 from shopfloor.storage.postgres.database import PgDatabase
+from shopfloor.web import pages as dashboard
 
 log = logging.getLogger(__name__)
 
@@ -132,6 +135,7 @@ class Platform:
     sparkplug_commands: SparkplugCommandService | None = None
     health: HealthService | None = None
     analytics: AnalyticsService | None = None
+    _overview: OverviewService | None = None
 
     @property
     def repo(self) -> RegistryRepository:
@@ -164,7 +168,20 @@ class Platform:
                            export=self.export, health=self._health(),
                            broker_rejects=lambda: self.broker_rejects() if self.broker_rejects else None,
                            ingest=self.ingest, kpis=self.kpis, sparkplug_commands=self.sparkplug_commands,
-                           analytics=self.analytics)
+                           overview=self.overview, analytics=self.analytics)
+
+    @property
+    def overview(self) -> OverviewService:
+        """The dashboard's plant overview (its caches are shared by every request of this process)."""
+        if self._overview is None:
+            self._overview = OverviewService(self.registry, self.historian, self.kpis, self.clock)
+        return self._overview
+
+    def http_app(self) -> FastAPI:
+        """The API under /api/v1 and the dashboard under /, in one application."""
+        app = create_app(self.api_services())
+        dashboard.install(app, self.auth)
+        return app
 
     def _broker_up(self) -> bool:
         if self.broker is not None:
@@ -190,6 +207,8 @@ class Platform:
         return checks
 
     def close(self) -> None:
+        if self._overview is not None:
+            self._overview.close()
         if self._ingest is not None:
             self._ingest.close()
         if self.health is not None:
@@ -300,7 +319,7 @@ async def serve(platform: Platform, stop: asyncio.Event, started: Callable[[Plat
     s = platform.settings
     loop = asyncio.get_running_loop()
     async with broker(platform):
-        app = create_app(platform.api_services())
+        app = platform.http_app()
         config = uvicorn.Config(app, host=s.http_host, port=s.http_port, log_level="warning", lifespan="off",
                                 access_log=False)
         server = _Server(config)

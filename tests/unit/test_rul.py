@@ -133,7 +133,7 @@ def test_bench_on_a_slice(tmp_path: Path) -> None:
     if not TRAIN.exists():
         pytest.skip(f"{TRAIN} is not here (see ../shared/data/README.md)")
     docs = tmp_path / "ANALYTICS.md"
-    docs.write_text("# Analytics\n\n<!-- anomaly:begin -->\nother section\n<!-- anomaly:end -->\n")
+    docs.write_text("# Analytics\n\n## NAB\n\nother section\n\n## SKAB\n\nanother\n")
     out = subprocess.run([sys.executable, str(ROOT / "bench" / "rul.py"), "--cmapss", str(CMAPSS), "--units", "20",
                           "--folds", "2", "--docs", str(docs)], capture_output=True, text=True, timeout=600, check=True)
     last = out.stdout.strip().splitlines()[-1]
@@ -141,9 +141,10 @@ def test_bench_on_a_slice(tmp_path: Path) -> None:
     assert m, last
     assert 0 < float(m.group(1)) < 60
     text = docs.read_text()
-    assert "other section" in text  # the other sections are left alone
+    assert "## NAB\n\nother section\n\n## SKAB\n\nanother\n\n## RUL" in text  # the others are left alone
     assert "<!-- rul:begin -->" in text and "## RUL (C-MAPSS FD001)" in text and m.group(1) in text
     # a second run replaces the section rather than adding one
     subprocess.run([sys.executable, str(ROOT / "bench" / "rul.py"), "--cmapss", str(CMAPSS), "--units", "20",
                     "--folds", "2", "--docs", str(docs)], capture_output=True, text=True, timeout=600, check=True)
-    assert docs.read_text().count("<!-- rul:begin -->") == 1
+    again = docs.read_text()
+    assert again.count("<!-- rul:begin -->") == 1 and again.count("## RUL") == 1 and "another" in again

@@ -17,6 +17,7 @@ from shopfloor.services.export import ExportService
 from shopfloor.services.health import HealthService
 from shopfloor.services.history import HistoryService
 from shopfloor.services.kpis import KpiService
+from shopfloor.services.overview import OverviewService
 from shopfloor.services.plant import PlantService
 from shopfloor.services.registry import RegistryService
 from shopfloor.services.sparkplug import SparkplugCommandService
@@ -40,6 +41,7 @@ class ApiServices:
     kpis: KpiService | None = None  # /kpis answers 503 without it
     sparkplug_commands: SparkplugCommandService | None = None  # POST /devices/{id}/sparkplug/command: 503 without
     analytics: AnalyticsService | None = None  # /analytics answers 503 without it
+    overview: OverviewService | None = None  # /overview and /stream/states answer 503 without it
 
 
 def services(request: Request) -> ApiServices:
