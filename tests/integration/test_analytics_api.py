@@ -213,11 +213,13 @@ def test_rul_worked_example(platform: Platform) -> None:
         api.problem("POST", "/analytics/models/engine-rul/train", 422, json={"from": "yesterday", "to": "now"})
 
 
-def test_zscore_detector_scores_into_an_anomaly_series(platform: Platform) -> None:
+@pytest.mark.parametrize(("kind", "inputs"), [("zscore", ["s4"]), ("windowed_gaussian", ["s4"]),
+                                             ("pca_t2q", ["s2", "s3", "s4"])])
+def test_anomaly_detector_scores_into_an_anomaly_series(platform: Platform, kind: str, inputs: list[str]) -> None:
     platform.registry.create_tenant(PLATFORM, "acme")
     _, token = platform.registry.create_token(PLATFORM, "eng", _role("engineer"), tenant_slug="acme")
     rng = np.random.default_rng(3)
-    normal = rng.normal(0, 1, (300, 26)) + 100  # C-MAPSS layout: s4 is column 8
+    normal = rng.normal(0, 1, (450, 26)) + 100  # C-MAPSS layout: s4 is column 8
     odd = normal[:50].copy()
     odd[25:, SENSORS["s4"] - 1] += 12  # s4 jumps
     with TestClient(create_app(platform.api_services()), raise_server_exceptions=False) as client:
@@ -225,24 +227,41 @@ def test_zscore_detector_scores_into_an_anomaly_series(platform: Platform) -> No
         api.ok("PUT", "/plant", content=plant_yaml().encode(), headers={"content-type": "application/yaml"})
         t0 = parse_ts("2025-03-01T00:00:00Z")
         api.ok("POST", "/messages", json=messages(1, normal, t0))
-        api.ok("POST", "/messages", json=messages(1, odd, t0 + 400 * MIN))
-        m = api.ok("PUT", "/analytics/models/s4-watch", json={"asset_type": "engine", "inputs": ["s4"], "kind": "zscore"})
-        assert m["output"] == "s4_anomaly"
+        api.ok("POST", "/messages", json=messages(1, odd, t0 + 500 * MIN))
+        engine_id = _engine_id(api, 1)
+        m = api.ok("PUT", "/analytics/models/s4-watch", json={"asset_type": "engine", "inputs": inputs, "kind": kind})
+        assert m["output"] == ("s4_anomaly" if len(inputs) == 1 else "anomaly")
         t = api.ok("POST", "/analytics/models/s4-watch/train",
-                   json={"from": iso(t0), "to": iso(t0 + 300 * MIN), "assets": [_engine_id(api, 1)]})["trained"]
+                   json={"from": iso(t0), "to": iso(t0 + 450 * MIN), "assets": [engine_id]})["trained"]
         threshold = t["summary"]["threshold"]
-        assert 2 < threshold < 5
+        assert threshold > 0
         report = api.ok("POST", "/analytics/models/s4-watch/score",
-                        json={"from": iso(t0 + 400 * MIN), "assets": [_engine_id(api, 1)], "follow": False})
-        assert report["written"] == 50 and report["assets"][0]["last_value"] > threshold
-        sid = {s["measurement"]: s["id"] for s in api.ok("GET", f"/assets/{_engine_id(api, 1)}/series")}["s4_anomaly"]
+                        json={"from": iso(t0 + 500 * MIN), "assets": [engine_id], "follow": False})
+        assert report["written"] == 50
+        sid = {s["measurement"]: s["id"] for s in api.ok("GET", f"/assets/{engine_id}/series")}[m["output"]]
         points = api.ok("GET", f"/series/{sid}/history",
-                        params={"from": iso(t0 + 400 * MIN), "to": iso(t0 + 500 * MIN)})["points"]
-        above = [i for i, p in enumerate(points) if p["value"] > threshold]
-        assert above and min(above) >= 25  # nothing before the jump crosses the learned threshold
+                        params={"from": iso(t0 + 500 * MIN), "to": iso(t0 + 600 * MIN)})["points"]
+        above = [i for i, p in enumerate(points) if p["value"] >= threshold]
+        assert above and min(above) >= 25  # the jump crosses the learned threshold; nothing before it does
         assert api.ok("GET", "/analytics/models/s4-watch")["following"] == {}
         api.ok("DELETE", "/analytics/models/s4-watch")
         api.problem("GET", "/analytics/models/s4-watch", 404)
+
+
+def test_detector_settings_are_checked_when_configured(platform: Platform) -> None:
+    platform.registry.create_tenant(PLATFORM, "acme")
+    _, token = platform.registry.create_token(PLATFORM, "eng", _role("engineer"), tenant_slug="acme")
+    with TestClient(create_app(platform.api_services()), raise_server_exceptions=False) as client:
+        api = Api(client, token)
+        api.ok("PUT", "/plant", content=plant_yaml().encode(), headers={"content-type": "application/yaml"})
+        body = {"asset_type": "engine", "inputs": ["s4"], "kind": "pca_t2q"}
+        assert "two or more inputs" in api.problem("PUT", "/analytics/models/m", 422, json=body)
+        assert "exactly one input" in api.problem("PUT", "/analytics/models/m", 422,
+                                                  json={**body, "kind": "seasonal_median", "inputs": ["s2", "s3"]})
+        assert "bad half_space_trees parameters" in api.problem(
+            "PUT", "/analytics/models/m", 422, json={**body, "kind": "half_space_trees", "params": {"trees": 3}})
+        assert "unknown zscore parameter" in api.problem("PUT", "/analytics/models/m", 422,
+                                                         json={**body, "kind": "zscore", "params": {"q": 1}})
 
 
 def _engine_id(api: Api, unit: int) -> int:

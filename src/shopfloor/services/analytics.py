@@ -123,7 +123,7 @@ class AnalyticsService:
                 raise InvalidInput(f"asset type {asset_type!r} has no measurement {m!r}")
             if d.type is not ValueType.NUMERIC:
                 raise InvalidInput(f"measurement {m!r} is {d.type.value}; a model needs numeric inputs")
-        scorers.validate_params(model_kind, spec.params)
+        scorers.validate_params(model_kind, spec.params, len(spec.inputs))
         for other in self._models.list_models(tid):
             if other.spec.name != name and other.spec.asset_type == asset_type and other.spec.output == spec.output:
                 raise InvalidInput(f"model {other.spec.name!r} already writes {spec.output!r} on {asset_type!r}")
@@ -202,6 +202,7 @@ class AnalyticsService:
         model = self.model(ctx, name)
         spec = model.spec
         histories: list[np.ndarray] = []
+        stamps: list[list[int]] = []
         used: list[int] = []
         rows: dict[str, int] = {}
         for machine in self._machines(ctx, spec, asset_ids):
@@ -209,11 +210,12 @@ class AnalyticsService:
             rows[machine.path_str] = len(h.ts_us)
             if len(h.ts_us) >= 2:
                 histories.append(h.values)
+                stamps.append(h.ts_us.tolist())
                 used.append(machine.id)
         if not histories:
             raise InvalidInput(f"no stored history of {', '.join(spec.inputs)} on machines of type "
                                f"{spec.asset_type!r} in the window")
-        scorer = scorers.train(spec.kind, spec.params, histories, spec.inputs)
+        scorer = scorers.train(spec.kind, spec.params, histories, spec.inputs, stamps)
         summary = {**scorer.summary(), "rows_by_asset": rows}
         state = TrainedState(scorer.to_bytes(), self._clock.now_us(), start_us, end_us, tuple(used),
                              sum(len(h) for h in histories), summary)
@@ -253,7 +255,7 @@ class AnalyticsService:
         if out.rows == 0:
             return out
         scorer = scorers.load(spec.kind, model.trained.blob)
-        values = await asyncio.to_thread(scorer.score_history, h.values)
+        values = await asyncio.to_thread(scorer.score_history, h.values, h.ts_us.tolist())
         (sid,) = await asyncio.to_thread(self._output_series, ctx, spec, machine.id)
         keep = np.ones(out.rows, dtype=bool) if after_us is None else h.ts_us > after_us
         ts, vals = h.ts_us[keep].tolist(), values[keep].tolist()

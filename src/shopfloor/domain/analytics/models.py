@@ -20,6 +20,11 @@ from shopfloor.domain.slugs import check_slug
 class ModelKind(enum.StrEnum):
     RUL = "rul"  # remaining useful life (cycles) from degradation signals
     ZSCORE = "zscore"  # anomaly score: the largest |z| of the inputs against a normal period
+    # the streaming detectors of docs/analytics.md (scores in [0, 1], threshold learned from normal data)
+    SEASONAL_MEDIAN = "seasonal_median"  # one input: median/MAD per time of day
+    WINDOWED_GAUSSIAN = "windowed_gaussian"  # one input: recent level against a trailing window
+    HALF_SPACE_TREES = "half_space_trees"  # one or more inputs: online isolation
+    PCA_T2Q = "pca_t2q"  # two or more inputs: PCA with Hotelling T² and Q, fitted on the normal period
 
 
 @dataclass(frozen=True, slots=True)

@@ -3,7 +3,9 @@ row out (the remaining useful life, or an anomaly score).
 
 A *history* is a 2-D array, one row per time step (a cycle), one column per input measurement, in
 the order of the model's inputs. RUL trains on histories that each end in a failure; a detector
-trains on histories of normal operation.
+trains on histories of normal operation. The anomaly kinds are the streaming detectors of this
+package (``Detector``: trained prequentially on the normal period, threshold learned from its scores,
+state kept as JSON); ``zscore`` is a minimal one of our own.
 """
 
 from __future__ import annotations
@@ -16,16 +18,21 @@ from typing import Any, Protocol, cast
 import numpy as np
 import numpy.typing as npt
 
+from shopfloor.domain.analytics.detector import Detector, detector_from_state, score_and_update
+from shopfloor.domain.analytics.hst import HalfSpaceTrees
 from shopfloor.domain.analytics.models import ModelKind
+from shopfloor.domain.analytics.pca import PcaT2QDetector
 from shopfloor.domain.analytics.rul import RulConfig, RulModel
+from shopfloor.domain.analytics.seasonal import SeasonalMedianDetector
+from shopfloor.domain.analytics.windowed import WindowedGaussianDetector
 from shopfloor.domain.errors import InvalidInput
 
 FloatArray = npt.NDArray[np.float64]
 
 
 class Scorer(Protocol):
-    def score_history(self, history: FloatArray) -> FloatArray:
-        """One output value per row of ``history``."""
+    def score_history(self, history: FloatArray, ts_us: Sequence[int] | None = None) -> FloatArray:
+        """One output value per row of ``history`` (taken at ``ts_us``, when the kind needs time)."""
         ...
 
     def to_bytes(self) -> bytes: ...
@@ -66,7 +73,7 @@ class ZScoreDetector:
             worst = max(worst, z)
         return worst
 
-    def score_history(self, history: FloatArray) -> FloatArray:
+    def score_history(self, history: FloatArray, ts_us: Sequence[int] | None = None) -> FloatArray:
         return np.array([min(self.score(row), 1e6) for row in history.tolist()], dtype=np.float64)
 
     def to_bytes(self) -> bytes:
@@ -92,7 +99,7 @@ class RulScorer:
     def __init__(self, model: RulModel) -> None:
         self.model = model
 
-    def score_history(self, history: FloatArray) -> FloatArray:
+    def score_history(self, history: FloatArray, ts_us: Sequence[int] | None = None) -> FloatArray:
         return self.model.predict(history)
 
     def to_bytes(self) -> bytes:
@@ -100,6 +107,61 @@ class RulScorer:
 
     def summary(self) -> dict[str, Any]:
         return {"config": self.model.config.to_dict(), "unit": "cycles"}
+
+
+class DetectorScorer:
+    """A streaming detector of ``shopfloor.domain.analytics`` behind the scorer interface. Scoring is
+    prequential (score a row, then learn from it), starting each time from the trained state."""
+
+    def __init__(self, detector: Detector) -> None:
+        self.detector = detector
+
+    def score_history(self, history: FloatArray, ts_us: Sequence[int] | None = None) -> FloatArray:
+        det = detector_from_state(self.detector.state())  # the trained state stays as it is
+        stamps = list(ts_us) if ts_us is not None else list(range(len(history)))
+        rows = history.tolist()
+        return np.array([score_and_update(det, int(t), r[0] if len(r) == 1 else r) for t, r in zip(stamps, rows, strict=True)],
+                        dtype=np.float64)
+
+    def to_bytes(self) -> bytes:
+        return json.dumps(self.detector.state()).encode()
+
+    def summary(self) -> dict[str, Any]:
+        return {"detector": self.detector.kind, "threshold": self.detector.threshold}
+
+
+def _build_detector(kind: ModelKind, params: Mapping[str, Any], n_inputs: int) -> Detector:
+    if kind in (ModelKind.SEASONAL_MEDIAN, ModelKind.WINDOWED_GAUSSIAN) and n_inputs != 1:
+        raise InvalidInput(f"a {kind.value} model takes exactly one input, not {n_inputs}")
+    if kind is ModelKind.PCA_T2Q and n_inputs < 2:
+        raise InvalidInput("a pca_t2q model needs two or more inputs")
+    try:
+        if kind is ModelKind.SEASONAL_MEDIAN:
+            return SeasonalMedianDetector(**params)
+        if kind is ModelKind.WINDOWED_GAUSSIAN:
+            return WindowedGaussianDetector(**params)
+        if kind is ModelKind.HALF_SPACE_TREES:
+            return HalfSpaceTrees(n_inputs, **params)
+        return PcaT2QDetector(n_inputs, **params)
+    except TypeError as exc:
+        raise InvalidInput(f"bad {kind.value} parameters: {exc}") from None
+
+
+def _train_detector(kind: ModelKind, params: Mapping[str, Any], histories: Sequence[FloatArray],
+                    stamps: Sequence[Sequence[int]] | None) -> DetectorScorer:
+    det = _build_detector(kind, params, histories[0].shape[1])
+    if sum(len(h) for h in histories) < 10:
+        raise InvalidInput("too little normal history to train on: need at least 10 rows")
+    if isinstance(det, PcaT2QDetector):
+        det.fit(np.vstack(histories).tolist())
+    scores: list[float] = []
+    for i, h in enumerate(histories):
+        ts = list(stamps[i]) if stamps is not None else list(range(len(h)))
+        rows = h.tolist()
+        out = [score_and_update(det, int(t), r[0] if len(r) == 1 else r) for t, r in zip(ts, rows, strict=True)]
+        scores.extend(out[len(out) // 4:])  # past the warm-up of each machine
+    det.learn_threshold(scores)
+    return DetectorScorer(det)
 
 
 def _check(histories: Sequence[FloatArray], width: int) -> None:
@@ -111,12 +173,14 @@ def _check(histories: Sequence[FloatArray], width: int) -> None:
 
 
 def train(kind: ModelKind, params: Mapping[str, Any], histories: Sequence[FloatArray],
-          inputs: Sequence[str]) -> Scorer:
-    """Train a model of ``kind`` (with its ``params``) on ``histories``."""
+          inputs: Sequence[str], stamps: Sequence[Sequence[int]] | None = None) -> Scorer:
+    """Train a model of ``kind`` (with its ``params``) on ``histories`` (rows taken at ``stamps``)."""
     _check(histories, len(inputs))
-    validate_params(kind, params)
+    validate_params(kind, params, len(inputs))
     if kind is ModelKind.RUL:
         return RulScorer(RulModel.fit(histories, inputs, RulConfig.from_dict(params)))
+    if kind is not ModelKind.ZSCORE:
+        return _train_detector(kind, params, histories, stamps)
     det = ZScoreDetector(len(inputs), float(params.get("quantile", 0.995)))
     rows = np.vstack(histories)
     if rows.shape[0] < 10:
@@ -127,10 +191,13 @@ def train(kind: ModelKind, params: Mapping[str, Any], histories: Sequence[FloatA
     return det
 
 
-def validate_params(kind: ModelKind, params: Mapping[str, Any]) -> None:
-    """Refuse parameters a model of ``kind`` would refuse at training, when it is configured."""
+def validate_params(kind: ModelKind, params: Mapping[str, Any], n_inputs: int) -> None:
+    """Refuse parameters (and numbers of inputs) a model of ``kind`` would refuse at training."""
     if kind is ModelKind.RUL:
         RulConfig.from_dict(params)
+        return
+    if kind is not ModelKind.ZSCORE:
+        _build_detector(kind, params, n_inputs)
         return
     unknown = sorted(set(params) - {"quantile"})
     if unknown:
@@ -144,4 +211,10 @@ def validate_params(kind: ModelKind, params: Mapping[str, Any]) -> None:
 def load(kind: ModelKind, blob: bytes) -> Scorer:
     if kind is ModelKind.RUL:
         return RulScorer(RulModel.from_bytes(blob))
+    if kind is not ModelKind.ZSCORE:
+        try:
+            state = json.loads(blob)
+        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise InvalidInput(f"not a serialised {kind.value} detector: {exc}") from exc
+        return DetectorScorer(detector_from_state(state))
     return cast(Scorer, ZScoreDetector.from_bytes(blob))
