@@ -19,6 +19,7 @@ from shopfloor.domain.analytics.detector import (
     score_and_update,
 )
 from shopfloor.domain.analytics.ensemble import Ensemble
+from shopfloor.domain.analytics.extremes import NewExtremeDetector
 from shopfloor.domain.analytics.hst import HalfSpaceTrees
 from shopfloor.domain.analytics.pca import PcaT2QDetector
 from shopfloor.domain.analytics.seasonal import SeasonalMedianDetector
@@ -28,6 +29,7 @@ __all__ = [
     "Detector",
     "Ensemble",
     "HalfSpaceTrees",
+    "NewExtremeDetector",
     "Observation",
     "PcaT2QDetector",
     "SeasonalMedianDetector",
