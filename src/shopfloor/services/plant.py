@@ -14,6 +14,7 @@ from shopfloor.domain import kpi_config
 from shopfloor.domain.assets import Asset, Level, MeasurementDef, ValueType
 from shopfloor.domain.errors import InvalidInput
 from shopfloor.domain.kpi.models import CostModel, ShiftCalendar
+from shopfloor.domain.opcua_map import check_opcua
 from shopfloor.domain.plant import (
     AreaSpec,
     AssetTypeSpec,
@@ -26,6 +27,7 @@ from shopfloor.domain.plant import (
 )
 from shopfloor.domain.sparkplug import check_spec
 from shopfloor.domain.tenancy import Role, TenantContext
+from shopfloor.services.plant_fieldbus import check_fieldbus_targets
 from shopfloor.services.registry import IssuedSecret, RegistryService
 from shopfloor.services.sparkplug import SparkplugBindings
 
@@ -61,6 +63,9 @@ class PlantService:
         for d in spec.devices:
             if d.sparkplug is not None:
                 check_spec(d.sparkplug, f"device {d.name!r}: sparkplug")
+            if d.opcua is not None:
+                check_opcua(d.opcua, f"device {d.name!r}: opcua")
+        check_fieldbus_targets(self.registry.repo, tid, spec)
         for ts in spec.asset_types:
             measurements = [_measurement(ts.name, m) for m in ts.measurements]
             existing = repo.get_asset_type(tid, ts.name)
