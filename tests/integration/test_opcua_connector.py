@@ -174,7 +174,9 @@ async def test_server_restart_reconnects_and_backfills_the_gap_from_history_with
     sink = Collect()
     source = OpcUaSource(spec(f"opc.tcp://127.0.0.1:{front}/plc"), sink, watchdog_s=0.2, min_backoff_s=0.2,
                          max_backoff_s=0.5)
-    base = dt.datetime.now(dt.UTC).replace(microsecond=1000)  # (sqlite3 cannot read back a whole second with a zone)
+    # source timestamps after every value the server has had (its initial ones included), and off a whole
+    # second (sqlite3 cannot read back a whole second with a zone)
+    base = (dt.datetime.now(dt.UTC) + dt.timedelta(seconds=2)).replace(microsecond=1000)
     try:
         async with running(source):
             for i in range(3):
