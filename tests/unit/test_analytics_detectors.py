@@ -13,6 +13,7 @@ from shopfloor.domain.analytics import (
     Detector,
     Ensemble,
     HalfSpaceTrees,
+    NewExtremeDetector,
     PcaT2QDetector,
     SeasonalMedianDetector,
     WindowedGaussianDetector,
@@ -33,6 +34,10 @@ FACTORIES: dict[str, tuple[Callable[[], Detector], int]] = {
     "pca_t2q": (lambda: PcaT2QDetector(4, fit_rows=300), 4),
     "ensemble": (lambda: Ensemble([WindowedGaussianDetector(window=100), SeasonalMedianDetector(window=8)],
                                   suppress=20, history=500), 1),
+    "new_extreme": (lambda: NewExtremeDetector(tolerance=0.05, rest=10), 1),
+    "new_extreme_short": (lambda: NewExtremeDetector(tolerance=0.05, rest=10, short=4), 1),
+    "ensemble_weighted": (lambda: Ensemble([NewExtremeDetector(), WindowedGaussianDetector(window=100)],
+                                           calibrate=False, weights=[1.0, 0.999], suppress=20), 1),
     "ensemble_smoothed": (lambda: Ensemble([PcaT2QDetector(3, fit_rows=200)], calibrate=False, smooth=10), 3),
 }
 
@@ -126,6 +131,47 @@ def test_ensemble_suppresses_repeats_and_smooths() -> None:
     assert sm[-1] == pytest.approx(sum(raw[-4:]) / 4)
     with pytest.raises(InvalidInput):
         Ensemble([])
+
+
+def test_new_extreme_fires_once_per_record_run_then_rests() -> None:
+    det = NewExtremeDetector(tolerance=0.1, rest=3, min_count=4)
+    series = [5.0, 1.0, 9.0, 3.0, 5.0, 9.5, 11.0, 12.0, 13.0, 14.0, 15.0, -1.0, 5.0, 17.0, 5.0]
+    out = [score_and_update(det, i, x) for i, x in enumerate(series)]
+    # learning the range [1, 9] from the first four; 9.5 is inside its 10 % margin (9 + 0.8)
+    assert out[:6] == [0.0] * 6
+    # 11 > 9.5 + 0.85 is new; the records 12, 13, 14 fall in the rest period of 3 rows
+    assert out[6] == 1.0 and out[7:10] == [0.0, 0.0, 0.0]
+    assert out[10] == 0.0  # 15 < 14 + 1.3: inside the widened range [1, 14]
+    assert out[11] == 1.0  # -1 < 1 - 1.4: a new low
+    assert out[12:] == [0.0, 0.0, 0.0]  # resting again, although 17 is a record
+    assert det.score(15, 18.0) == 0.0  # range [-1, 17], margin 1.8
+    assert det.score(15, 19.0) == 1.0 and det.score(15, math.nan) == 0.0
+    with pytest.raises(InvalidInput):
+        NewExtremeDetector(tolerance=-1.0)
+
+
+def test_new_extreme_of_a_short_mean_sees_a_level_that_noise_hides() -> None:
+    series = [10.0, 0.0, 10.0, 0.0, 10.0, 0.0, 4.0, 4.0, 1.0, 1.0]
+    # means of two: 10, 5, 5, 5, 5, 5 (range [5, 10]), then 2: a new low, although 4 is inside [0, 10]
+    det = NewExtremeDetector(tolerance=0.0, rest=0, short=2, min_count=4)
+    raw = NewExtremeDetector(tolerance=0.0, rest=0, min_count=4)
+    out = [score_and_update(det, i, x) for i, x in enumerate(series)]
+    assert out == [0.0] * 6 + [1.0, 0.0, 0.0, 1.0]  # then 4 and 2.5 inside [2, 10], 1 below it
+    assert [score_and_update(raw, i, x) for i, x in enumerate(series)] == [0.0] * 10
+    twin = detector_from_state(json.loads(json.dumps(det.state())))
+    assert twin.score(10, 0.0) == det.score(10, 0.0) == 1.0  # the mean (1 + 0) / 2 = 0.5 < 1
+
+
+def test_ensemble_weights_put_a_member_below_another() -> None:
+    ens = Ensemble([NewExtremeDetector(min_count=3, rest=0), WindowedGaussianDetector(window=20, min_count=3)],
+                   calibrate=False, weights=[1.0, 0.5])
+    out = [score_and_update(ens, i, float(i % 3)) for i in range(10)]
+    assert max(out) <= 0.5  # the windowed Gaussian's part is halved; no new extreme yet
+    assert score_and_update(ens, 10, 50.0) == 1.0
+    with pytest.raises(InvalidInput):
+        Ensemble([NewExtremeDetector()], weights=[1.5])
+    twin = detector_from_state(json.loads(json.dumps(ens.state())))
+    assert twin.score(11, 1.0) == ens.score(11, 1.0)
 
 
 def test_unknown_kind_is_a_clear_error() -> None:

@@ -10,13 +10,16 @@ from shopfloor.api.deps import ApiServices
 from shopfloor.api.routers import (
     admin,
     alarms,
+    analytics,
     assets,
     data,
     devices,
     export,
     health,
     kpis,
+    machine_writes,
     messages,
+    overview,
     plant,
     rules,
     sparkplug,
@@ -38,7 +41,8 @@ def create_app(services: ApiServices) -> FastAPI:
     app.state.services = services
     errors.install(app)
     for r in (tenants.router, assets.router, devices.router, data.router, plant.router, export.router, admin.router,
-              kpis.router, messages.router, sparkplug.router, rules.router, alarms.router):
+              kpis.router, messages.router, sparkplug.router, overview.router, analytics.router,
+              machine_writes.router, rules.router, alarms.router):
         app.include_router(r, prefix=API)
     app.include_router(health.router)
     return app

@@ -12,11 +12,14 @@ from shopfloor.domain.tenancy import TenantContext
 from shopfloor.ports.backup import Backup
 from shopfloor.ports.ingest import MessageSink
 from shopfloor.services.alarm_ops import AlarmOps
+from shopfloor.services.analytics import AnalyticsService
 from shopfloor.services.auth import TokenAuthenticator
 from shopfloor.services.export import ExportService
 from shopfloor.services.health import HealthService
 from shopfloor.services.history import HistoryService
 from shopfloor.services.kpis import KpiService
+from shopfloor.services.machine_writes import MachineWriteService
+from shopfloor.services.overview import OverviewService
 from shopfloor.services.plant import PlantService
 from shopfloor.services.registry import RegistryService
 from shopfloor.services.sparkplug import SparkplugCommandService
@@ -40,6 +43,9 @@ class ApiServices:
     kpis: KpiService | None = None  # /kpis answers 503 without it
     sparkplug_commands: SparkplugCommandService | None = None  # POST /devices/{id}/sparkplug/command: 503 without
     alarms: AlarmOps | None = None  # /rules and /alarms answer 503 without it
+    analytics: AnalyticsService | None = None  # /analytics answers 503 without it
+    overview: OverviewService | None = None  # /overview and /stream/states answer 503 without it
+    machine_writes: MachineWriteService | None = None  # POST /assets/{id}/write: 503 without
 
 
 def services(request: Request) -> ApiServices:

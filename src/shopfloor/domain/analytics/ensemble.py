@@ -3,8 +3,10 @@
 ``Ensemble`` feeds every observation to each member detector and turns each member's score into
 its rank among that member's last ``history`` scores (a score higher than 99 % of what the member
 said recently becomes 0.99), so members with different scales become comparable, and so do
-measurements with different noise. The ranks are combined (``max``: any member is surprised;
-``mean``: they agree). Then, optionally:
+measurements with different noise. Each member's part is multiplied by its weight (1 unless
+``weights`` says otherwise; a weight of 0.999 puts a member just below another that reports exactly
+1) and the parts are combined (``max``: any member is surprised; ``mean``: they agree). Then,
+optionally:
 
 * ``smooth``: the mean of the last ``smooth`` combined scores (long anomalies, noisy sensors);
 * ``suppress``: a combined score is reported only when it is higher than every score of the
@@ -64,13 +66,16 @@ class Ensemble:
 
     def __init__(self, members: Sequence[Detector], *, combine: Combine = "max", calibrate: bool = True,
                  history: int = 5000, min_history: int = 100, smooth: int = 1, suppress: int = 0,
-                 threshold: float = 0.99) -> None:
+                 weights: Sequence[float] | None = None, threshold: float = 0.99) -> None:
         if not members:
             raise InvalidInput("an ensemble needs at least one member detector")
         if combine not in ("max", "mean"):
             raise InvalidInput(f"combine must be 'max' or 'mean', got {combine!r}")
         if history < 1 or not 0 <= min_history <= history or smooth < 1 or suppress < 0:
             raise InvalidInput("ensemble: history >= 1, 0 <= min_history <= history, smooth >= 1, suppress >= 0")
+        self.weights = [1.0] * len(members) if weights is None else [float(w) for w in weights]
+        if len(self.weights) != len(members) or not all(0.0 < w <= 1.0 for w in self.weights):
+            raise InvalidInput("ensemble: one weight per member, each in (0, 1]")
         self.members = list(members)
         self.combine: Combine = combine
         self.calibrate = calibrate
@@ -95,6 +100,7 @@ class Ensemble:
                      for r, s in zip(self._rankers, raw, strict=True)]
         else:
             parts = raw
+        parts = [w * p for w, p in zip(self.weights, parts, strict=True)]
         combined = max(parts) if self.combine == "max" else sum(parts) / len(parts)
         value = combined
         if self.smooth > 1:
@@ -130,7 +136,7 @@ class Ensemble:
     def state(self) -> State:
         return {"kind": self.kind, "members": [m.state() for m in self.members], "combine": self.combine,
                 "calibrate": self.calibrate, "history": self.history, "min_history": self.min_history,
-                "smooth": self.smooth, "suppress": self.suppress, "threshold": self.threshold,
+                "smooth": self.smooth, "suppress": self.suppress, "weights": self.weights, "threshold": self.threshold,
                 "ranks": [list(r.fifo) for r in self._rankers], "combined": list(self._combined),
                 "reported": list(self._recent)}
 
@@ -142,7 +148,8 @@ class Ensemble:
         ens = cls([detector_from_state(m) for m in state["members"]], combine=combine,
                   calibrate=bool(state["calibrate"]), history=int(state["history"]),
                   min_history=int(state["min_history"]), smooth=int(state["smooth"]),
-                  suppress=int(state["suppress"]), threshold=float(state["threshold"]))
+                  suppress=int(state["suppress"]), weights=[float(w) for w in state.get("weights") or []] or None,
+                  threshold=float(state["threshold"]))
         ens._rankers = [_Ranker(ens.history, [float(v) for v in values]) for values in state["ranks"]]
         ens._combined.extend(float(v) for v in state["combined"])
         ens._recent.extend(float(v) for v in state["reported"])
