@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 from collections import defaultdict
 from datetime import datetime
+from pathlib import Path
 
 import pytest
 
+from shopfloor.config import Settings
 from shopfloor.demo_history import backfill_history
 from shopfloor.domain.errors import InvalidInput
 from shopfloor.domain.topics import parse_topic
@@ -129,3 +132,20 @@ async def test_backfill_stops_between_batches_when_asked() -> None:
 async def test_backfill_refuses_no_hours() -> None:
     with pytest.raises(InvalidInput):
         await backfill_history(RecordingSink(), _machines(1), "acme", 0, now_ms=lambda: NOW_MS)
+
+
+SIMULATOR_MD = Path(__file__).resolve().parents[2] / "docs" / "simulator.md"
+
+
+def test_the_simulator_page_examples_run(monkeypatch: pytest.MonkeyPatch) -> None:
+    text = SIMULATOR_MD.read_text()
+    section = text[text.index("## The demo's history"):]
+    python = re.findall(r"```python\n(.*?)```", section, re.S)
+    assert python, "docs/simulator.md shows HistoryRun"
+    exec(compile(python[0], "docs/simulator.md", "exec"), {})
+    bash = re.findall(r"```bash\n(.*?)```", section, re.S)[0]
+    for hours in re.findall(r"SHOPFLOOR_DEMO_HISTORY_HOURS=(\d+)", bash):
+        monkeypatch.setenv("SHOPFLOOR_DEMO_HISTORY_HOURS", hours)
+        assert Settings().demo_history_hours == int(hours)
+    assert Settings.model_fields["demo_history_hours"].default == 48
+    assert "default **48**" in section
