@@ -126,7 +126,8 @@ def test_demo_serves_live_values_and_restarts_on_the_same_data(tmp_path: Path) -
             assert stats["points_total"] > 0 and stats["devices_online"] > 0
             energy_series = next(v["series_id"] for v in after[machines[0]["id"]]["values"]
                                  if v["measurement"] == "energy")
-            raw_before = c.get(f"/series/{energy_series}/history").json()["points"]
+            since = {"from": str(int(time.time() * 1000) - 30 * 60_000)}  # the same window after the restart
+            raw_before = c.get(f"/series/{energy_series}/history", params=since).json()["points"]
     finally:
         rc = demo.stop()
     assert rc == 0, "".join(demo.lines[-30:])
@@ -140,7 +141,7 @@ def test_demo_serves_live_values_and_restarts_on_the_same_data(tmp_path: Path) -
         with again.client() as c:
             deadline = time.monotonic() + 15
             while True:
-                raw_after = c.get(f"/series/{energy_series}/history").json()["points"]
+                raw_after = c.get(f"/series/{energy_series}/history", params=since).json()["points"]
                 if len(raw_after) > len(raw_before) or time.monotonic() > deadline:
                     break
                 time.sleep(0.5)
