@@ -26,6 +26,7 @@ from shopfloor.sim.history import HistoryMessage, HistoryRun
 from shopfloor.sim.machine import SimMachine
 
 STEP_S = 20.0  # simulated seconds per history step (see docs/PERFORMANCE.md, "Demo history")
+TELEMETRY_BATCH = 15  # telemetry records per message (5 minutes of a machine's telemetry at STEP_S)
 BATCH_MESSAGES = 4000  # messages per submit_messages call
 
 
@@ -50,7 +51,7 @@ def store_is_empty(events: EventLog, tenant_id: int) -> bool:
 
 async def backfill_history(sink: MessageSink, machines: Sequence[tuple[str, SimMachine]], tenant: str,
                            hours: float, *, console: Console | None = None, step_s: float = STEP_S,
-                           batch: int = BATCH_MESSAGES, now_ms: Callable[[], int] | None = None,
+                           telemetry_batch: int = TELEMETRY_BATCH, batch: int = BATCH_MESSAGES, now_ms: Callable[[], int] | None = None,
                            rejected: Callable[[], int] | None = None,
                            stop: asyncio.Event | None = None) -> HistoryReport:
     """Step ``machines`` (fresh ``(username, model)`` pairs) through the last ``hours`` up to now and
@@ -67,7 +68,7 @@ async def backfill_history(sink: MessageSink, machines: Sequence[tuple[str, SimM
     rejected_before = count_rejected()
     t0 = time.perf_counter()
     start_ms = clock() - int(hours * 3_600_000)
-    run = HistoryRun(machines, tenant, start_ms, step_s)
+    run = HistoryRun(machines, tenant, start_ms, step_s, telemetry_batch=telemetry_batch)
     progress = Progress(TextColumn("{task.description}"), BarColumn(), TaskProgressColumn(),
                         TextColumn("{task.fields[messages]:>9,} messages"), TimeRemainingColumn(),
                         console=console, transient=True)

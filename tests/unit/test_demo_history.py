@@ -149,3 +149,26 @@ def test_the_simulator_page_examples_run(monkeypatch: pytest.MonkeyPatch) -> Non
         assert Settings().demo_history_hours == int(hours)
     assert Settings.model_fields["demo_history_hours"].default == 48
     assert "default **48**" in section
+
+
+def test_batched_telemetry_carries_the_same_records_in_fewer_messages() -> None:
+    def history(batch: int) -> tuple[list[tuple[str, dict]], int]:  # type: ignore[type-arg]
+        run = HistoryRun(_machines(3), "acme", NOW_MS - HOUR_MS, step_s=20, telemetry_batch=batch)
+        out = []
+        while chunk := run.advance(NOW_MS, 100):
+            out.extend(chunk)
+        out.extend(run.finish(NOW_MS))
+        records = []
+        for m in out:
+            obj = json.loads(m.payload)
+            for r in obj if isinstance(obj, list) else [obj]:
+                records.append((m.topic, r))
+        assert run.totals.messages == len(out)
+        return sorted(records, key=lambda tr: (tr[0], tr[1]["ts"], json.dumps(tr[1]))), len(out)
+
+    single, n_single = history(1)
+    batched, n_batched = history(7)
+    assert batched == single, "every record, telemetry held back at the end included"
+    assert n_batched < n_single * 0.5
+    with pytest.raises(InvalidInput):
+        HistoryRun(_machines(1), "acme", NOW_MS, step_s=20, telemetry_batch=0)
