@@ -55,6 +55,8 @@ class Settings(BaseSettings):
     retention_every_s: int = Field(3600, ge=10, description="How often the retention job runs.")
     demo_history_hours: int = Field(48, ge=0, description="Hours of simulated history the demo back-fills on its "
                                                           "first start (0: none); capped below raw_retention_days.")
+    analytics_every_s: int = Field(60, ge=0, description="How often trained analytics models score the new data "
+                                                         "of the machines they follow (0: never).")
     url: str = Field("http://127.0.0.1:8000", description="Server the CLI talks to.")
     token: SecretStr | None = Field(None, description="API token the CLI sends (SHOPFLOOR_TOKEN).")
 

@@ -3,6 +3,11 @@
 Every detector follows ``Detector`` (``detector.py``): ``score``/``update`` one observation at a time,
 ``learn_threshold`` from a normal period, ``state()`` as plain data and ``detector_from_state`` back.
 numpy is the only dependency beyond the standard library. docs/analytics.md says which to choose.
+
+Remaining useful life: ``rul.py`` (window features and a LightGBM regressor; LightGBM is its extra
+dependency) and ``rul_metrics.py`` (RMSE, PHM08). What the platform keeps of a model and how any kind
+is trained and applied behind one interface: ``models.py`` and ``scorers.py``
+(docs/analytics-platform.md).
 """
 
 from shopfloor.domain.analytics.detector import (
