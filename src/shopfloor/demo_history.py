@@ -51,11 +51,12 @@ def store_is_empty(events: EventLog, tenant_id: int) -> bool:
 
 async def backfill_history(sink: MessageSink, machines: Sequence[tuple[str, SimMachine]], tenant: str,
                            hours: float, *, console: Console | None = None, step_s: float = STEP_S,
-                           telemetry_batch: int = TELEMETRY_BATCH, batch: int = BATCH_MESSAGES, now_ms: Callable[[], int] | None = None,
-                           rejected: Callable[[], int] | None = None,
+                           telemetry_batch: int = TELEMETRY_BATCH, batch: int = BATCH_MESSAGES,
+                           now_ms: Callable[[], int] | None = None, rejected: Callable[[], int] | None = None,
                            stop: asyncio.Event | None = None) -> HistoryReport:
     """Step ``machines`` (fresh ``(username, model)`` pairs) through the last ``hours`` up to now and
-    submit what they publish to ``sink``; return when everything is committed.
+    submit what they publish to ``sink``; return when everything is committed. With a ``console``,
+    a progress bar while it runs and a summary line at the end.
 
     The run chases the wall clock: it ends at the moment it catches up, with one last short step that
     lands the machines exactly at that moment, ready to go live. ``stop`` ends it early (what was
@@ -71,7 +72,7 @@ async def backfill_history(sink: MessageSink, machines: Sequence[tuple[str, SimM
     run = HistoryRun(machines, tenant, start_ms, step_s, telemetry_batch=telemetry_batch)
     progress = Progress(TextColumn("{task.description}"), BarColumn(), TaskProgressColumn(),
                         TextColumn("{task.fields[messages]:>9,} messages"), TimeRemainingColumn(),
-                        console=console, transient=True)
+                        console=console, transient=True, disable=console is None)
     in_flight: asyncio.Task[None] | None = None
     with progress:
         task = progress.add_task(f"back-filling {hours:g} h of history", total=clock() - start_ms, messages=0)
