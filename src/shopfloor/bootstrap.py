@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import uvicorn
+from fastapi import FastAPI
 
 from shopfloor.api.app import create_app
 from shopfloor.api.deps import ApiServices
@@ -25,11 +26,13 @@ from shopfloor.domain.assets import Device
 from shopfloor.domain.errors import ShopfloorError
 from shopfloor.domain.payloads import Limits
 from shopfloor.domain.retention import RetentionPolicy
+from shopfloor.ports.analytics import AnalyticsModelStore
 from shopfloor.ports.backup import Backup
 from shopfloor.ports.ingest import RawMessage
 from shopfloor.ports.kpi import KpiSource
 from shopfloor.ports.registry import RegistryRepository
 from shopfloor.ports.store import Historian
+from shopfloor.services.analytics import AnalyticsService, score_periodically
 from shopfloor.services.auth import TokenAuthenticator
 from shopfloor.services.cache import RegistryCache
 from shopfloor.services.clock import SystemClock
@@ -39,18 +42,21 @@ from shopfloor.services.health import HealthService
 from shopfloor.services.history import HistoryService
 from shopfloor.services.ingest import IngestService
 from shopfloor.services.kpis import KpiService
+from shopfloor.services.overview import OverviewService
 from shopfloor.services.plant import PlantService
 from shopfloor.services.registry import RegistryService
 from shopfloor.services.retention import RetentionService, run_periodically
 from shopfloor.services.sparkplug import SparkplugCommandService
 from shopfloor.services.sparkplug_directory import SparkplugDirectoryService
 from shopfloor.services.stats import IngestStats
+from shopfloor.storage.duckdb.analytics import DuckDBAnalyticsStore
 from shopfloor.storage.duckdb.backup import DuckDBBackup
 from shopfloor.storage.duckdb.database import Database
 from shopfloor.storage.duckdb.historian import DuckDBHistorian
 from shopfloor.storage.duckdb.kpi import DuckDBKpiSource
 from shopfloor.storage.duckdb.registry import DuckDBRegistry
 from shopfloor.storage.postgres.database import PgDatabase
+from shopfloor.web import pages as dashboard
 
 log = logging.getLogger(__name__)
 
@@ -67,11 +73,13 @@ class Stores:
     close: Callable[[], None]
     db: Database | None = None  # the DuckDB file, in embedded mode
     pg: PgDatabase | None = None  # the PostgreSQL database, in server mode
+    analytics: AnalyticsModelStore | None = None  # analytics models and their trained state
 
 
 def open_stores(settings: Settings, clock: SystemClock) -> Stores:
     staleness_us = settings.staleness_s * 1_000_000
     if settings.store == "postgres":
+        from shopfloor.storage.postgres.analytics import PostgresAnalyticsStore
         from shopfloor.storage.postgres.backup import PgBackup
         from shopfloor.storage.postgres.historian import PostgresHistorian
         from shopfloor.storage.postgres.kpi import PostgresKpiSource
@@ -90,7 +98,8 @@ def open_stores(settings: Settings, clock: SystemClock) -> Stores:
             pg.close()
 
         return Stores(PostgresRegistry(pg, clock=clock), pg_historian, PostgresKpiSource(pg),
-                      PgBackup(pg.dsn, pg.schema, work_dir=settings.data_dir), ping_pg, close_pg, pg=pg)
+                      PgBackup(pg.dsn, pg.schema, work_dir=settings.data_dir), ping_pg, close_pg, pg=pg,
+                      analytics=PostgresAnalyticsStore(pg))
     db = Database(settings.db_path)
     historian = DuckDBHistorian(db, rollup_staleness_us=staleness_us)
 
@@ -99,7 +108,8 @@ def open_stores(settings: Settings, clock: SystemClock) -> Stores:
         db.close()
 
     return Stores(DuckDBRegistry(db), historian, DuckDBKpiSource(db), DuckDBBackup(db.path, db),
-                  lambda: db.cursor().execute("SELECT 1").fetchall(), close_duckdb, db=db)
+                  lambda: db.cursor().execute("SELECT 1").fetchall(), close_duckdb, db=db,
+                  analytics=DuckDBAnalyticsStore(db))
 
 
 @dataclass
@@ -124,6 +134,8 @@ class Platform:
     broker_rejects: Callable[[], dict[str, int]] | None = None
     sparkplug_commands: SparkplugCommandService | None = None
     health: HealthService | None = None
+    analytics: AnalyticsService | None = None
+    _overview: OverviewService | None = None
 
     @property
     def repo(self) -> RegistryRepository:
@@ -146,6 +158,8 @@ class Platform:
         if self._ingest is None:
             s = self.settings
             self._ingest = IngestService(self.historian, self.cache, self.clock, self.stats, limits_from(s))
+            if self.analytics is not None:
+                self.analytics.sink = self._ingest
         return self._ingest
 
     def api_services(self) -> ApiServices:
@@ -153,7 +167,21 @@ class Platform:
                            ready=self._ready, invalidate=self.cache.invalidate, backup=self.stores.backup,
                            export=self.export, health=self._health(),
                            broker_rejects=lambda: self.broker_rejects() if self.broker_rejects else None,
-                           ingest=self.ingest, kpis=self.kpis, sparkplug_commands=self.sparkplug_commands)
+                           ingest=self.ingest, kpis=self.kpis, sparkplug_commands=self.sparkplug_commands,
+                           overview=self.overview, analytics=self.analytics)
+
+    @property
+    def overview(self) -> OverviewService:
+        """The dashboard's plant overview (its caches are shared by every request of this process)."""
+        if self._overview is None:
+            self._overview = OverviewService(self.registry, self.historian, self.kpis, self.clock)
+        return self._overview
+
+    def http_app(self) -> FastAPI:
+        """The API under /api/v1 and the dashboard under /, in one application."""
+        app = create_app(self.api_services())
+        dashboard.install(app, self.auth)
+        return app
 
     def _broker_up(self) -> bool:
         if self.broker is not None:
@@ -179,6 +207,8 @@ class Platform:
         return checks
 
     def close(self) -> None:
+        if self._overview is not None:
+            self._overview.close()
         if self._ingest is not None:
             self._ingest.close()
         if self.health is not None:
@@ -200,11 +230,13 @@ def build_platform(settings: Settings) -> Platform:
     cache = RegistryCache(stores.repo, clock)
     registry = RegistryService(stores.repo)
     policy = RetentionPolicy(settings.raw_retention_days, settings.rollup_1m_days, settings.rollup_1h_days)
+    analytics = (AnalyticsService(registry, stores.historian, stores.analytics, clock)
+                 if stores.analytics is not None else None)
     return Platform(settings, stores, clock, stats, cache, registry, PlantService(registry),
                     HistoryService(registry, stores.historian, settings.staleness_s * 1_000_000),
                     TokenAuthenticator(stores.repo), ExportService(registry, stores.historian),
                     RetentionService(stores.repo, stores.historian, clock, policy),
-                    KpiService(registry, stores.kpis, clock, stores.historian))
+                    KpiService(registry, stores.kpis, clock, stores.historian), analytics=analytics)
 
 
 @contextlib.contextmanager
@@ -287,7 +319,7 @@ async def serve(platform: Platform, stop: asyncio.Event, started: Callable[[Plat
     s = platform.settings
     loop = asyncio.get_running_loop()
     async with broker(platform):
-        app = create_app(platform.api_services())
+        app = platform.http_app()
         config = uvicorn.Config(app, host=s.http_host, port=s.http_port, log_level="warning", lifespan="off",
                                 access_log=False)
         server = _Server(config)
@@ -302,12 +334,17 @@ async def serve(platform: Platform, stop: asyncio.Event, started: Callable[[Plat
             if started is not None:
                 started(platform)
             retention = loop.create_task(run_periodically(platform.retention, s.retention_every_s, stop))
+            scoring = (loop.create_task(score_periodically(platform.analytics, s.analytics_every_s, stop))
+                       if platform.analytics is not None and s.analytics_every_s > 0 else None)
             stop_task = loop.create_task(stop.wait())
             await asyncio.wait({server_task, stop_task}, return_when=asyncio.FIRST_COMPLETED)
             stop_task.cancel()
             if stop.is_set():  # let a retention run in its thread finish before the store closes
                 await asyncio.wait({retention}, timeout=60)
             retention.cancel()
+            if scoring is not None:
+                await asyncio.wait({scoring}, timeout=30)
+                scoring.cancel()
         finally:
             server.should_exit = True
             with contextlib.suppress(Exception):

@@ -9,6 +9,7 @@ from shopfloor.api import errors
 from shopfloor.api.deps import ApiServices
 from shopfloor.api.routers import (
     admin,
+    analytics,
     assets,
     data,
     devices,
@@ -16,6 +17,7 @@ from shopfloor.api.routers import (
     health,
     kpis,
     messages,
+    overview,
     plant,
     sparkplug,
     tenants,
@@ -36,7 +38,7 @@ def create_app(services: ApiServices) -> FastAPI:
     app.state.services = services
     errors.install(app)
     for r in (tenants.router, assets.router, devices.router, data.router, plant.router, export.router, admin.router,
-              kpis.router, messages.router, sparkplug.router):
+              kpis.router, messages.router, sparkplug.router, overview.router, analytics.router):
         app.include_router(r, prefix=API)
     app.include_router(health.router)
     return app

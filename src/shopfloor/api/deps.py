@@ -11,11 +11,13 @@ from fastapi import Depends, Request
 from shopfloor.domain.tenancy import TenantContext
 from shopfloor.ports.backup import Backup
 from shopfloor.ports.ingest import MessageSink
+from shopfloor.services.analytics import AnalyticsService
 from shopfloor.services.auth import TokenAuthenticator
 from shopfloor.services.export import ExportService
 from shopfloor.services.health import HealthService
 from shopfloor.services.history import HistoryService
 from shopfloor.services.kpis import KpiService
+from shopfloor.services.overview import OverviewService
 from shopfloor.services.plant import PlantService
 from shopfloor.services.registry import RegistryService
 from shopfloor.services.sparkplug import SparkplugCommandService
@@ -38,6 +40,8 @@ class ApiServices:
     ingest: MessageSink | None = None  # POST /messages (back-fill) answers 503 without it
     kpis: KpiService | None = None  # /kpis answers 503 without it
     sparkplug_commands: SparkplugCommandService | None = None  # POST /devices/{id}/sparkplug/command: 503 without
+    analytics: AnalyticsService | None = None  # /analytics answers 503 without it
+    overview: OverviewService | None = None  # /overview and /stream/states answer 503 without it
 
 
 def services(request: Request) -> ApiServices:

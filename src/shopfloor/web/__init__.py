@@ -1,1 +1,1 @@
-"""The web dashboard (templates and static assets), served by the API process."""
+"""The web dashboard: server-rendered page shells whose scripts read the public ``/api/v1``."""

@@ -61,6 +61,7 @@ class Alarm(msgspec.Struct, kw_only=True):
     shelved_by: str | None = None
     suppressed: bool = False
     out_of_service: bool = False
+    comms_fault: bool = False  # raised by a no-data rule while the broker or link was down: not a process alarm
     activations: int = 0  # how often the condition became true over the instance's life
     updated_us: int = 0
 
@@ -85,3 +86,4 @@ class JournalEntry(msgspec.Struct, kw_only=True):
     comment: str = ""
     value: float | None = None
     live: bool = True  # False while replaying or back-filling history: never notified
+    hidden: bool = False  # the alarm was shelved, suppressed or out of service after this entry: not notified
