@@ -42,6 +42,7 @@ from shopfloor.services.health import HealthService
 from shopfloor.services.history import HistoryService
 from shopfloor.services.ingest import IngestService
 from shopfloor.services.kpis import KpiService
+from shopfloor.services.machine_writes import MachineWriteService
 from shopfloor.services.overview import OverviewService
 from shopfloor.services.plant import PlantService
 from shopfloor.services.registry import RegistryService
@@ -133,6 +134,7 @@ class Platform:
     broker_connected: Callable[[], bool] | None = None
     broker_rejects: Callable[[], dict[str, int]] | None = None
     sparkplug_commands: SparkplugCommandService | None = None
+    machine_writes: MachineWriteService | None = None
     health: HealthService | None = None
     analytics: AnalyticsService | None = None
     _overview: OverviewService | None = None
@@ -168,7 +170,7 @@ class Platform:
                            export=self.export, health=self._health(),
                            broker_rejects=lambda: self.broker_rejects() if self.broker_rejects else None,
                            ingest=self.ingest, kpis=self.kpis, sparkplug_commands=self.sparkplug_commands,
-                           overview=self.overview, analytics=self.analytics)
+                           overview=self.overview, analytics=self.analytics, machine_writes=self.machine_writes)
 
     @property
     def overview(self) -> OverviewService:
@@ -294,6 +296,7 @@ async def embedded_broker(platform: Platform) -> AsyncIterator[EmbeddedBroker]:
     await host.announce(platform.clock.now_us() // 1000)
     platform.sparkplug_commands = SparkplugCommandService(platform.plant.sparkplug, platform.ingest,
                                                           SparkplugCommander(broker), platform.clock.now_us)
+    platform.machine_writes = MachineWriteService(platform.registry, platform.ingest, broker, platform.clock.now_us)
 
     def kick(device: Device) -> None:
         platform.cache.invalidate()
@@ -304,6 +307,7 @@ async def embedded_broker(platform: Platform) -> AsyncIterator[EmbeddedBroker]:
         yield broker
     finally:
         platform.sparkplug_commands = None
+        platform.machine_writes = None
         await host.retire()
         await broker.stop()
         platform.broker = None

@@ -30,6 +30,7 @@ from shopfloor.ports.ingest import MessageSink
 from shopfloor.services.cache import RegistryCache
 from shopfloor.services.clock import SystemClock
 from shopfloor.services.ingest import IngestService
+from shopfloor.services.machine_writes import MachineWriteService
 from shopfloor.services.sparkplug import SparkplugCommandService
 from shopfloor.services.sparkplug_directory import SparkplugDirectoryService
 from shopfloor.services.stats import IngestStats
@@ -88,10 +89,12 @@ async def mosquitto_running(platform: Platform) -> AsyncIterator[MosquittoManage
     await publisher.start()
     platform.sparkplug_commands = SparkplugCommandService(platform.plant.sparkplug, platform.ingest,
                                                           SparkplugCommander(publisher), platform.clock.now_us)
+    platform.machine_writes = MachineWriteService(platform.registry, platform.ingest, publisher, platform.clock.now_us)
     try:
         yield manager
     finally:
         platform.sparkplug_commands = None
+        platform.machine_writes = None
         with contextlib.suppress(Exception):
             await publisher.stop()
         for t in tasks:

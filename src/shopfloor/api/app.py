@@ -16,6 +16,7 @@ from shopfloor.api.routers import (
     export,
     health,
     kpis,
+    machine_writes,
     messages,
     overview,
     plant,
@@ -38,7 +39,8 @@ def create_app(services: ApiServices) -> FastAPI:
     app.state.services = services
     errors.install(app)
     for r in (tenants.router, assets.router, devices.router, data.router, plant.router, export.router, admin.router,
-              kpis.router, messages.router, sparkplug.router, overview.router, analytics.router):
+              kpis.router, messages.router, sparkplug.router, overview.router, analytics.router,
+              machine_writes.router):
         app.include_router(r, prefix=API)
     app.include_router(health.router)
     return app

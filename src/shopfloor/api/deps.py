@@ -17,6 +17,7 @@ from shopfloor.services.export import ExportService
 from shopfloor.services.health import HealthService
 from shopfloor.services.history import HistoryService
 from shopfloor.services.kpis import KpiService
+from shopfloor.services.machine_writes import MachineWriteService
 from shopfloor.services.overview import OverviewService
 from shopfloor.services.plant import PlantService
 from shopfloor.services.registry import RegistryService
@@ -42,6 +43,7 @@ class ApiServices:
     sparkplug_commands: SparkplugCommandService | None = None  # POST /devices/{id}/sparkplug/command: 503 without
     analytics: AnalyticsService | None = None  # /analytics answers 503 without it
     overview: OverviewService | None = None  # /overview and /stream/states answer 503 without it
+    machine_writes: MachineWriteService | None = None  # POST /assets/{id}/write: 503 without
 
 
 def services(request: Request) -> ApiServices:
