@@ -15,6 +15,7 @@ import msgspec
 from shopfloor.domain.errors import InvalidInput
 from shopfloor.domain.kpi.models import CostModel, ShiftCalendar
 from shopfloor.domain.kpi_config import check_calendar, check_cost_model, prepare_calendar, prepare_cost_model
+from shopfloor.domain.modbus_map import ModbusSpec
 from shopfloor.domain.opcua_map import OpcUaSpec
 from shopfloor.domain.sparkplug import SparkplugSpec
 
@@ -75,6 +76,7 @@ class DeviceSpec(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True)
     enabled: bool = True
     description: str = ""
     sparkplug: SparkplugSpec | None = None  # the device is a Sparkplug edge node (docs/sparkplug.md)
+    modbus: ModbusSpec | None = None  # the edge agent polls it over Modbus TCP (docs/modbus.md)
     opcua: OpcUaSpec | None = None  # the edge agent reads it from an OPC UA server (docs/opcua.md)
 
 

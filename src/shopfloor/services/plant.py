@@ -14,6 +14,7 @@ from shopfloor.domain import kpi_config
 from shopfloor.domain.assets import Asset, Level, MeasurementDef, ValueType
 from shopfloor.domain.errors import InvalidInput
 from shopfloor.domain.kpi.models import CostModel, ShiftCalendar
+from shopfloor.domain.modbus_map import ModbusSpec, asset_of, check_modbus, registers_of
 from shopfloor.domain.opcua_map import check_opcua
 from shopfloor.domain.plant import (
     AreaSpec,
@@ -24,6 +25,7 @@ from shopfloor.domain.plant import (
     MeasurementSpec,
     PlantSpec,
     SiteSpec,
+    machine_paths,
 )
 from shopfloor.domain.sparkplug import check_spec
 from shopfloor.domain.tenancy import Role, TenantContext
@@ -63,6 +65,8 @@ class PlantService:
         for d in spec.devices:
             if d.sparkplug is not None:
                 check_spec(d.sparkplug, f"device {d.name!r}: sparkplug")
+            if d.modbus is not None:
+                self._check_modbus(tid, spec, d, d.modbus)
             if d.opcua is not None:
                 check_opcua(d.opcua, f"device {d.name!r}: opcua")
         check_fieldbus_targets(self.registry.repo, tid, spec)
@@ -155,6 +159,38 @@ class PlantService:
             attributes[key] = value
         if attributes != site.attributes:
             self.registry.update_asset(ctx, site.id, attributes=attributes)
+
+    def _check_modbus(self, tenant_id: int, spec: PlantSpec, d: DeviceSpec, modbus: ModbusSpec) -> None:
+        """The device's register map is sound, and feeds only measurements of machines it is bound to."""
+        where = f"device {d.name!r}: modbus"
+        default = d.assets[0] if len(d.assets) == 1 else ""
+        check_modbus(modbus, where, default)
+        bound = [tuple(x for x in p.split("/") if x) for p in d.assets]
+        types = {"/".join(path): m.type for path, m in machine_paths(spec)}
+        declared = {t.name: {m.name for m in t.measurements} for t in spec.asset_types}
+        for reg in registers_of(modbus):
+            asset = asset_of(reg, modbus) or default
+            path = tuple(x for x in asset.split("/") if x)
+            if not any(path[:len(b)] == b for b in bound):
+                raise InvalidInput(f"{where}: register {reg.measurement!r} feeds {asset}, which the device is "
+                                   "not bound to (its assets, or machines under them)")
+            key = "/".join(path)
+            if key in types:
+                type_name = types[key]
+            else:
+                found = self.registry.repo.find_asset(tenant_id, path)
+                type_name = found.type_name if found else None
+            if type_name is None:
+                raise InvalidInput(f"{where}: register {reg.measurement!r}: {asset} is not a typed machine "
+                                   "of the file or the registry")
+            if type_name in declared:
+                names = declared[type_name]
+            else:
+                stored = self.registry.repo.get_asset_type(tenant_id, type_name)
+                names = {m.name for m in stored.measurements} if stored else set()
+            if reg.measurement not in names:
+                raise InvalidInput(f"{where}: {reg.measurement!r} is not a measurement of {asset}'s type "
+                                   f"{type_name!r}")
 
     def _check_types_known(self, tenant_id: int, spec: PlantSpec) -> None:
         known = {t.name for t in spec.asset_types}
