@@ -61,6 +61,8 @@ class Settings(BaseSettings):
                                                                 "after each failure (at most 10 minutes).")
     alarm_disk_full: float = Field(0.9, gt=0, le=1, description="Raise 'disk nearly full' at this used share "
                                                                 "of the data directory's disk.")
+    demo_history_hours: int = Field(48, ge=0, description="Hours of simulated history the demo back-fills on its "
+                                                          "first start (0: none); capped below raw_retention_days.")
     analytics_every_s: int = Field(60, ge=0, description="How often trained analytics models score the new data "
                                                          "of the machines they follow (0: never).")
     url: str = Field("http://127.0.0.1:8000", description="Server the CLI talks to.")
