@@ -9,7 +9,9 @@ import asyncio
 import contextlib
 import logging
 import os
+import shutil
 from collections.abc import AsyncIterator, Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,16 +24,22 @@ from shopfloor.config import Settings
 from shopfloor.connectors.mqtt.embedded_broker import EmbeddedBroker
 from shopfloor.connectors.sparkplug.commands import SparkplugCommander
 from shopfloor.connectors.sparkplug.host import SparkplugHost, SparkplugRouter
+from shopfloor.connectors.webhook.sender import HttpxWebhookSender
 from shopfloor.domain.assets import Device
 from shopfloor.domain.errors import ShopfloorError
 from shopfloor.domain.payloads import Limits
 from shopfloor.domain.retention import RetentionPolicy
+from shopfloor.ports.alarms import AlarmStore
 from shopfloor.ports.analytics import AnalyticsModelStore
 from shopfloor.ports.backup import Backup
 from shopfloor.ports.ingest import RawMessage
 from shopfloor.ports.kpi import KpiSource
 from shopfloor.ports.registry import RegistryRepository
 from shopfloor.ports.store import Historian
+from shopfloor.services.alarm_monitor import SystemMonitor, broker_check, disk_check, lag_check
+from shopfloor.services.alarm_notify import RetryPolicy, WebhookDispatcher
+from shopfloor.services.alarm_ops import AlarmOps
+from shopfloor.services.alarms import AlarmService
 from shopfloor.services.analytics import AnalyticsService, score_periodically
 from shopfloor.services.auth import TokenAuthenticator
 from shopfloor.services.cache import RegistryCache
@@ -50,6 +58,7 @@ from shopfloor.services.retention import RetentionService, run_periodically
 from shopfloor.services.sparkplug import SparkplugCommandService
 from shopfloor.services.sparkplug_directory import SparkplugDirectoryService
 from shopfloor.services.stats import IngestStats
+from shopfloor.storage.duckdb.alarms import DuckDBAlarmStore
 from shopfloor.storage.duckdb.analytics import DuckDBAnalyticsStore
 from shopfloor.storage.duckdb.backup import DuckDBBackup
 from shopfloor.storage.duckdb.database import Database
@@ -72,6 +81,7 @@ class Stores:
     backup: Backup
     ping: Callable[[], object]
     close: Callable[[], None]
+    alarms: AlarmStore
     db: Database | None = None  # the DuckDB file, in embedded mode
     pg: PgDatabase | None = None  # the PostgreSQL database, in server mode
     analytics: AnalyticsModelStore | None = None  # analytics models and their trained state
@@ -80,6 +90,7 @@ class Stores:
 def open_stores(settings: Settings, clock: SystemClock) -> Stores:
     staleness_us = settings.staleness_s * 1_000_000
     if settings.store == "postgres":
+        from shopfloor.storage.postgres.alarms import PostgresAlarmStore
         from shopfloor.storage.postgres.analytics import PostgresAnalyticsStore
         from shopfloor.storage.postgres.backup import PgBackup
         from shopfloor.storage.postgres.historian import PostgresHistorian
@@ -99,8 +110,8 @@ def open_stores(settings: Settings, clock: SystemClock) -> Stores:
             pg.close()
 
         return Stores(PostgresRegistry(pg, clock=clock), pg_historian, PostgresKpiSource(pg),
-                      PgBackup(pg.dsn, pg.schema, work_dir=settings.data_dir), ping_pg, close_pg, pg=pg,
-                      analytics=PostgresAnalyticsStore(pg))
+                      PgBackup(pg.dsn, pg.schema, work_dir=settings.data_dir), ping_pg, close_pg,
+                      PostgresAlarmStore(pg), pg=pg, analytics=PostgresAnalyticsStore(pg))
     db = Database(settings.db_path)
     historian = DuckDBHistorian(db, rollup_staleness_us=staleness_us)
 
@@ -109,7 +120,7 @@ def open_stores(settings: Settings, clock: SystemClock) -> Stores:
         db.close()
 
     return Stores(DuckDBRegistry(db), historian, DuckDBKpiSource(db), DuckDBBackup(db.path, db),
-                  lambda: db.cursor().execute("SELECT 1").fetchall(), close_duckdb, db=db,
+                  lambda: db.cursor().execute("SELECT 1").fetchall(), close_duckdb, DuckDBAlarmStore(db), db=db,
                   analytics=DuckDBAnalyticsStore(db))
 
 
@@ -136,6 +147,7 @@ class Platform:
     sparkplug_commands: SparkplugCommandService | None = None
     machine_writes: MachineWriteService | None = None
     health: HealthService | None = None
+    alarms: AlarmService | None = None  # rules and alarms: only in the process that serves (see run_alarms)
     analytics: AnalyticsService | None = None
     _overview: OverviewService | None = None
 
@@ -170,7 +182,13 @@ class Platform:
                            export=self.export, health=self._health(),
                            broker_rejects=lambda: self.broker_rejects() if self.broker_rejects else None,
                            ingest=self.ingest, kpis=self.kpis, sparkplug_commands=self.sparkplug_commands,
-                           overview=self.overview, analytics=self.analytics, machine_writes=self.machine_writes)
+                           overview=self.overview, analytics=self.analytics, machine_writes=self.machine_writes,
+                           alarms=self.alarm_ops())
+
+    def alarm_ops(self) -> AlarmOps | None:
+        if self.alarms is None or not self.alarms.opened:
+            return None
+        return AlarmOps(self.alarms, self.repo, self.historian, self.clock.now_us)
 
     @property
     def overview(self) -> OverviewService:
@@ -209,6 +227,8 @@ class Platform:
         return checks
 
     def close(self) -> None:
+        if self.alarms is not None:
+            self.alarms.close()
         if self._overview is not None:
             self._overview.close()
         if self._ingest is not None:
@@ -317,12 +337,75 @@ async def embedded_broker(platform: Platform) -> AsyncIterator[EmbeddedBroker]:
             await asyncio.wait(set(offline_tasks), timeout=10)
 
 
+def build_alarms(platform: Platform) -> AlarmService:
+    """The rule engines, following ingest (and, with PostgreSQL, the commits of other processes)."""
+    s = platform.settings
+    health = platform._health()
+
+    def lag_s() -> float | None:
+        return health.ingest().lag_s
+
+    def pending() -> int:
+        return health.ingest().pending
+
+    def disk_used() -> float | None:
+        try:
+            usage = shutil.disk_usage(s.data_dir if s.data_dir.exists() else Path.cwd())
+        except OSError:
+            return None
+        return usage.used / usage.total if usage.total else None
+
+    def broker_state() -> bool | None:
+        if platform.broker is None and platform.broker_connected is None:
+            return None  # no broker link in this process (yet)
+        return health.broker().connected
+
+    def link_down() -> bool:
+        return broker_state() is False
+
+    monitor = SystemMonitor([broker_check(broker_state), lag_check(lag_s, pending, health.max_lag_s),
+                             disk_check(disk_used, s.alarm_disk_full)])
+    return AlarmService(platform.stores.alarms, platform.historian, platform.repo, platform.clock,
+                        follow_store=s.store == "postgres", tick_s=s.alarm_tick_s, link_down=link_down,
+                        monitor=monitor)
+
+
+@contextlib.asynccontextmanager
+async def run_alarms(platform: Platform) -> AsyncIterator[AlarmService]:
+    """Open the rule engines (before ingest commits anything, so every later commit is live), follow
+    ingest and the clock, and deliver webhooks, until the block ends."""
+    loop = asyncio.get_running_loop()
+    service = platform.alarms = build_alarms(platform)
+    await loop.run_in_executor(None, service.open)
+    platform.ingest.on_commit(service.notify)
+    s = platform.settings
+    sender = HttpxWebhookSender()
+    io = ThreadPoolExecutor(max_workers=2, thread_name_prefix="shopfloor-webhooks")
+    dispatcher = WebhookDispatcher(platform.stores.alarms, sender, platform.clock, io,
+                                   RetryPolicy(s.alarm_webhook_attempts, s.alarm_webhook_delay_s))
+
+    def wake() -> None:
+        loop.call_soon_threadsafe(dispatcher.wake)
+
+    service.on_deliveries = wake
+    stop = asyncio.Event()
+    tasks = [loop.create_task(service.run(stop)), loop.create_task(dispatcher.run(stop))]
+    try:
+        yield service
+    finally:
+        stop.set()
+        service.hub.close()
+        await asyncio.wait(tasks, timeout=30)
+        await sender.aclose()
+        io.shutdown(wait=True)
+
+
 async def serve(platform: Platform, stop: asyncio.Event, started: Callable[[Platform], None] | None = None,
                 broker: BrokerRunner = embedded_broker) -> None:
     """Run broker, ingest and API until ``stop`` is set; then shut down in order, losing nothing."""
     s = platform.settings
     loop = asyncio.get_running_loop()
-    async with broker(platform):
+    async with run_alarms(platform), broker(platform):
         app = platform.http_app()
         config = uvicorn.Config(app, host=s.http_host, port=s.http_port, log_level="warning", lifespan="off",
                                 access_log=False)
@@ -350,6 +433,8 @@ async def serve(platform: Platform, stop: asyncio.Event, started: Callable[[Plat
                 await asyncio.wait({scoring}, timeout=30)
                 scoring.cancel()
         finally:
+            if platform.alarms is not None:
+                platform.alarms.hub.close()  # end the live streams, or uvicorn waits for them
             server.should_exit = True
             with contextlib.suppress(Exception):
                 await server_task

@@ -20,7 +20,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from shopfloor import cli_analytics, cli_edge, cli_kpi, cli_opcua, cli_ops, cli_sparkplug
+from shopfloor import cli_alarms, cli_analytics, cli_edge, cli_kpi, cli_opcua, cli_ops, cli_sparkplug
 from shopfloor.client import ApiClient
 from shopfloor.config import Settings, load_settings
 from shopfloor.domain.errors import ShopfloorError
@@ -419,6 +419,7 @@ def load_yaml(path: Path) -> Any:
 cli_ops.register(app)
 cli_kpi.register(app)
 cli_sparkplug.register(app)
+cli_alarms.register(app)
 cli_edge.register(app)
 cli_opcua.register(app)
 cli_analytics.register(app)

@@ -53,6 +53,14 @@ class Settings(BaseSettings):
     rollup_1m_days: int = Field(90, ge=1, description="Keep 1-minute rollups this long.")
     rollup_1h_days: int = Field(730, ge=1, description="Keep 1-hour rollups this long.")
     retention_every_s: int = Field(3600, ge=10, description="How often the retention job runs.")
+    alarm_tick_s: float = Field(1.0, gt=0, le=60, description="How often rules see the clock (delays, no-data, "
+                                                              "shelf ends) and the platform checks itself.")
+    alarm_webhook_attempts: int = Field(8, ge=1, le=50, description="Webhook delivery attempts before a "
+                                                                   "notification is dead-lettered.")
+    alarm_webhook_delay_s: float = Field(1.0, gt=0, description="Wait before the first webhook retry; doubles "
+                                                                "after each failure (at most 10 minutes).")
+    alarm_disk_full: float = Field(0.9, gt=0, le=1, description="Raise 'disk nearly full' at this used share "
+                                                                "of the data directory's disk.")
     demo_history_hours: int = Field(48, ge=0, description="Hours of simulated history the demo back-fills on its "
                                                           "first start (0: none); capped below raw_retention_days.")
     analytics_every_s: int = Field(60, ge=0, description="How often trained analytics models score the new data "

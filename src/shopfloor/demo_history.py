@@ -103,4 +103,4 @@ async def backfill_history(sink: MessageSink, machines: Sequence[tuple[str, SimM
 
 def _raw(chunk: list[HistoryMessage]) -> list[RawMessage]:
     received = time.time_ns() // 1000
-    return [RawMessage(m.username, m.topic, m.payload, received) for m in chunk]
+    return [RawMessage(m.username, m.topic, m.payload, received, live=False) for m in chunk]  # history: rules never notify it

@@ -15,6 +15,7 @@ from shopfloor.storage.duckdb import rollups
 from shopfloor.storage.duckdb.database import Database
 from shopfloor.storage.duckdb.historian import DEFAULT_ROLLUP_STALENESS_US, MIGRATIONS, DuckDBHistorian
 from shopfloor.testing.aggregate_reference import irregular_samples, reference_aggregate
+from shopfloor.testing.changes_contract import ChangesContract
 from shopfloor.testing.store_contract import (
     ALIGNED_GRIDS,
     D0,
@@ -46,6 +47,10 @@ def historian(request: pytest.FixtureRequest, tmp_path: Path, rollup_staleness_u
     yield store
     store.close()
     db.close()
+
+
+class TestDuckDBChanges(ChangesContract):
+    pass
 
 
 class TestDuckDBHistorian(HistorianContract):

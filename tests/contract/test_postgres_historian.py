@@ -23,6 +23,7 @@ from shopfloor.storage.postgres.historian import PostgresHistorian
 from shopfloor.storage.postgres.historian_schema import MIGRATIONS
 from shopfloor.storage.postgres.partitions import SamplePartitions, to_datetime
 from shopfloor.storage.postgres.registry import PostgresRegistry
+from shopfloor.testing.changes_contract import ChangesContract
 from shopfloor.testing.store_contract import (
     MIN,
     T0,
@@ -57,6 +58,10 @@ def historian(pg_db: PgDatabase, rollup_staleness_us: int) -> Iterator[PostgresH
     store = PostgresHistorian(pg_db, rollup_staleness_us=rollup_staleness_us)
     yield store
     store.close()
+
+
+class TestPostgresChanges(ChangesContract):
+    pass
 
 
 class TestPostgresHistorian(HistorianContract):
@@ -330,7 +335,7 @@ def test_a_database_of_schema_version_1_is_upgraded_and_keeps_its_data(pg_db: Pg
     assert pg_db.version("historian") == 1
 
     store = PostgresHistorian(pg_db)
-    assert pg_db.version("historian") == len(MIGRATIONS) == 2
+    assert pg_db.version("historian") == len(MIGRATIONS) == 3
     assert store.last_seq() == 2
     assert store.count_samples() == 180 and store.raw(1, T0, T0 + 1)[0].value == 0.0
     assert store.events(1)[0].data == {"by": "v1"}

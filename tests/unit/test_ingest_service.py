@@ -478,3 +478,28 @@ async def test_memoised_routes_follow_registry_changes(plant: Plant, store: Reco
     await ingest.submit_messages([plant.msg("acme.plc-1", topic, {"values": {"temperature": 2.0}})])
     assert [s[2] for s in store.samples] == [1.0]
     assert store.dead == [(plant.ctx.tenant_id, "acme.plc-1", Reason.DEVICE_DISABLED)]
+
+
+# -- commit listeners: live data and back-filled history -------------------------------------------
+
+
+async def test_listeners_hear_each_commit_and_history_is_never_merged_with_live_data(plant: Plant) -> None:
+    store = GatedStore()
+    ingest = plant.ingest(store)
+    heard: list[tuple[int, bool]] = []
+    ingest.on_commit(lambda seq, live: heard.append((seq, live)))
+    topic = f"{PRESS1}/telemetry"
+    try:
+        first = asyncio.ensure_future(ingest.submit_messages([plant.msg("acme.plc-1", topic, {"values": {"temperature": 1}})]))
+        await asyncio.to_thread(store.waiting.wait, 5)  # the first commit is running: the rest queue up
+        live = plant.msg("acme.plc-1", topic, {"values": {"temperature": 2}})
+        old = RawMessage("", topic, json.dumps({"values": {"temperature": 3}}).encode(), plant.clock.now_us(),
+                         live=False)
+        queued = [asyncio.ensure_future(ingest.submit_messages([m])) for m in (live, old, live)]
+        await asyncio.sleep(0.05)
+        store.gate.set()
+        await asyncio.gather(first, *queued)
+    finally:
+        ingest.close()
+    assert heard == [(1, True), (2, True), (3, False), (4, True)]
+    assert [[v for v in b.samples.value] for b in store.batches] == [[1.0], [2.0], [3.0], [2.0]]

@@ -9,6 +9,7 @@ from shopfloor.api import errors
 from shopfloor.api.deps import ApiServices
 from shopfloor.api.routers import (
     admin,
+    alarms,
     analytics,
     assets,
     data,
@@ -20,6 +21,7 @@ from shopfloor.api.routers import (
     messages,
     overview,
     plant,
+    rules,
     sparkplug,
     tenants,
 )
@@ -40,7 +42,7 @@ def create_app(services: ApiServices) -> FastAPI:
     errors.install(app)
     for r in (tenants.router, assets.router, devices.router, data.router, plant.router, export.router, admin.router,
               kpis.router, messages.router, sparkplug.router, overview.router, analytics.router,
-              machine_writes.router):
+              machine_writes.router, rules.router, alarms.router):
         app.include_router(r, prefix=API)
     app.include_router(health.router)
     return app

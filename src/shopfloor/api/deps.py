@@ -11,6 +11,7 @@ from fastapi import Depends, Request
 from shopfloor.domain.tenancy import TenantContext
 from shopfloor.ports.backup import Backup
 from shopfloor.ports.ingest import MessageSink
+from shopfloor.services.alarm_ops import AlarmOps
 from shopfloor.services.analytics import AnalyticsService
 from shopfloor.services.auth import TokenAuthenticator
 from shopfloor.services.export import ExportService
@@ -41,6 +42,7 @@ class ApiServices:
     ingest: MessageSink | None = None  # POST /messages (back-fill) answers 503 without it
     kpis: KpiService | None = None  # /kpis answers 503 without it
     sparkplug_commands: SparkplugCommandService | None = None  # POST /devices/{id}/sparkplug/command: 503 without
+    alarms: AlarmOps | None = None  # /rules and /alarms answer 503 without it
     analytics: AnalyticsService | None = None  # /analytics answers 503 without it
     overview: OverviewService | None = None  # /overview and /stream/states answer 503 without it
     machine_writes: MachineWriteService | None = None  # POST /assets/{id}/write: 503 without

@@ -84,6 +84,7 @@ class PlantSpec(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True):
     asset_types: list[AssetTypeSpec] = []
     sites: list[SiteSpec] = []
     devices: list[DeviceSpec] = []
+    rules: list[dict[str, Any]] = []  # alarm rules, by name (domain/alarms/rules.py; docs/alarms-api.md)
     version: int = 1
 
 

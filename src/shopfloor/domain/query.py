@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import bisect
 import enum
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -118,6 +119,30 @@ class AggRow:
     end_us: int
     value: float | None
     count: int
+
+
+@dataclass(slots=True)
+class SampleChanges:
+    """Committed samples as columns, in (seq, series, ts) order: what a consumer reads by ingest
+    sequence (columns, because it reads them by the hundred thousand)."""
+
+    seq: list[int] = field(default_factory=list)
+    series_id: list[int] = field(default_factory=list)
+    ts_us: list[int] = field(default_factory=list)
+    value: list[float | None] = field(default_factory=list)
+    text: list[str | None] = field(default_factory=list)
+    quality: list[int] = field(default_factory=list)
+
+    def __len__(self) -> int:
+        return len(self.seq)
+
+    def cut(self, upto_seq: int) -> SampleChanges:
+        """The rows with seq <= ``upto_seq``."""
+        n = bisect.bisect_right(self.seq, upto_seq)
+        if n == len(self.seq):
+            return self
+        return SampleChanges(self.seq[:n], self.series_id[:n], self.ts_us[:n], self.value[:n], self.text[:n],
+                             self.quality[:n])
 
 
 @dataclass(frozen=True, slots=True)

@@ -16,6 +16,7 @@ class RawMessage:
     topic: str
     payload: bytes
     received_us: int
+    live: bool = True  # False for back-filled history: stored, but never notified as if it were live
 
 
 class BatchSink(Protocol):

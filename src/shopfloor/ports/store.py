@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Protocol
 
-from shopfloor.domain.query import Agg, AggRow, StoredDeadLetter, StoredEvent
+from shopfloor.domain.query import Agg, AggRow, SampleChanges, StoredDeadLetter, StoredEvent
 from shopfloor.domain.records import IngestBatch, Sample
 
 
@@ -24,6 +24,15 @@ class TimeSeriesStore(Protocol):
         ...
 
     def last_seq(self) -> int: ...
+
+    def samples_since(self, seq: int, limit: int, upto: int | None = None) -> SampleChanges:
+        """Committed samples with ``seq < sample.seq`` (``<= upto`` if given), ordered by (seq,
+        series, ts), at most ``limit``: what a consumer that processed up to ``seq`` has not seen.
+
+        Seen in sequence order, nothing is skipped: a commit is visible only after every commit
+        numbered below it (see the historians' notes on the ingest sequence).
+        """
+        ...
 
     def raw(self, series_id: int, start_us: int, end_us: int, limit: int = 10_000) -> list[Sample]:
         """Samples with start <= ts < end, oldest first."""
@@ -80,6 +89,11 @@ class EventLog(Protocol):
         ...
 
     def delete_events_before(self, cutoff_us: int) -> int: ...
+
+    def events_since(self, seq: int, limit: int, upto: int | None = None) -> list[StoredEvent]:
+        """Committed events of every tenant with ``seq < event.seq`` (``<= upto`` if given),
+        ordered by (seq, ts, asset, kind, type), at most ``limit``."""
+        ...
 
 
 class DeadLetterLog(Protocol):

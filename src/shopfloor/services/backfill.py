@@ -7,6 +7,9 @@ ingest service like a message from a trusted broker (``RawMessage(device="")``: 
 from the topic), with the same validation, value by value, dead letters included — and the same
 ``too_old`` rule: nothing older than the raw retention is taken.
 
+Back-filled history is committed apart from live data and marked so (``RawMessage.live``): rules
+evaluate it, alarms and journal record it, but nobody is notified as if it were happening now.
+
 KPIs are computed from stored events on request, so back-filled data shows in the next answer,
 for closed shifts too.
 """
@@ -92,7 +95,7 @@ async def backfill(ctx: TenantContext, messages: list[tuple[str, bytes]], sink: 
         if addr.tenant != slug:
             reject(i, topic, Reason.OUTSIDE_PREFIX, f"this token writes only under shopfloor/v1/{slug}/")
             continue
-        submit.append(RawMessage("", topic, payload, now_us))
+        submit.append(RawMessage("", topic, payload, now_us, live=False))
         indexes.append(i)
     samples = events = 0
     judged = isinstance(sink, MessageJudge)

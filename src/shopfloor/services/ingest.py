@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
@@ -35,6 +36,7 @@ class _Pending:
     future: asyncio.Future[int]
     counts: dict[tuple[int | None, str], _Count]
     raws: list[RawMessage] | None = None  # the messages it came from (to isolate one the store refuses)
+    live: bool = True  # False: back-filled history (``RawMessage.live``), never committed with live data
 
 
 @dataclass(slots=True)
@@ -70,6 +72,19 @@ class IngestService:
         self._in_flight = 0
         self._routes: dict[tuple[str, str], _Route] = {}
         self._routes_of = -1  # the registry generation they belong to
+        self._listeners: list[Callable[[int, bool], None]] = []
+
+    def on_commit(self, listener: Callable[[int, bool], None]) -> None:
+        """Call ``listener(seq, live)`` on the event loop after each commit (rules and alarms follow
+        ingest this way). A commit holds only live data or only back-filled history (``live`` False)."""
+        self._listeners.append(listener)
+
+    def _committed(self, seq: int, live: bool) -> None:
+        for listener in self._listeners:
+            try:
+                listener(seq, live)
+            except Exception:
+                log.exception("a commit listener failed")
 
     # -- decoding (pure but for registry look-ups) ---------------------------------------------
     def decode(self, msg: RawMessage) -> tuple[IngestBatch, int | None]:
@@ -188,7 +203,8 @@ class IngestService:
                  raws: list[RawMessage] | None = None) -> asyncio.Future[int]:
         loop = asyncio.get_running_loop()
         fut: asyncio.Future[int] = loop.create_future()
-        self._pending.append(_Pending(batch, fut, counts, raws))
+        live = raws is None or all(m.live for m in raws)
+        self._pending.append(_Pending(batch, fut, counts, raws, live))
         if self._flusher is None or self._flusher.done():
             self._flusher = loop.create_task(self._flush_loop())
         return fut
@@ -197,7 +213,10 @@ class IngestService:
         loop = asyncio.get_running_loop()
         while self._pending:
             take, points = 0, 0
+            live = self._pending[0].live
             for p in self._pending:
+                if p.live is not live:  # live data and back-filled history never share a commit
+                    break
                 take += 1
                 points += len(p.batch)
                 if points >= MAX_BATCH_POINTS:
@@ -228,6 +247,7 @@ class IngestService:
             self.last_seq = seq
             self.last_commit_us = self._clock.now_us()
             self.stats.commit_done(True)
+            self._committed(seq, live)
             for p in group:
                 self._record(p.counts)
                 if not p.future.done():
@@ -278,6 +298,7 @@ class IngestService:
                 self.last_seq = max(self.last_seq, seq)
                 self.last_commit_us = self._clock.now_us()
                 self.stats.commit_done(True)
+                self._committed(seq, p.live)
                 self._record(counts)
             else:
                 if not p.future.done() and seq is not None:

@@ -9,6 +9,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
 from shopfloor.api.deps import Ctx, Services
+from shopfloor.api.routers.rules import ops
 from shopfloor.api.schemas import ApplyOut
 from shopfloor.domain.errors import InvalidInput, PayloadTooLarge
 from shopfloor.domain.plant import plant_from_obj, plant_to_obj
@@ -34,8 +35,13 @@ async def apply_plant(request: Request, ctx: Ctx, svc: Services) -> ApplyOut:
     spec = plant_from_obj(obj)
     from starlette.concurrency import run_in_threadpool
 
+    if spec.rules:
+        ops(svc).check_rules(ctx, spec.rules)  # all or nothing: refuse a bad rule before applying
     result = await run_in_threadpool(svc.plant.apply, ctx, spec)
     svc.invalidate()
+    if spec.rules:
+        for outcome, n in (await ops(svc).apply_rules(ctx, spec.rules)).items():
+            getattr(result, outcome)["rules"] = n
     return ApplyOut(created=result.created, updated=result.updated, unchanged=result.unchanged,
                     device_secrets=[{"id": s.id, "name": s.name, "username": s.username, "secret": s.secret}
                                     for s in result.device_secrets])

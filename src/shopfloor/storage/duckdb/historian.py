@@ -40,8 +40,9 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from shopfloor.domain.errors import InvalidInput, StoreUnavailable
-from shopfloor.domain.query import Agg, AggRow, StoredDeadLetter, StoredEvent
+from shopfloor.domain.query import Agg, AggRow, SampleChanges, StoredDeadLetter, StoredEvent
 from shopfloor.domain.records import DeadLetter, EventRecord, IngestBatch, Quality, Sample, SampleBatch
+from shopfloor.storage.duckdb import changes
 from shopfloor.storage.duckdb.database import Database
 from shopfloor.storage.duckdb.rollup_append import AppendPath, Plan
 from shopfloor.storage.duckdb.rollups import MIGRATION as ROLLUPS_MIGRATION
@@ -217,6 +218,14 @@ class DuckDBHistorian:
 
     def last_seq(self) -> int:
         return self._seq
+
+    def samples_since(self, seq: int, limit: int, upto: int | None = None) -> SampleChanges:
+        with self._read() as cur:
+            return changes.samples_since(cur, seq, limit, upto)
+
+    def events_since(self, seq: int, limit: int, upto: int | None = None) -> list[StoredEvent]:
+        with self._read() as cur:
+            return changes.events_since(cur, seq, limit, upto)
 
     def delete_before(self, cutoff_us: int, series_ids: Sequence[int] | None = None) -> int:
         """Drop raw samples older than ``cutoff_us`` and remember the cutoff: rollups of buckets

@@ -51,11 +51,11 @@ from typing import Any
 import psycopg
 
 from shopfloor.domain.errors import InvalidInput, StoreUnavailable
-from shopfloor.domain.query import Agg, AggRow, StoredDeadLetter, StoredEvent
+from shopfloor.domain.query import Agg, AggRow, SampleChanges, StoredDeadLetter, StoredEvent
 from shopfloor.domain.records import IngestBatch, Quality, Sample
 from shopfloor.domain.timeutil import MAX_US, MIN_US, now_us, to_us
 from shopfloor.ports.clock import Clock
-from shopfloor.storage.postgres import pg_copy, pg_rollups, pg_rows
+from shopfloor.storage.postgres import changes, pg_copy, pg_rollups, pg_rows
 from shopfloor.storage.postgres.database import PgDatabase
 from shopfloor.storage.postgres.historian_schema import MIGRATIONS
 from shopfloor.storage.postgres.partitions import SamplePartitions, parse_partition_interval, to_datetime
@@ -204,6 +204,14 @@ class PostgresHistorian:
         if row is None:
             raise StoreUnavailable("the historian's sequence row is missing")
         return int(row[0])
+
+    def samples_since(self, seq: int, limit: int, upto: int | None = None) -> SampleChanges:
+        with self._conn() as conn:
+            return changes.samples_since(conn, seq, limit, upto)
+
+    def events_since(self, seq: int, limit: int, upto: int | None = None) -> list[StoredEvent]:
+        with self._conn() as conn:
+            return changes.events_since(conn, seq, limit, upto)
 
     def delete_before(self, cutoff_us: int, series_ids: Sequence[int] | None = None) -> int:
         """Drop raw samples older than ``cutoff_us``: whole partitions where possible, a DELETE for

@@ -7,6 +7,7 @@ described for SQL readers (Grafana, psql) in docs/postgres-schema.md.
 
 from __future__ import annotations
 
+from shopfloor.storage.postgres.changes import MIGRATION as V3_SEQ_INDEXES
 from shopfloor.storage.postgres.pg_rollups import MIGRATION as V2_ROLLUPS
 
 V1_BASE = """
@@ -59,4 +60,4 @@ INSERT INTO historian_seq (last_seq) VALUES (0);
 COMMENT ON TABLE historian_seq IS 'The last ingest sequence number; its row lock orders commits';
 """
 
-MIGRATIONS: list[str] = [V1_BASE, V2_ROLLUPS]
+MIGRATIONS: list[str] = [V1_BASE, V2_ROLLUPS, V3_SEQ_INDEXES]

@@ -1,0 +1,1 @@
+"""Outbound webhooks over HTTP (httpx): ``HttpxWebhookSender`` implements ``ports.notify.WebhookSender``."""
