@@ -79,6 +79,9 @@ async def run_demo(settings: Settings, stop: asyncio.Event, *, plant_file: Path 
 
         async def history_then_live() -> None:
             nonlocal sim_running
+            ops = platform.alarm_ops()  # the rule engines are open once the server runs
+            if spec.rules and ops is not None:  # before the history, so its alarms are in the journal
+                await ops.apply_rules(ctx, spec.rules)
             if hours:
                 try:
                     await backfill_history(platform.ingest, sim.publishers(), DEMO_TENANT, hours, console=console,

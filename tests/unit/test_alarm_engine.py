@@ -90,6 +90,19 @@ def test_no_data_on_ticks_and_comms_fault_during_an_outage() -> None:
     assert a.comms_fault and a.message.startswith("communications fault")
 
 
+def test_back_filled_history_between_ticks_is_not_silence() -> None:
+    e = engine({"kind": "no_data", "measurement": "temp", "silent_s": 30})
+    e.on_tick(10_000 * S)
+    for start in range(0, 600, 60):  # an import of old data, one batch a second of wall time
+        b = SampleBatch()
+        for t in range(start, start + 60, 10):
+            b.add(10, t * S, 1.0)
+        assert e.on_samples(b, live=False).entries == []
+        assert e.on_tick((10_001 + start // 60) * S).entries == []
+    assert e.alarm(1, 1).activations == 0
+    assert acts(e.on_tick(10_050 * S).entries) == [(10_039, "activate")]  # 30 s after the last batch came in
+
+
 def test_silent_device_rule_and_gap_found_by_the_next_sample() -> None:
     e = engine({"kind": "no_data", "silent_s": 30})  # any measurement of the asset
     feed(e, [(0, 1)], sid=11)

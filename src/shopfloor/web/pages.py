@@ -25,7 +25,7 @@ from shopfloor.services.auth import TokenAuthenticator
 HERE = Path(__file__).parent
 SESSION_COOKIE = "shopfloor_session"  # the same name api.deps reads
 SESSION_MAX_AGE_S = 12 * 3600  # a control-room shift and then some
-PAGES = {"overview": "Plant", "kpis": "KPIs", "devices": "Devices"}
+PAGES = {"overview": "Plant", "kpis": "KPIs", "alarms": "Alarms", "devices": "Devices"}
 
 
 def install(app: FastAPI, auth: TokenAuthenticator) -> None:
@@ -63,6 +63,10 @@ def _router(auth: TokenAuthenticator, templates: Jinja2Templates) -> APIRouter:
     @router.get("/kpis", response_class=HTMLResponse)
     def kpis(request: Request) -> Response:
         return page(request, "kpis")
+
+    @router.get("/alarms", response_class=HTMLResponse)
+    def alarms(request: Request) -> Response:
+        return page(request, "alarms")
 
     @router.get("/devices", response_class=HTMLResponse)
     def devices(request: Request) -> Response:

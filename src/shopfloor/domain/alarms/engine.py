@@ -269,6 +269,11 @@ class RuleEngine:
             for w in ws:
                 inst = w.inst
                 last = inst.last_sample
+                if w.kind == NO_DATA and not self._live and self.now_us is not None and ts < self.now_us:
+                    # history (back-fill, an import) arriving now: the device is talking, so its
+                    # silence restarts at the engine's clock, not at the old sample's time
+                    self._sample(w, max(self.now_us, last or self.now_us), v, sid)
+                    continue
                 if last is not None and ts < last:
                     self.late_samples += 1
                     continue

@@ -97,13 +97,30 @@
     }
     status("live · " + new Date().toLocaleTimeString());
   }
+  async function tileAlarms() {
+    let active = [];
+    try { active = await api("/alarms?annunciated=true&limit=10000"); } catch (e) { return; }
+    const per = new Map();
+    for (const a of active) per.set(a.asset_id, (per.get(a.asset_id) || 0) + 1);
+    for (const [id, t] of tiles) {
+      const el = t.querySelector("[data-field=alarms]");
+      const n = per.get(id) || 0;
+      el.hidden = n === 0;
+      el.textContent = n === 1 ? "1 alarm" : n + " alarms";
+    }
+  }
   async function overviewPage() {
     renderPlant(await api("/overview"));
+    await tileAlarms();
+    const alarmsLive = new EventSource(API + "/alarms/stream");
+    let pending = null;
+    const again = () => { if (!pending) pending = setTimeout(() => { pending = null; tileAlarms(); }, 500); };
+    for (const ev of ["activate", "clear", "acknowledge", "shelve", "unshelve"]) alarmsLive.addEventListener(ev, again);
     const source = new EventSource(API + "/stream/states");
     source.addEventListener("states", (ev) => applyStates(JSON.parse(ev.data)));
     source.addEventListener("heartbeat", () => status("live · " + new Date().toLocaleTimeString()));
     source.onerror = () => status("live updates interrupted; retrying…", true);
-    setInterval(async () => { try { updateKpis(await api("/overview")); } catch (e) { /* shown */ } }, 30000);
+    setInterval(async () => { try { updateKpis(await api("/overview")); await tileAlarms(); } catch (e) { /* shown */ } }, 30000);
   }
 
   // -- machine ---------------------------------------------------------------------------------------
@@ -230,6 +247,86 @@
     await loadKpis();
   }
 
+  // -- alarms ----------------------------------------------------------------------------------------
+  const PRIORITY_ORDER = {critical: 0, high: 1, medium: 2, low: 3};
+  const canOperate = () => document.body.dataset.canOperate === "true";
+  async function names() {
+    const [assets, rules] = await Promise.all([api("/assets?level=machine"), api("/rules")]);
+    return {asset: new Map(assets.map((a) => [a.id, a.display_name || a.name])),
+      rule: new Map(rules.map((r) => [r.id, r.name || String(r.id)]))};
+  }
+  function alarmQuery(view, priority, asset) {
+    const q = new URLSearchParams({limit: "1000"});
+    if (view === "annunciated") q.set("annunciated", "true");
+    if (view === "active") { q.append("state", "active_unacknowledged"); q.append("state", "active_acknowledged"); }
+    if (priority) q.set("priority", priority);
+    if (asset) q.set("asset_id", asset);
+    return "/alarms?" + q.toString();
+  }
+  function hiddenReason(a) {
+    if (a.out_of_service) return "out of service";
+    if (a.suppressed) return "suppressed by design";
+    if (a.shelved_until_us) return "shelved until " + new Date(a.shelved_until_us / 1000).toLocaleTimeString();
+    return "";
+  }
+  async function alarmsPage() {
+    const n = await names();
+    $("#f-asset").innerHTML += [...n.asset].map(([id, name]) => `<option value="${id}">${esc(name)}</option>`).join("");
+    const load = async () => {
+      const view = $("#f-view").value;
+      let rows = await api(alarmQuery(view, $("#f-priority").value, $("#f-asset").value));
+      if (view === "hidden") rows = rows.filter((a) => hiddenReason(a));
+      rows.sort((a, b) => (PRIORITY_ORDER[a.priority] - PRIORITY_ORDER[b.priority]) || (b.updated_us - a.updated_us));
+      $("#alarm-count").textContent = rows.length + (rows.length === 1 ? " alarm" : " alarms");
+      $("#alarms").innerHTML = rows.map((a) => {
+        const key = `${a.rule_id}/${a.asset_id}`;
+        const unacked = a.state === "active_unacknowledged" || a.state === "cleared_unacknowledged";
+        const actions = !canOperate() ? "" :
+          (unacked ? `<button type="button" data-act="acknowledge" data-key="${key}">Acknowledge</button> ` : "") +
+          (a.shelved_until_us ? `<button type="button" data-act="unshelve" data-key="${key}">Unshelve</button>`
+            : `<button type="button" data-act="shelve" data-key="${key}">Shelve 1 h</button>`);
+        return `<tr class="alarm pr-${esc(a.priority)}" data-key="${key}"><td><span class="chip pr-${esc(a.priority)}">${esc(a.priority)}</span></td>
+          <td>${esc(a.state.replaceAll("_", " "))}${hiddenReason(a) ? "<br><small>" + esc(hiddenReason(a)) + "</small>" : ""}</td>
+          <td><a href="/machines/${a.asset_id}">${esc(n.asset.get(a.asset_id) || a.asset_id)}</a></td>
+          <td>${esc(n.rule.get(a.rule_id) || a.rule_id)}</td><td>${esc(a.message)}${a.comms_fault ? " (communications)" : ""}</td>
+          <td>${a.active_since_us ? new Date(a.active_since_us / 1000).toLocaleString() : "–"}</td>
+          <td>${a.acked_by ? esc(a.acked_by) + " " + new Date(a.acked_us / 1000).toLocaleTimeString() : "–"}</td>
+          <td>${actions}</td></tr>`;
+      }).join("") || '<tr><td colspan="8" class="muted">No alarms.</td></tr>';
+      const journal = await api("/alarms/journal?limit=50&from=" + (Date.now() - 86400000));
+      $("#journal").innerHTML = journal.reverse().map((j) => `<tr><td>${new Date(j.ts_us / 1000).toLocaleString()}</td>
+        <td>${esc(n.asset.get(j.asset_id) || j.asset_id)}</td><td>${esc(n.rule.get(j.rule_id) || j.rule_id)}</td>
+        <td>${esc(j.action)}</td><td>${esc(j.from_state)} → ${esc(j.to_state)}</td><td>${esc(j.user || "")}</td>
+        <td>${esc(j.comment || "")}</td></tr>`).join("");
+      const flood = await api("/alarms/flood?from=" + (Date.now() - 86400000));
+      bars($("#flood"), flood.map((f) => [(f.area || "(no area)") + ` · ${f.alarms} in 24 h, ${num(100 * f.flood_share, 0)} % in flood`,
+        f.per_10min_max]), (v) => num(v, 0) + " per 10 min at most");
+    };
+    $("#alarms").addEventListener("click", async (ev) => {
+      const b = ev.target.closest("button[data-act]");
+      if (!b) return;
+      const act = b.dataset.act;
+      let body = {};
+      if (act === "acknowledge") body = {comment: window.prompt("Comment (optional)", "") || ""};
+      if (act === "shelve") body = {minutes: 60, comment: window.prompt("Why shelve it for an hour?", "") || ""};
+      b.disabled = true;
+      try {
+        await api(`/alarms/${b.dataset.key}/${act}`, {method: "POST", body: JSON.stringify(body),
+          headers: {"Content-Type": "application/json"}});
+        status(act + " done");
+      } finally { await load(); }
+    });
+    for (const id of ["#f-view", "#f-priority", "#f-asset"]) $(id).addEventListener("change", load);
+    await load();
+    const source = new EventSource(API + "/alarms/stream");
+    let pending = null;
+    const again = () => { if (!pending) pending = setTimeout(() => { pending = null; load(); }, 300); };
+    for (const ev of ["activate", "clear", "acknowledge", "shelve", "unshelve", "suppress", "unsuppress",
+      "out_of_service", "return_to_service"]) source.addEventListener(ev, again);
+    source.onopen = () => status("live · " + new Date().toLocaleTimeString());
+    source.onerror = () => status("live alarm updates interrupted; retrying…", true);
+  }
+
   // -- devices ---------------------------------------------------------------------------------------
   async function devicesPage() {
     const load = async () => {
@@ -246,7 +343,7 @@
     setInterval(load, 5000);
   }
 
-  const pages = {overview: overviewPage, machine: machinePage, kpis: kpiPage, devices: devicesPage};
+  const pages = {overview: overviewPage, machine: machinePage, kpis: kpiPage, alarms: alarmsPage, devices: devicesPage};
   const start = pages[document.body.dataset.page];
   if (start) start().catch((e) => status(String(e.message || e), true));
   window.shopfloor = {api, COLOURS, STATES};
