@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from shopfloor.domain import kpi_config
-from shopfloor.domain.assets import Asset, Level, MeasurementDef, ValueType
+from shopfloor.domain.assets import Asset, Device, Level, MeasurementDef, ValueType
 from shopfloor.domain.device_fieldbus import DeviceFieldbus
 from shopfloor.domain.errors import InvalidInput
 from shopfloor.domain.kpi.models import CostModel, ShiftCalendar
@@ -123,6 +123,20 @@ class PlantService:
             return
         repo.set_device_fieldbus(tenant_id, device.id, wanted)
         result.count("fieldbus", "updated" if before else "created")
+
+    def device_fieldbus(self, ctx: TenantContext, device_id: int) -> tuple[Device, list[str], DeviceFieldbus | None]:
+        """The device, its asset paths and its stored field-bus sections (engineers: the edge agent's
+        token); what ``GET /devices/{id}/fieldbus`` answers."""
+        ctx.require(Role.ENGINEER)
+        device = self.registry.device(ctx, device_id)
+        repo = self.registry.repo
+        paths = []
+        for asset_id in device.asset_ids:
+            asset = repo.get_asset(device.tenant_id, asset_id)
+            if asset is not None:
+                paths.append(asset.path_str)
+        sections = next((f for f in repo.list_device_fieldbus(device.tenant_id) if f.device_id == device.id), None)
+        return device, paths, sections
 
     def _site_attributes(self, tenant_id: int, site: SiteSpec) -> dict[str, Any]:
         """The site's attributes with its calendar and cost model under their reserved keys; a
