@@ -21,11 +21,13 @@ import yaml
 from shopfloor.bootstrap import Platform, build_platform, serve
 from shopfloor.config import Settings
 from shopfloor.connectors.edge.config import resolve_edge_config
+from shopfloor.connectors.sparkplug.model import DataType
 from shopfloor.domain.errors import InvalidInput
 from shopfloor.domain.plant import plant_from_obj
 from shopfloor.domain.records import Quality
 from shopfloor.domain.tenancy import Role
 from shopfloor.edgeboot import build_agent
+from shopfloor.ports.sparkplug import MetricWrite
 from shopfloor.services.registry import PLATFORM
 from tests.conftest import free_port
 from tests.integration.modbus_server import ModbusTestServer, blocks_of, words
@@ -33,6 +35,7 @@ from tests.integration.modbus_server import ModbusTestServer, blocks_of, words
 pytestmark = pytest.mark.integration
 
 PRESS = "plant/shop/line-1/press-1"
+PRESS2 = "plant/shop/line-1/press-2"
 
 
 def plant(modbus_port: int) -> dict[str, Any]:
@@ -43,11 +46,13 @@ def plant(modbus_port: int) -> dict[str, Any]:
         "sites": [{"name": "plant", "areas": [{"name": "shop", "lines": [{"name": "line-1", "machines": [
             {"name": "press-1", "type": "press"}, {"name": "press-2", "type": "press"}]}]}]}],
         "devices": [
-            {"name": "press-gw", "assets": [PRESS], "modbus": {
-                "host": "127.0.0.1", "port": modbus_port, "groups": [{"interval_s": 0.2, "registers": [
+            {"name": "press-gw", "assets": [PRESS, PRESS2], "gateway": True, "modbus": {
+                "host": "127.0.0.1", "port": modbus_port, "asset": PRESS, "groups": [{"interval_s": 0.2, "registers": [
                     {"measurement": "temperature", "address": 0, "type": "int16", "scale": 0.1},
                     {"measurement": "force", "address": 1, "type": "float32"},
-                    {"measurement": "running", "table": "coil", "address": 0, "type": "bool"}]}]}},
+                    {"measurement": "running", "table": "coil", "address": 0, "type": "bool"},
+                    {"measurement": "temperature", "address": 3, "type": "int16", "scale": 0.1, "asset": PRESS2}]}]},
+             "sparkplug": {"node": PRESS, "devices": {"Press2": PRESS2}}},
             {"name": "ua-gw", "assets": ["plant/shop/line-1/press-2"], "opcua": {
                 "endpoint": "opc.tcp://10.0.0.5:4840", "asset": "plant/shop/line-1/press-2",
                 "username": "edge", "password_env": "PRESS_UA_PASSWORD",
@@ -83,7 +88,7 @@ async def eventually(predicate: Callable[[], bool], within: float = 20.0) -> boo
 
 @pytest.fixture
 async def plc() -> AsyncIterator[ModbusTestServer]:
-    server = ModbusTestServer(free_port(), blocks_of([("holding", 0, words("h", 215) + words("f", 12.5)),
+    server = ModbusTestServer(free_port(), blocks_of([("holding", 0, words("h", 215) + words("f", 12.5) + words("h", -35)),
                                                       ("coil", 0, [1])]))
     await server.start()
     try:
@@ -137,7 +142,7 @@ async def test_the_fieldbus_endpoint_answers_engineers_with_the_stored_sections(
         assert r.status_code == 200
         body = r.json()
         assert body == {"device_id": devices["ua-gw"], "device": "ua-gw", "assets": ["plant/shop/line-1/press-2"],
-                        "opcua": stack.plant["devices"][1]["opcua"], "modbus": None}
+                        "opcua": stack.plant["devices"][1]["opcua"], "modbus": None, "sparkplug": None}
         assert body["opcua"]["password_env"] == "PRESS_UA_PASSWORD"  # a name, never a value
         viewer = {"Authorization": f"Bearer {stack.tokens[Role.VIEWER]}"}
         denied = await http.get(f"/devices/{devices['ua-gw']}/fieldbus", headers=viewer)
@@ -161,21 +166,91 @@ async def test_the_edge_agent_takes_its_sources_from_the_platform(stack: Stack, 
     agent = build_agent(edge)
     stop = asyncio.Event()
     task = asyncio.create_task(agent.run(stop))
-    want = {"temperature": 21.5, "force": 12.5, "running": 1.0}
-    ids = {m: stack.series(PRESS, m) for m in want}
-
-    def arrived() -> bool:
-        latest = stack.platform.historian.latest(list(ids.values()))
-        return all(i in latest and latest[i].value == want[m] and latest[i].quality == Quality.GOOD
-                   for m, i in ids.items())
-
     try:
-        assert await eventually(arrived), stack.platform.historian.latest(list(ids.values()))
+        assert await eventually(lambda: arrived(stack)), "the values did not arrive"
     finally:
         stop.set()
         await task
         agent.buffer.close()
     assert agent.describe()["dropped"] == 0
+
+
+WANT = {(PRESS, "temperature"): 21.5, (PRESS, "force"): 12.5, (PRESS, "running"): 1.0,
+        (PRESS2, "temperature"): -3.5}
+
+
+def arrived(s: Stack) -> bool:
+    ids = {s.series(*point): value for point, value in WANT.items()}
+    latest = s.platform.historian.latest(list(ids))
+    return all(i in latest and latest[i].value == v and latest[i].quality == Quality.GOOD for i, v in ids.items())
+
+
+async def test_the_edge_agent_as_a_sparkplug_edge_node(stack: Stack, tmp_path: Path) -> None:
+    edge = await asyncio.to_thread(resolve_edge_config, {**edge_yaml(stack), "protocol": "sparkplug"}, tmp_path)
+    assert edge.sparkplug is not None and (edge.sparkplug.group, edge.sparkplug.edge_node) == ("acme", "press-gw")
+    agent = build_agent(edge)
+    assert agent.sparkplug is not None
+    node = agent.sparkplug.node
+    assert node.devices == {PRESS: None, PRESS2: "Press2"}
+    assert node.types[(PRESS, "running")] is DataType.BOOLEAN and node.types[(PRESS, "force")] is DataType.DOUBLE
+    t = stack.platform.repo.find_tenant("acme")
+    assert t is not None
+    stop = asyncio.Event()
+    task = asyncio.create_task(agent.run(stop))
+    try:
+        assert await eventually(lambda: arrived(stack)), "the values did not arrive"
+        births = agent.sparkplug.births
+        # the host took the births: both machines online (this mode publishes no JSON status)
+        online = {e.asset_id for e in stack.platform.historian.events(t.id, kinds=["status"]) if e.type == "online"}
+        assert online == {asset_id(stack, PRESS), asset_id(stack, PRESS2)}
+        # the platform asks for a rebirth (an NCMD, as its API sends it): births again, data goes on
+        gw = stack.platform.repo.find_device(t.id, "press-gw")
+        assert gw is not None and stack.platform.sparkplug_commands is not None
+        ctx = stack.platform.auth.context_for(stack.tokens[Role.ENGINEER])
+        await stack.platform.sparkplug_commands.command(ctx, gw.id, None, [MetricWrite("Node Control/Rebirth", True)])
+        assert await eventually(lambda: agent.sparkplug is not None and agent.sparkplug.rebirths == 1)
+        assert agent.sparkplug.births == births + 1
+        before = len(samples(stack, PRESS2, "temperature"))
+        assert await eventually(lambda: len(samples(stack, PRESS2, "temperature")) >= before + 3)
+
+        # the broker drops the connection: the Will (NDEATH, bdSeq 0) takes the node offline; the agent
+        # reconnects with bdSeq 1, is born again, and what it buffered meanwhile arrives
+        assert stack.platform.broker is not None and agent.link is not None
+        await stack.platform.broker.disconnect_client("acme.press-gw")
+        assert await eventually(lambda: agent.link is not None and agent.link.connects == 2)
+        assert node.bd_seq == 1
+        assert await eventually(lambda: any(e.type == "offline" for e in stack.platform.historian.events(
+            t.id, kinds=["status"])))
+        before = len(samples(stack, PRESS2, "temperature"))
+        assert await eventually(lambda: len(samples(stack, PRESS2, "temperature")) >= before + 3)
+    finally:
+        stop.set()
+        await task
+        agent.buffer.close()
+    counters = agent.describe()
+    assert counters["dropped"] == 0 and counters["buffered"] == 0
+    # every reading arrived once (a sample per series and timestamp), with its value; the others are the
+    # host's bad markers where a session ended (the rebirth's new NBIRTH, the NDEATH)
+    for point in WANT:
+        got = samples(stack, *point)
+        good = [v for _, v, q in got if q == Quality.GOOD]
+        assert set(good) == {WANT[point]} and len(good) >= 5
+        assert all(v is None and q == Quality.BAD for _, v, q in got if q != Quality.GOOD)
+        assert 1 <= len(got) - len(good) <= 2
+    dead = stack.platform.historian.dead_letters(t.id)
+    assert dead == [], dead[:3]
+
+
+def asset_id(s: Stack, machine: str) -> int:
+    t = s.platform.repo.find_tenant("acme")
+    assert t is not None
+    found = s.platform.repo.find_asset(t.id, tuple(machine.split("/")))
+    assert found is not None
+    return found.id
+
+
+def samples(s: Stack, machine: str, measurement: str) -> list[tuple[int, float | None, int]]:
+    return [(x.ts_us, x.value, x.quality) for x in s.platform.historian.raw(s.series(machine, measurement), 0, 2**62)]
 
 
 async def test_platform_errors_are_clear_and_a_restart_offline_uses_the_last_fetch(
