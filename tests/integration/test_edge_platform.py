@@ -186,7 +186,10 @@ def arrived(s: Stack) -> bool:
 
 
 async def test_the_edge_agent_as_a_sparkplug_edge_node(stack: Stack, tmp_path: Path) -> None:
-    edge = await asyncio.to_thread(resolve_edge_config, {**edge_yaml(stack), "protocol": "sparkplug"}, tmp_path)
+    documented = yaml.safe_load(re.findall(r"```yaml\n(.*?)```", (DOCS / "edge.md").read_text(), re.S)[2])
+    assert (documented["protocol"], documented["device"]) == ("sparkplug", "press-gw")  # docs/edge.md's example
+    edge = await asyncio.to_thread(resolve_edge_config, {**edge_yaml(stack), "protocol": documented["protocol"]},
+                                   tmp_path)
     assert edge.sparkplug is not None and (edge.sparkplug.group, edge.sparkplug.edge_node) == ("acme", "press-gw")
     agent = build_agent(edge)
     assert agent.sparkplug is not None
