@@ -53,6 +53,8 @@ class Settings(BaseSettings):
     rollup_1m_days: int = Field(90, ge=1, description="Keep 1-minute rollups this long.")
     rollup_1h_days: int = Field(730, ge=1, description="Keep 1-hour rollups this long.")
     retention_every_s: int = Field(3600, ge=10, description="How often the retention job runs.")
+    demo_history_hours: int = Field(48, ge=0, description="Hours of simulated history the demo back-fills on its "
+                                                          "first start (0: none); capped below raw_retention_days.")
     analytics_every_s: int = Field(60, ge=0, description="How often trained analytics models score the new data "
                                                          "of the machines they follow (0: never).")
     url: str = Field("http://127.0.0.1:8000", description="Server the CLI talks to.")

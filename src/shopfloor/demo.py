@@ -16,7 +16,8 @@ from rich.text import Text
 from shopfloor.bootstrap import Platform, build_platform, serve, write_secret_file
 from shopfloor.client import ApiClient
 from shopfloor.config import Settings
-from shopfloor.domain.errors import Unauthenticated
+from shopfloor.demo_history import backfill_history, store_is_empty
+from shopfloor.domain.errors import ShopfloorError, Unauthenticated
 from shopfloor.domain.plant import PlantSpec, plant_from_obj
 from shopfloor.domain.tenancy import Role
 from shopfloor.services.registry import PLATFORM
@@ -69,6 +70,27 @@ async def run_demo(settings: Settings, stop: asyncio.Event, *, plant_file: Path 
         sim_running = False
         sim = Simulator(spec, DEMO_TENANT, credentials, settings.mqtt_host, settings.mqtt_port)
         url = f"http://{settings.http_host}:{settings.http_port}"
+        hours = _history_hours(settings, console)
+        tenant_id = ctx.require_tenant()
+        if hours and not store_is_empty(platform.historian, tenant_id):
+            hours = 0  # a later start: continue with the data there is
+        going_live = asyncio.Event()
+        tasks: list[asyncio.Task[None]] = []
+
+        async def history_then_live() -> None:
+            nonlocal sim_running
+            if hours:
+                try:
+                    await backfill_history(platform.ingest, sim.publishers(), DEMO_TENANT, hours, console=console,
+                                           rejected=lambda: platform.stats.tenant(tenant_id).rejected, stop=stop)
+                except ShopfloorError as exc:  # the store refused: the demo still runs, live only
+                    console.print(f"history back-fill stopped: {exc.message}")
+            if stop.is_set():
+                return
+            sim.start()  # the same models, live from where the history ended
+            sim_running = True
+            console.print(f"live simulation started: {sum(1 for _ in sim.machines())} machines.")
+            going_live.set()
 
         def started(_: Platform) -> None:
             console.print(f"shopfloor demo running at [bold]{url}[/bold]  (API: {url}/api/v1/docs)")
@@ -76,12 +98,12 @@ async def run_demo(settings: Settings, stop: asyncio.Event, *, plant_file: Path 
                           soft_wrap=True)
             console.print(f"MQTT broker on {settings.mqtt_host}:{settings.mqtt_port}; "
                           f"data in {settings.data_dir}. Ctrl-C stops.")
-            nonlocal sim_running
-            sim.start()
-            sim_running = True
+            tasks.append(asyncio.create_task(history_then_live()))
 
         async def stop_sim() -> None:
             nonlocal sim_running
+            for task in tasks:  # a back-fill in progress ends after its current batch
+                await asyncio.wait({task})
             if sim_running:
                 sim_running = False
                 await asyncio.to_thread(sim.stop)
@@ -92,7 +114,7 @@ async def run_demo(settings: Settings, stop: asyncio.Event, *, plant_file: Path 
             inner.set()
 
         watcher = asyncio.create_task(watch())
-        status = asyncio.create_task(_status_line(platform, console, stop, live))
+        status = asyncio.create_task(_status_line(platform, console, stop, live, going_live))
         try:
             await serve(platform, inner, started)
         finally:
@@ -104,7 +126,19 @@ async def run_demo(settings: Settings, stop: asyncio.Event, *, plant_file: Path 
         platform.close()
 
 
-async def _status_line(p: Platform, console: Console, stop: asyncio.Event, live: bool) -> None:
+def _history_hours(settings: Settings, console: Console) -> int:
+    """``demo_history_hours``, kept an hour short of the raw retention (ingest refuses older data)."""
+    limit = settings.raw_retention_days * 24 - 1
+    if settings.demo_history_hours > limit:
+        console.print(f"demo_history_hours {settings.demo_history_hours} reaches beyond raw_retention_days "
+                      f"({settings.raw_retention_days}); back-filling {limit} h")
+        return limit
+    return settings.demo_history_hours
+
+
+async def _status_line(p: Platform, console: Console, stop: asyncio.Event, live: bool,
+                       going_live: asyncio.Event) -> None:
+    await going_live.wait()  # the back-fill has its own progress bar
     def line() -> Text:
         mps, pps = p.stats.rates()
         return Text(f"devices online {p.stats.online_count():>4} · {pps:>9,.0f} points/s · {mps:>7,.0f} msg/s · "

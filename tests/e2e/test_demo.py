@@ -59,6 +59,13 @@ class Demo:
             time.sleep(0.1)
         return self.token
 
+    def wait_line(self, text: str, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        while not any(text in line for line in self.lines):
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                raise AssertionError(f"demo did not print {text!r}:\n" + "".join(self.lines[-40:]))
+            time.sleep(0.1)
+
     def client(self) -> httpx.Client:
         return httpx.Client(base_url=f"http://127.0.0.1:{self.http_port}/api/v1",
                             headers={"Authorization": f"Bearer {self.token}"}, timeout=10)
@@ -85,8 +92,12 @@ def test_demo_serves_live_values_and_restarts_on_the_same_data(tmp_path: Path) -
     demo = Demo(tmp_path / "data")
     try:
         token = demo.wait_token(timeout=600)  # the first run may install into .venv
-        ready_at = time.monotonic()
         assert f"http://127.0.0.1:{demo.http_port}" in "".join(demo.lines)
+        with demo.client() as c:
+            assert c.get("/assets", params={"level": "machine"}).status_code == 200, "the API serves at once"
+        demo.wait_line("live simulation started", timeout=180)  # after the first start's history
+        ready_at = time.monotonic()
+        assert any("h back-filled for" in line for line in demo.lines), "the first start back-fills history"
         with demo.client() as c:
             live: set[int] = set()
             machines: list[dict] = []
@@ -115,7 +126,8 @@ def test_demo_serves_live_values_and_restarts_on_the_same_data(tmp_path: Path) -
             assert stats["points_total"] > 0 and stats["devices_online"] > 0
             energy_series = next(v["series_id"] for v in after[machines[0]["id"]]["values"]
                                  if v["measurement"] == "energy")
-            raw_before = c.get(f"/series/{energy_series}/history").json()["points"]
+            since = {"from": str(int(time.time() * 1000) - 30 * 60_000)}  # the same window after the restart
+            raw_before = c.get(f"/series/{energy_series}/history", params=since).json()["points"]
     finally:
         rc = demo.stop()
     assert rc == 0, "".join(demo.lines[-30:])
@@ -124,10 +136,12 @@ def test_demo_serves_live_values_and_restarts_on_the_same_data(tmp_path: Path) -
     again = Demo(tmp_path / "data")
     try:
         assert again.wait_token(timeout=120) == token, "a restart reuses the demo token"
+        again.wait_line("live simulation started", timeout=60)
+        assert not any("back-fill" in line for line in again.lines), "a restart does not back-fill again"
         with again.client() as c:
             deadline = time.monotonic() + 15
             while True:
-                raw_after = c.get(f"/series/{energy_series}/history").json()["points"]
+                raw_after = c.get(f"/series/{energy_series}/history", params=since).json()["points"]
                 if len(raw_after) > len(raw_before) or time.monotonic() > deadline:
                     break
                 time.sleep(0.5)

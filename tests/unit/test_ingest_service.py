@@ -451,3 +451,30 @@ async def test_a_value_the_store_refuses_is_dead_lettered_and_does_not_block_the
     assert sorted(row[2] for row in store.samples) == [1.0, 2.0]
     assert [d[2] for d in store.dead] == [Reason.STORE_REJECTED]
     assert ingest.stats.messages == 3
+
+
+# -- one submission, one commit; memoised routes follow the registry ---------------------------------
+
+async def test_a_submission_is_one_commit_counted_per_publisher(plant: Plant, store: RecordingStore,
+                                                                ingest: IngestService) -> None:
+    msgs = [plant.msg("acme.plc-1", f"{PRESS1}/telemetry", {"values": {"temperature": float(i)}}) for i in range(50)]
+    msgs += [plant.msg("acme.gw-1", f"{PRESS2}/telemetry", {"values": {"temperature": 1.0, "running": "x"}}),
+             plant.msg("acme.nobody", f"{PRESS1}/telemetry", {"values": {"temperature": 1.0}})]
+    await ingest.submit_messages(msgs)
+    assert len(store.batches) == 1 and len(store.samples) == 51
+    tenant = plant.stats.by_tenant[plant.ctx.tenant_id]
+    assert (tenant.messages, tenant.points, tenant.rejected) == (51, 51, 1)
+    assert dict(tenant.rejects) == {("acme.gw-1", Reason.WRONG_TYPE.value): 1}
+    assert plant.stats.by_tenant[None].rejects == {("acme.nobody", Reason.UNKNOWN_DEVICE.value): 1}
+
+
+async def test_memoised_routes_follow_registry_changes(plant: Plant, store: RecordingStore,
+                                                       ingest: IngestService) -> None:
+    topic = f"{PRESS1}/telemetry"
+    await ingest.submit_messages([plant.msg("acme.plc-1", topic, {"values": {"temperature": 1.0}})])
+    device = next(d for d in plant.registry.list_devices(plant.ctx) if d.name == "plc-1")
+    plant.registry.update_device(plant.ctx, device.id, enabled=False)
+    plant.clock.advance(1_000_000)  # past the cache's check interval
+    await ingest.submit_messages([plant.msg("acme.plc-1", topic, {"values": {"temperature": 2.0}})])
+    assert [s[2] for s in store.samples] == [1.0]
+    assert store.dead == [(plant.ctx.tenant_id, "acme.plc-1", Reason.DEVICE_DISABLED)]

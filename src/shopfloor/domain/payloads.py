@@ -85,8 +85,10 @@ class Decoder:
     limits: Limits = field(default_factory=Limits)
 
     def decode(self, kind: Kind, data: bytes, machine: MachineInfo, *, device: str, topic: str,
-               now_us: int) -> IngestBatch:
-        out = IngestBatch()
+               now_us: int, out: IngestBatch | None = None) -> IngestBatch:
+        """The message's samples, events and dead letters, appended to ``out`` (a new batch if None)."""
+        if out is None:
+            out = IngestBatch()
         ctx = _Ctx(out, machine, device, topic, data, now_us, self.limits)
         if len(data) > self.limits.max_payload_bytes:
             ctx.reject_message(Reason.TOO_LARGE, f"{len(data)} bytes is over the limit of "

@@ -55,6 +55,12 @@ class RegistryCache:
                 self._tenants.clear()
                 self._publishers.clear()
 
+    def generation(self) -> int:
+        """The registry version the cached answers belong to (checked as every look-up checks it):
+        a caller that memoises answers of its own drops them when this changes."""
+        self._fresh()
+        return self._version
+
     def device(self, username: str) -> DeviceInfo | None:
         self._fresh()
         if username in self._devices:

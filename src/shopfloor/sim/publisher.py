@@ -407,6 +407,11 @@ class Simulator:
             for m in link.machines:
                 yield link.device, m.model
 
+    def publishers(self) -> list[tuple[str, SimMachine]]:
+        """(MQTT username, model) for every simulated machine: the models ``run`` will step. Models
+        stepped before ``start`` (e.g. through past history, see ``sim.history``) continue from there."""
+        return [(link.username, m.model) for link in self.links for m in link.machines]
+
 
 def _cork(client: mqtt.Client | None, on: bool) -> socket.socket | None:
     """Hold back (or release) small writes, so a device's tick leaves in few TCP segments, not one

@@ -59,8 +59,8 @@ _log = logging.getLogger(__name__)
 #: One filter per uplink kind: ``+/+/+/+/+/+`` alone would also match the downlink ``…/command``.
 DEFAULT_TOPICS: tuple[str, ...] = tuple(f"{ROOT}/+/+/+/+/+/{kind.value}" for kind in sorted(UPLINK_KINDS))
 DEFAULT_SHARE_GROUP = "ingest"
-DEFAULT_BATCH_MAX = 1000
-DEFAULT_RECEIVE_MAXIMUM = 4000
+DEFAULT_BATCH_MAX = 5000  # messages per commit: a commit has a fixed cost, so fewer and larger
+DEFAULT_RECEIVE_MAXIMUM = 15000
 DEFAULT_SESSION_EXPIRY_S = 7 * 86_400
 MAX_RECEIVE_MAXIMUM = 65_535
 _RETRY_MIN_S = 0.1

@@ -43,6 +43,7 @@ from shopfloor.domain.errors import InvalidInput, StoreUnavailable
 from shopfloor.domain.query import Agg, AggRow, StoredDeadLetter, StoredEvent
 from shopfloor.domain.records import DeadLetter, EventRecord, IngestBatch, Quality, Sample, SampleBatch
 from shopfloor.storage.duckdb.database import Database
+from shopfloor.storage.duckdb.rollup_append import AppendPath, Plan
 from shopfloor.storage.duckdb.rollups import MIGRATION as ROLLUPS_MIGRATION
 from shopfloor.storage.duckdb.rollups import Marks, Rollups, check_level, register
 
@@ -131,6 +132,7 @@ class DuckDBHistorian:
         self._db = db
         self._closed = False
         self._rollups = Rollups(rollup_staleness_us)
+        self._append = AppendPath()
         db.migrate("historian", MIGRATIONS)
         with self._read() as cur:
             rows = cur.execute(
@@ -173,10 +175,11 @@ class DuckDBHistorian:
             seq = self._seq + 1
             dead = (_dead_letters_table(batch.dead_letters, self._dead_letter_id)
                     if batch.dead_letters else None)
+            plan: Plan | None = None
             try:
                 with self._db.transaction() as cur:
                     if samples is not None:
-                        self._rollups.refresh(cur, _insert_samples(cur, samples, seq, self._rollups))
+                        plan = self._write_samples(cur, samples, seq)
                     if events is not None:
                         _insert_events(cur, events, seq)
                     if dead is not None:
@@ -186,7 +189,31 @@ class DuckDBHistorian:
                 raise StoreUnavailable(f"could not commit ingest batch {seq}: {exc}") from exc
             self._seq = seq
             self._dead_letter_id += len(batch.dead_letters)
+            if plan is not None:
+                self._append.committed(plan)
+            elif samples is not None:
+                self._append.after_recompute(samples)
             return seq
+
+    def _write_samples(self, cur: duckdb.DuckDBPyConnection, samples: pa.Table, seq: int) -> Plan | None:
+        """Insert the batch's samples and keep the rollups: the append path when every series only
+        moves forward (``rollup_append.py``), else the anti-join insert and a recomputation from raw."""
+        register(cur, "_sf_samples", samples)
+        try:
+            plan = self._append.plan(cur, self._rollups.marks, self._rollups.staleness_us)
+        finally:
+            cur.unregister("_sf_samples")
+        if plan is None:
+            self._rollups.refresh(cur, _insert_samples(cur, samples, seq, self._rollups))
+            return None
+        register(cur, "_sf_new", plan.new)
+        try:
+            cur.execute("INSERT INTO samples (series_id, ts, value, text, quality, seq)"
+                        " SELECT series_id, ts, value, text, quality, ? FROM _sf_new", [seq])
+        finally:
+            cur.unregister("_sf_new")
+        self._append.apply(cur, plan, self._rollups.staleness_us)
+        return plan
 
     def last_seq(self) -> int:
         return self._seq
@@ -226,6 +253,7 @@ class DuckDBHistorian:
             return
 
         def work(cur: duckdb.DuckDBPyConnection) -> None:
+            self._append.forget()
             self._rollups.rebuild(cur, series_ids, start_us, end_us)
             if series_ids is None and start_us is None and end_us is None:
                 cur.execute("UPDATE rollup_state SET rebuild_pending = false, staleness_us = ?",
@@ -445,6 +473,7 @@ class DuckDBHistorian:
         marks = self._rollups.marks.raised(kind, cutoff_us, series_ids)
 
         def work(cur: duckdb.DuckDBPyConnection) -> int:
+            self._append.forget()
             dropped = delete(cur)
             marks.write(cur)
             return dropped

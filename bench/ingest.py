@@ -1,0 +1,382 @@
+"""Ingest end to end: a publisher process → broker → decode → committed in the store, against ceilings.
+
+Run with the project's interpreter: ``.venv/bin/python bench/ingest.py`` (under 10 minutes; needs the
+``mosquitto`` binary and PostgreSQL, ``--dsn`` or ``SHOPFLOOR_TEST_PG``). ``--quick`` is a smoke run
+with a few hundred messages per figure (the test suite runs it; its figures mean nothing).
+
+Payloads: 1-point JSON messages, 50-point JSON messages (one record, 50 values) and 50-metric
+Sparkplug B DDATA (by alias), QoS 1, from a paho publisher in its own process, round robin over 100
+machines (Sparkplug: 10 devices of one edge node). A figure is the points committed divided by the
+time from the first PUBLISH to the moment the store had committed the last one.
+
+Modes: embedded (our amqtt broker + DuckDB in one process; its PUBACK follows the commit); Mosquitto
++ one ingest process + DuckDB; Mosquitto + PostgreSQL with 1 and 2 ingest worker processes (Sparkplug
+is one worker: a group's messages go to one host). Ceilings from the same run: the embedded broker
+with a sink that only counts; Mosquitto with a bare paho subscriber that only counts; a bare paho →
+msgspec (protobuf for Sparkplug) → Arrow → DuckDB pipeline with none of our checks; bare DuckDB
+Arrow append and bare PostgreSQL binary COPY of the same rows, against the historians' ``commit``.
+
+Writes the "Ingest end to end" section of docs/PERFORMANCE.md (``--doc`` another file, ``--no-doc`` none).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import multiprocessing
+import os
+import platform
+import shutil
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import ingest_procs as procs
+import ingest_setup as setup
+from shopfloor.bootstrap import build_platform, embedded_broker
+from shopfloor.config import Settings
+from shopfloor.connectors.mqtt.embedded_broker import EmbeddedBroker
+from shopfloor.ports.ingest import RawMessage
+from shopfloor.services.devices import DeviceAccessService
+
+ROOT = Path(__file__).resolve().parents[1]
+SECTION = "Ingest end to end"
+MP = multiprocessing.get_context("spawn")
+
+
+@dataclass
+class Row:
+    mode: str
+    store: str
+    payload: str
+    points_s: float
+    ceiling: str | None = None  # key of the ceiling row it is judged against
+    partial: bool = False
+    note: str = ""
+
+
+@dataclass
+class Run:
+    counts: dict[str, int]  # messages per payload
+    deadline_s: float
+    store_rows: int
+    dsn: str
+    tmp: Path
+    rows: dict[str, Row]
+
+    def add(self, key: str, row: Row) -> None:
+        self.rows[key] = row
+        ratio = ""
+        if row.ceiling and row.ceiling in self.rows and self.rows[row.ceiling].points_s:
+            ratio = f" ({row.points_s / self.rows[row.ceiling].points_s:.2f} of {row.ceiling})"
+        print(f"{key:28} {row.points_s:>12,.0f} points/s{ratio}{' PARTIAL' if row.partial else ''}", flush=True)
+
+
+_SLOTS = iter(range(1_000_000))
+_START_MS = int(time.time() * 1000)
+
+
+def base_ms() -> int:
+    """Each measurement's own minute of the last hour, so no two share a (series, ts)."""
+    return _START_MS - 3_600_000 + next(_SLOTS) * 60_000
+
+
+def messages(kind: str, count: int) -> tuple[list[tuple[str, bytes]], list[tuple[str, bytes]]]:
+    """(prelude, data) for one measurement."""
+    if kind == "spb50":
+        return setup.spb_messages("gw", count, base_ms())
+    return [], setup.json_messages(kind, count, base_ms())
+
+
+# -- one measurement: a publisher process against consumers ----------------------------------------
+
+@contextmanager
+def consumers(targets: list[tuple[Callable[..., None], tuple[Any, ...]]]) -> Iterator[list[Any]]:
+    """Start each ``target(*args, counter, ready, stop)`` in a process; yield the counters once all are ready."""
+    stop = MP.Event()
+    started = []
+    for target, args in targets:
+        counter, ready = MP.Value("q", 0, lock=False), MP.Event()
+        proc = MP.Process(target=target, args=(*args, counter, ready, stop), daemon=True)
+        proc.start()
+        started.append((proc, counter, ready))
+    try:
+        for proc, _, ready in started:
+            if not ready.wait(120):
+                raise SystemExit(f"consumer {proc.name} did not subscribe")
+        yield [c for _, c, _ in started]
+    finally:
+        stop.set()
+        for proc, _, _ in started:
+            proc.join(60)
+            if proc.is_alive():
+                proc.kill()
+
+
+def publish_and_time(port: int, kind: str, count: int, progress: Callable[[], int], expected: int,
+                     deadline_s: float, user: str | None = None, secret: str | None = None,
+                     extra: int = 0) -> tuple[float, bool]:
+    """Publish ``count`` messages from a process; return (points/s, partial). ``progress()`` is
+    the points committed so far (``extra`` of them from the prelude), polled until ``expected``."""
+    prelude, data = messages(kind, count)
+    ready, go, result = MP.Event(), MP.Event(), MP.Queue()
+    pub = MP.Process(target=procs.publisher, args=(port, user, secret, prelude, data, ready, go, result),
+                     kwargs={"timeout_s": deadline_s + 5}, daemon=True)
+    pub.start()
+    if not ready.wait(60):
+        raise SystemExit("publisher did not get ready")
+    while progress() < extra:  # the births are committed before the clock starts
+        time.sleep(0.01)
+    go.set()
+    t_go = time.monotonic()
+    done = None
+    while time.monotonic() - t_go < deadline_s:
+        if progress() >= expected + extra:
+            done = time.monotonic()
+            break
+        time.sleep(0.002)
+    got = progress() - extra
+    t0, _, _ = result.get(timeout=deadline_s + 30)
+    pub.join(30)
+    end = done if done is not None else time.monotonic()
+    return got / max(end - t0, 1e-9), done is None
+
+
+def through_mosquitto(run: Run, kind: str, targets: Callable[[int], list[tuple[Callable[..., None], tuple[Any, ...]]]],
+                      per_message: int, extra: int = 0) -> tuple[float, bool]:
+    """Fresh Mosquitto, consumers from ``targets(port)``, publisher; points/s."""
+    broker = setup.Mosquitto(run.tmp / f"mosquitto-{uuid.uuid4().hex[:6]}")
+    try:
+        with consumers(targets(broker.port)) as counters:
+            count = run.counts[kind]
+            return publish_and_time(broker.port, kind, count, lambda: sum(c.value for c in counters) * per_message,
+                                    count * setup.POINTS[kind], run.deadline_s,
+                                    extra=extra)
+    finally:
+        broker.stop()
+
+
+# -- modes -------------------------------------------------------------------------------------------
+
+def duckdb_plant(directory: Path) -> setup.Plant:
+    p = build_platform(Settings(data_dir=directory))
+    try:
+        return setup.make_plant(p.registry, p.repo)
+    finally:
+        p.close()
+
+
+class CountingSink:
+    """The embedded broker's ceiling: a sink that accepts and counts, nothing else."""
+
+    def __init__(self) -> None:
+        self.messages = 0
+
+    async def submit_messages(self, messages: list[RawMessage]) -> None:
+        self.messages += len(messages)
+
+
+def fresh_dir(run: Run, what: str) -> Path:
+    """A copy of the DuckDB plant made once (the registry takes a while to create it)."""
+    directory = run.tmp / f"{what}-{uuid.uuid4().hex[:6]}"
+    shutil.copytree(run.tmp / "plant", directory)
+    return directory
+
+
+async def embedded(run: Run, plant: setup.Plant, kind: str, ceiling: bool) -> tuple[float, bool]:
+    p = build_platform(Settings(data_dir=fresh_dir(run, f"embedded-{kind}"), mqtt_port=setup.free_port()))
+    try:
+        count = run.counts[kind]
+        extra = setup.SPB_DEVICES * 50 if kind == "spb50" else 0
+        if ceiling:
+            sink = CountingSink()
+            broker = EmbeddedBroker("127.0.0.1", p.settings.mqtt_port, sink, DeviceAccessService(p.cache, p.stats))
+            await broker.start()
+            try:
+                prelude = 1 + setup.SPB_DEVICES if kind == "spb50" else 0
+                return await asyncio.to_thread(
+                    publish_and_time, broker.bound_port, kind, count,
+                    lambda: (sink.messages - prelude) * setup.POINTS[kind], count * setup.POINTS[kind],
+                    run.deadline_s, plant.device, plant.secret)
+            finally:
+                await broker.stop()
+        async with embedded_broker(p) as broker:
+            return await asyncio.to_thread(publish_and_time, broker.bound_port, kind, count,
+                                           lambda: p.stats.points, count * setup.POINTS[kind], run.deadline_s,
+                                           plant.device, plant.secret, extra)
+    finally:
+        await p.ingest.drain()
+        p.close()
+
+
+def run_all(run: Run, payloads: tuple[str, ...]) -> None:
+    plant = duckdb_plant(run.tmp / "plant")
+    schema = f"bench_ingest_{uuid.uuid4().hex[:10]}"
+    pg_plant(run.dsn, schema)
+    try:
+        for kind in payloads:
+            run_payload(run, plant, schema, kind)
+    finally:
+        drop_schema(run.dsn, schema)
+
+
+def run_payload(run: Run, plant: setup.Plant, schema: str, kind: str) -> None:
+    per = setup.POINTS[kind]
+    extra = setup.SPB_DEVICES * 50 if kind == "spb50" else 0
+    # the ceilings first
+    rate, partial = asyncio.run(embedded(run, plant, kind, ceiling=True))
+    run.add(f"embedded broker {kind}", Row("embedded broker, counting sink (ceiling)", "-", kind, rate,
+                                           partial=partial))
+    rate, partial = through_mosquitto(run, kind, lambda port: [(procs.bare_subscriber, (port,))], per)
+    run.add(f"mosquitto {kind}", Row("Mosquitto, bare subscriber (ceiling)", "-", kind, rate, partial=partial))
+    db_path = str(run.tmp / f"bare-{kind}.duckdb")
+    rate, partial = through_mosquitto(
+        run, kind, lambda port: [(procs.bare_pipeline, (port, kind, plant.series, db_path))], 1)
+    run.add(f"bare pipeline {kind}", Row("bare paho → decode → Arrow → DuckDB (ceiling)", "DuckDB", kind, rate,
+                                         partial=partial))
+    # the real thing
+    rate, partial = asyncio.run(embedded(run, plant, kind, ceiling=False))
+    run.add(f"embedded {kind}", Row("embedded", "DuckDB", kind, rate, f"embedded broker {kind}", partial))
+    directory = str(fresh_dir(run, f"worker-{kind}"))
+    rate, partial = through_mosquitto(
+        run, kind, lambda port: [(procs.duckdb_ingest, (directory, port, kind))], 1, extra)
+    run.add(f"mosquitto duckdb {kind}", Row("Mosquitto + 1 ingest process", "DuckDB", kind, rate,
+                                            f"bare pipeline {kind}", partial))
+    for workers in (1, 2) if kind != "spb50" else (1,):
+        rate, partial = through_mosquitto(
+            run, kind, lambda port, w=workers: [  # type: ignore[misc]
+                (procs.pg_ingest, (i, w, run.dsn, schema, port, kind)) for i in range(w)], 1, extra)
+        run.add(f"mosquitto pg{workers} {kind}", Row(f"Mosquitto + {workers} ingest worker(s)", "PostgreSQL", kind,
+                                                     rate, f"mosquitto {kind}", partial))
+
+
+def pg_plant(dsn: str, schema: str) -> None:
+    from shopfloor.services.registry import RegistryService
+    from shopfloor.storage.postgres.database import PgDatabase
+    from shopfloor.storage.postgres.historian import PostgresHistorian
+    from shopfloor.storage.postgres.registry import PostgresRegistry
+
+    db = PgDatabase(dsn, schema)
+    try:
+        repo = PostgresRegistry(db)
+        PostgresHistorian(db).close()
+        setup.make_plant(RegistryService(repo), repo)
+    finally:
+        db.close()
+
+
+def drop_schema(dsn: str, schema: str) -> None:
+    import psycopg
+
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+
+
+# -- store-only --------------------------------------------------------------------------------------
+
+def store_only(run: Run) -> None:
+    from store_bench import duckdb_pair, postgres_pair
+
+    n = run.store_rows
+    bare, full = duckdb_pair(run.tmp / "store-only", n)
+    run.add("bare duckdb append", Row("bare DuckDB Arrow append (ceiling)", "DuckDB", "rows", bare))
+    run.add("duckdb commit", Row("store only: historian commit", "DuckDB", "rows", full, "bare duckdb append"))
+    bare, full = postgres_pair(run.dsn, n)
+    run.add("bare pg copy", Row("bare PostgreSQL binary COPY (ceiling)", "PostgreSQL", "rows", bare))
+    run.add("pg commit", Row("store only: historian commit", "PostgreSQL", "rows", full, "bare pg copy"))
+
+
+# -- the report ---------------------------------------------------------------------------------------
+
+TARGETS = {
+    "mosquitto duckdb json50": "≥ 300,000 and ≥ 0.6",
+    "mosquitto pg2 json50": "≥ 150,000",
+    "mosquitto pg1 json1": "≥ 25,000",
+    "mosquitto pg2 json1": "> 1 worker",
+    "mosquitto duckdb json1": "≥ 25,000",
+    "embedded json1": "≥ 0.8",
+    "embedded json50": "≥ 0.8",
+    "embedded spb50": "≥ 0.8",
+    "duckdb commit": "≥ 0.67 (1.5x)",
+    "pg commit": "≥ 0.67 (1.5x)",
+}
+
+
+def machine_line() -> str:
+    load = os.getloadavg()[0]
+    return (f"{platform.node()} · {platform.machine()} · {os.cpu_count()} cores · Python "
+            f"{platform.python_version()} · load average {load:.1f} at the start")
+
+
+def section(run: Run, started: str, load: str, cmd: str, limits: str) -> str:
+    lines = [f"## {SECTION}", "", f"Measured {started} on {load}.",
+             f"Run: `{cmd}` (one command; figures of one run compare with each other, not across runs).",
+             "A figure: points committed ÷ time from the first PUBLISH until the store committed the last. "
+             "Messages round robin over 20 machines (Sparkplug: 10 devices of one edge node), QoS 1, "
+             f"{', '.join(f'{v:,} {k}' for k, v in run.counts.items())} messages. \"ratio\": of the ceiling named.",
+             "", "| mode | store | payload | points/s | ceiling | ratio | target |", "|---|---|---|---:|---|---:|---|"]
+    for key, r in run.rows.items():
+        ceiling = run.rows.get(r.ceiling) if r.ceiling else None
+        ratio = f"{r.points_s / ceiling.points_s:.2f}" if ceiling and ceiling.points_s else "—"
+        rate = f"{r.points_s:,.0f}" + (" (cut at the deadline)" if r.partial else "")
+        lines.append(f"| {r.mode} | {r.store} | {r.payload} | {rate} | {ceiling.mode if ceiling else '—'} | {ratio} "
+                     f"| {TARGETS.get(key, '')} |")
+    if limits:
+        lines += ["", limits.strip()]
+    return "\n".join(lines) + "\n"
+
+
+def write_section(path: Path, title: str, text: str) -> None:
+    """Replace the ``## title`` section of ``path`` (or append it); other sections stay as they are."""
+    doc = path.read_text() if path.exists() else "# Performance\n"
+    marker = f"\n## {title}\n"
+    if marker in doc:
+        head, _, rest = doc.partition(marker)
+        nxt = rest.find("\n## ")
+        after = rest[nxt + 1:] if nxt >= 0 else ""
+    else:
+        head, after = doc, ""
+    path.write_text(head.rstrip("\n") + "\n\n" + text + ("\n" + after if after else ""))
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=(__doc__ or "").split("\n")[0])
+    ap.add_argument("--quick", action="store_true", help="a smoke run: a few hundred messages per figure")
+    ap.add_argument("--dsn", default=os.environ.get("SHOPFLOOR_TEST_PG",
+                                                    "host=127.0.0.1 port=5432 dbname=test user=postgres"),
+                    help="PostgreSQL to measure on (a schema of its own, dropped afterwards)")
+    ap.add_argument("--payload", action="append", choices=setup.PAYLOADS, help="only these payloads (repeatable)")
+    ap.add_argument("--doc", type=Path, default=ROOT / "docs" / "PERFORMANCE.md", help="the file to write")
+    ap.add_argument("--no-doc", action="store_true", help="print only")
+    ap.add_argument("--limits", type=Path, help="a Markdown file whose text goes below the table (what limits it)")
+    args = ap.parse_args()
+    counts = ({"json1": 300, "json50": 100, "spb50": 100} if args.quick
+              else {"json1": 40_000, "json50": 10_000, "spb50": 6_000})
+    if args.quick:  # a smaller plant: the registry takes about a second per machine
+        setup.MACHINES = setup.SPB_DEVICES = 4
+    started = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
+    load = machine_line()
+    with tempfile.TemporaryDirectory(prefix="bench-ingest-") as tmp:
+        run = Run(counts, 10.0 if args.quick else 20.0, 2_000 if args.quick else 500_000, args.dsn, Path(tmp), {})
+        t0 = time.monotonic()
+        run_all(run, tuple(args.payload or setup.PAYLOADS))
+        store_only(run)
+        print(f"total {time.monotonic() - t0:.0f} s")
+    cmd = ".venv/bin/python bench/ingest.py" + (" --quick" if args.quick else "")
+    text = section(run, started, load, cmd, args.limits.read_text() if args.limits else "")
+    print(text)
+    if not args.no_doc:
+        write_section(args.doc, SECTION, text)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,108 @@
+"""Store-only write speed for ``bench/ingest.py``: the historians' ``commit`` against a bare append.
+
+The same rows for both: 5,000 series, in order, in batches of
+50,000 samples (10 timestamps a second apart per batch), handed over as the Python lists ingest
+produces. Bare DuckDB: those lists into Arrow arrays, appended to a plain table in one transaction
+per batch. Bare PostgreSQL: binary COPY into a table with PRIMARY KEY (series_id, ts).
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from datetime import UTC, datetime
+from pathlib import Path
+
+import duckdb
+import pyarrow as pa
+
+from shopfloor.domain.records import IngestBatch
+from shopfloor.domain.timeutil import to_us
+from shopfloor.storage.duckdb.database import Database
+from shopfloor.storage.duckdb.historian import DuckDBHistorian
+from shopfloor.storage.postgres import pg_copy
+from shopfloor.storage.postgres.database import PgDatabase
+from shopfloor.storage.postgres.historian import PostgresHistorian
+
+SERIES = 5_000
+PER_BATCH = 50_000
+
+
+def batches(rows: int) -> list[IngestBatch]:
+    t0 = to_us(datetime.now(UTC)) - 86_400_000_000
+    out = []
+    per = max(1, min(PER_BATCH, rows) // SERIES)
+    for b in range(max(1, rows // (per * SERIES))):
+        batch = IngestBatch()
+        for t in range(per):
+            ts = t0 + (b * per + t) * 1_000_000
+            for s in range(1, SERIES + 1):
+                batch.samples.add(s, ts, float((s + t) % 997))
+        out.append(batch)
+    return out
+
+
+def duckdb_pair(directory: Path, rows: int) -> tuple[float, float]:
+    """(bare append rows/s, historian commit rows/s)."""
+    directory.mkdir(parents=True, exist_ok=True)
+    work = batches(rows)
+    n = sum(len(b.samples) for b in work)
+    con = duckdb.connect(str(directory / "bare.duckdb"))
+    con.execute("CREATE TABLE samples (series_id INTEGER NOT NULL, ts BIGINT NOT NULL, value DOUBLE, text VARCHAR,"
+                " quality SMALLINT NOT NULL, seq BIGINT NOT NULL)")
+    t = time.perf_counter()
+    for seq, b in enumerate(work, 1):
+        s = b.samples
+        table = pa.table({"series_id": pa.array(s.series_id, pa.int32()), "ts": pa.array(s.ts_us, pa.int64()),
+                          "value": pa.array(s.value, pa.float64()), "text": pa.array(s.text, pa.string()),
+                          "quality": pa.array(s.quality, pa.int16())})
+        con.register("batch", table)
+        con.execute("BEGIN")
+        con.execute("INSERT INTO samples SELECT *, ? FROM batch", [seq])
+        con.unregister("batch")
+        con.execute("COMMIT")
+    bare = n / (time.perf_counter() - t)
+    con.close()
+    db = Database(directory / "historian.duckdb")
+    historian = DuckDBHistorian(db)
+    t = time.perf_counter()
+    for b in work:
+        historian.commit(b)
+    full = n / (time.perf_counter() - t)
+    historian.close()
+    db.close()
+    return bare, full
+
+
+def postgres_pair(dsn: str, rows: int) -> tuple[float, float]:
+    work = batches(rows)
+    n = sum(len(b.samples) for b in work)
+    schema = f"bench_store_{uuid.uuid4().hex[:10]}"
+    db = PgDatabase(dsn, schema, max_size=2)
+    try:
+        with db.connection() as conn:
+            conn.execute("CREATE TABLE bare (series_id int4 NOT NULL, ts timestamptz NOT NULL, value float8,"
+                         " text text, quality int2 NOT NULL, seq int8 NOT NULL, PRIMARY KEY (series_id, ts))")
+        t = time.perf_counter()
+        for seq, b in enumerate(work, 1):
+            s = b.samples
+            with db.connection() as conn:
+                cur = pg_copy.copy_cursor(conn)
+                with cur.copy("COPY bare (series_id, ts, value, text, quality, seq) FROM STDIN (FORMAT BINARY)") as cp:
+                    cp.set_types(["int4", "timestamptz", "float8", "text", "int2", "int8"])
+                    for row in zip(s.series_id, s.ts_us, s.value, s.text, s.quality, [seq] * len(s.ts_us),
+                                   strict=True):
+                        cp.write_row(row)
+        bare = n / (time.perf_counter() - t)
+        historian = PostgresHistorian(db)
+        t = time.perf_counter()
+        for b in work:
+            historian.commit(b)
+        full = n / (time.perf_counter() - t)
+        historian.close()
+    finally:
+        db.drop_schema()
+        db.close()
+    return bare, full
+
+
