@@ -16,11 +16,14 @@ from shopfloor.connectors.edge.agent import EdgeAgent, EdgeSource
 from shopfloor.connectors.edge.buffer import DiskBuffer
 from shopfloor.connectors.edge.config import ResolvedEdge, load_edge_config
 from shopfloor.connectors.edge.link import LinkSettings
+from shopfloor.connectors.edge.sparkplug_out import SparkplugOut
 from shopfloor.connectors.modbus.source import ModbusSource, TransportFactory, pymodbus_transport
 from shopfloor.connectors.opcua.source import OpcUaSource
+from shopfloor.connectors.sparkplug.edge_node import SparkplugEdgeNode
+from shopfloor.connectors.sparkplug.model import DataType
 from shopfloor.domain.errors import InvalidInput
 from shopfloor.domain.fieldbus import Reading, ReadingSink
-from shopfloor.domain.modbus_map import registers_of
+from shopfloor.domain.modbus_map import BIT_TABLES, asset_of, registers_of
 from shopfloor.domain.opcua_map import OpcUaSpec
 
 _log = logging.getLogger(__name__)
@@ -81,14 +84,45 @@ def build_sources(edge: ResolvedEdge, modbus_transport: TransportFactory = pymod
     return sources
 
 
+def sparkplug_node(edge: ResolvedEdge, sources: list[EdgeSource]) -> SparkplugEdgeNode:
+    """The edge node of ``protocol: sparkplug``: every point of the sources a metric of the binding's
+    device for its machine (or of the node, for the binding's ``node`` machine)."""
+    spec = edge.sparkplug
+    if spec is None or spec.group is None or spec.edge_node is None:
+        raise InvalidInput("edge.yaml: protocol sparkplug without a binding")
+    kinds: dict[tuple[str, str], DataType] = {}
+    for mb, default in edge.modbus:
+        for reg in registers_of(mb):
+            kind = (DataType.BOOLEAN if reg.table in BIT_TABLES or reg.type == "bool"
+                    else DataType.STRING if reg.type == "string" else DataType.DOUBLE)
+            kinds[(asset_of(reg, mb) or default, reg.measurement)] = kind
+    points = {p: kinds.get(p, DataType.DOUBLE) for s in sources for p in s.points()}
+    devices: dict[str, str | None] = {path.strip("/"): device for device, path in spec.devices.items()}
+    if spec.node is not None:
+        devices[spec.node.strip("/")] = None
+    names = {}
+    for metric, target in spec.metrics.items():  # a plain renaming is sent under the binding's name
+        m = spec.metric_map(metric)
+        if m is not None and (m.scale, m.offset) == (1.0, 0.0) and target is not None:
+            for point in points:
+                if point[1] == m.measurement and point[1] != metric:
+                    names[point] = metric
+    try:
+        return SparkplugEdgeNode(spec.group, spec.edge_node, points, devices, names)
+    except ValueError as exc:
+        raise InvalidInput(f"edge.yaml: sparkplug binding {spec.group}/{spec.edge_node}: {exc}; map them under "
+                           "'devices' (Sparkplug device id: machine path) or as its 'node'") from None
+
+
 def build_agent(edge: ResolvedEdge, sources: list[EdgeSource] | None = None) -> EdgeAgent:
     c = edge.config
     link = LinkSettings(c.broker.host, c.broker.port, c.broker.client_id or f"edge-{edge.username or c.tenant}",
                         edge.username, edge.password, c.broker.tls, c.broker.ca_file, c.broker.keepalive_s,
                         c.window)
+    sources = build_sources(edge) if sources is None else sources
+    sparkplug = SparkplugOut(sparkplug_node(edge, sources), c.tenant) if c.protocol == "sparkplug" else None
     buffer = DiskBuffer(edge.buffer_path, c.buffer.max_bytes, durable=c.buffer.durable)
-    return EdgeAgent(c.tenant, build_sources(edge) if sources is None else sources, buffer, link,
-                     max_records=c.max_records)
+    return EdgeAgent(c.tenant, sources, buffer, link, max_records=c.max_records, sparkplug=sparkplug)
 
 
 async def run_edge(config_path: str | Path, stop: asyncio.Event, stats_every_s: float = 60.0) -> EdgeAgent:

@@ -1,8 +1,9 @@
-"""The edge agent's parts without a broker: the disk buffer (real SQLite), telemetry grouping,
+"""The edge agent's parts without a broker: the disk buffer (real SQLite), the forwarder's rewind, telemetry grouping,
 commands routed to the owning source (a Modbus source over the fake transport)."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 from pathlib import Path
 
@@ -11,6 +12,7 @@ import pytest
 
 from shopfloor.connectors.edge.agent import EdgeAgent
 from shopfloor.connectors.edge.buffer import DiskBuffer
+from shopfloor.connectors.edge.forwarder import Forwarder
 from shopfloor.connectors.edge.link import LinkSettings
 from shopfloor.connectors.edge.messages import telemetry_messages
 from shopfloor.connectors.modbus.device import ModbusDevice
@@ -123,3 +125,43 @@ async def test_a_coil_takes_only_true_or_false(value: object) -> None:
         await device.write(device.spec.groups[0].registers[0], value)  # type: ignore[arg-type]
     await device.write(device.spec.groups[0].registers[0], True)
     assert transport.tables["coil"][0] == 1
+
+
+class _Link:
+    """A publisher that records what it is handed (mids 1, 2, ...)."""
+
+    def __init__(self) -> None:
+        self.connected = asyncio.Event()
+        self.connected.set()
+        self.sent: list[str] = []
+
+    def publish(self, topic: str, payload: bytes) -> int:
+        self.sent.append(topic)
+        return len(self.sent)
+
+
+async def test_a_rewound_forwarder_sends_what_was_in_flight_again_in_order(tmp_path: Path) -> None:
+    buf = DiskBuffer(tmp_path / "b.sqlite", 64 * 1024)
+    buf.append([(f"t/{i}", b"x") for i in range(5)])
+    fwd, link = Forwarder(buf, window=3), _Link()
+    task = asyncio.create_task(fwd.run(link))
+    for _ in range(100):
+        if len(link.sent) == 3:
+            break
+        await asyncio.sleep(0.01)
+    fwd.on_ack(1)  # t/0 acknowledged; the rest in flight when the link drops them
+    link.connected.clear()
+    await asyncio.sleep(0.05)
+    before = len(link.sent)
+    assert link.sent[:3] == ["t/0", "t/1", "t/2"] and before in (3, 4)
+    fwd.rewind()
+    link.connected.set()
+    for _ in range(200):
+        if len(link.sent) == before + 3:
+            break
+        await asyncio.sleep(0.01)
+    await asyncio.sleep(0.05)
+    task.cancel()
+    assert link.sent[before:] == ["t/1", "t/2", "t/3"]  # again, oldest first, within the window
+    assert fwd.inflight == 3 and len(buf) == 4
+    buf.close()

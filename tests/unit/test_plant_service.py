@@ -53,7 +53,25 @@ sites:
           - name: line-a
             machines: [{name: robot-1}]
 devices:
-  - {name: plc-press-01, assets: [berlin/press-shop/line-1/press-01], description: S7-1500}
+  - name: plc-press-01
+    assets: [berlin/press-shop/line-1/press-01]
+    description: S7-1500
+    opcua:
+      endpoint: opc.tcp://10.0.0.5:4840
+      asset: berlin/press-shop/line-1/press-01
+      username: edge
+      password_env: PRESS_UA_PASSWORD
+      nodes:
+        "ns=2;s=Press.Temp": {measurement: temperature, scale: 0.1, deadband: {value: 0.5}}
+    modbus:
+      host: 10.0.0.21
+      unit: 3
+      groups:
+        - name: fast
+          interval_s: 0.5
+          registers:
+            - {measurement: running, table: coil, address: 3, type: bool}
+            - {measurement: temperature, address: 100, type: float32, word_order: little}
   - {name: gw-line-1, assets: [berlin/press-shop/line-1], gateway: true}
   - {name: spare, assets: [austin/assembly/line-a/robot-1], enabled: false}
 """
@@ -83,7 +101,8 @@ def s() -> Setup:
 def test_first_apply_creates_everything(s: Setup) -> None:
     ctx = s.tenant("acme")
     result = s.plant.apply(ctx, plant_from_obj(plant_obj()))
-    assert result.created == {"asset_types": 2, "sites": 2, "areas": 2, "lines": 3, "machines": 4, "devices": 3}
+    assert result.created == {"asset_types": 2, "sites": 2, "areas": 2, "lines": 3, "machines": 4, "devices": 3,
+                              "fieldbus": 1}
     assert result.updated == {} and result.unchanged == {}
     assert len(s.registry.list_assets(ctx, Level.MACHINE)) == 4
     press = s.repo.find_asset(ctx.require_tenant(), ("berlin", "press-shop", "line-1", "press-01"))
@@ -173,8 +192,12 @@ def test_export_then_apply_on_a_fresh_tenant_round_trips(s: Setup) -> None:
     globex = s.tenant("globex")
     result = s.plant.apply(globex, plant_from_obj(yaml.safe_load(text)))
     assert result.updated == {} and result.unchanged == {}
-    assert sum(result.created.values()) == 16
+    assert sum(result.created.values()) == 17
     assert s.plant.export(globex) == exported
+    plc = next(d for d in exported.devices if d.name == "plc-press-01")  # the field-bus sections come back
+    assert plant_to_obj(exported)["devices"][1]["opcua"] == plant_obj()["devices"][0]["opcua"]
+    assert plc.modbus == plant_from_obj(plant_obj()).devices[0].modbus
+    assert plc.opcua is not None and plc.opcua.password_env == "PRESS_UA_PASSWORD"  # a name, not a secret
     # and the export says what the file said (modulo defaults and ordering by name)
     assert {m[0] for m in machine_paths(exported)} == {m[0] for m in machine_paths(plant_from_obj(plant_obj()))}
     assert {(d.name, tuple(d.assets), d.gateway, d.enabled, d.description) for d in exported.devices} == {
@@ -214,7 +237,7 @@ def test_a_device_listing_an_asset_twice_is_stable(s: Setup) -> None:
     (lambda o: o["devices"].append({"name": "ghost", "assets": ["berlin/nowhere"]}), "nowhere"),
     (lambda o: o["asset_types"][0]["measurements"].append({"name": "v", "type": "vector"}), "vector"),
     (lambda o: o["sites"][0].update(timezone="Europe/Atlantis"), "IANA"),
-    (lambda o: o["sites"][0].update(name="Berlin Plant"), "valid name"),
+    (lambda o: o["sites"][0].update(name="Berlin Plant") or o["devices"].pop(0), "valid name"),  # no field bus on it
 ])
 def test_invalid_plants_are_rejected(s: Setup, change: Any, match: str) -> None:
     obj = copy.deepcopy(plant_obj())

@@ -11,6 +11,7 @@ from collections.abc import Sequence
 from typing import Any, Protocol
 
 from shopfloor.domain.assets import Asset, AssetType, Device, Level, Series, ValueType
+from shopfloor.domain.device_fieldbus import DeviceFieldbus
 from shopfloor.domain.sparkplug import SparkplugNode
 from shopfloor.domain.tenancy import ApiToken, Role, Tenant
 
@@ -76,6 +77,17 @@ class RegistryRepository(Protocol):
 
     def list_sparkplug_nodes(self, tenant_id: int | None = None) -> list[SparkplugNode]:
         """The nodes of one tenant, or of every tenant; by group, then edge node id."""
+        ...
+
+    # a device's field-bus sections (opcua, modbus); deleting the device deletes them
+    def set_device_fieldbus(self, tenant_id: int, device_id: int,
+                            sections: DeviceFieldbus | None) -> DeviceFieldbus | None:
+        """Replace the device's sections (its tenant and device ids are the arguments'), or remove
+        them with None or an empty ``DeviceFieldbus``. ``NotFound`` for a device not in the tenant."""
+        ...
+
+    def list_device_fieldbus(self, tenant_id: int) -> list[DeviceFieldbus]:
+        """The tenant's devices that have sections; by device id."""
         ...
 
     def version(self) -> int:

@@ -11,7 +11,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from shopfloor.domain import kpi_config
-from shopfloor.domain.assets import Asset, Level, MeasurementDef, ValueType
+from shopfloor.domain.assets import Asset, Device, Level, MeasurementDef, ValueType
+from shopfloor.domain.device_fieldbus import DeviceFieldbus
 from shopfloor.domain.errors import InvalidInput
 from shopfloor.domain.kpi.models import CostModel, ShiftCalendar
 from shopfloor.domain.modbus_map import ModbusSpec, asset_of, check_modbus, registers_of
@@ -102,7 +103,40 @@ class PlantService:
                 before = self.sparkplug.stored(device)
                 _, changed = self.sparkplug.put(ctx, device.id, d.sparkplug)
                 result.count("sparkplug_nodes", "unchanged" if not changed else "updated" if before else "created")
+        for d in spec.devices:
+            if d.opcua is not None or d.modbus is not None:
+                self._fieldbus(tid, result, d)
         return result
+
+    def _fieldbus(self, tenant_id: int, result: ApplyResult, d: DeviceSpec) -> None:
+        """Store the device's field-bus sections; a section the file leaves out keeps what is stored."""
+        repo = self.registry.repo
+        device = repo.find_device(tenant_id, d.name)
+        if device is None:  # created just above
+            raise InvalidInput(f"device {d.name!r} vanished during the apply")
+        before = next((f for f in repo.list_device_fieldbus(tenant_id) if f.device_id == device.id), None)
+        wanted = DeviceFieldbus(tenant_id, device.id,
+                                d.opcua if d.opcua is not None else before.opcua if before else None,
+                                d.modbus if d.modbus is not None else before.modbus if before else None)
+        if wanted == before:
+            result.count("fieldbus", "unchanged")
+            return
+        repo.set_device_fieldbus(tenant_id, device.id, wanted)
+        result.count("fieldbus", "updated" if before else "created")
+
+    def device_fieldbus(self, ctx: TenantContext, device_id: int) -> tuple[Device, list[str], DeviceFieldbus | None]:
+        """The device, its asset paths and its stored field-bus sections (engineers: the edge agent's
+        token); what ``GET /devices/{id}/fieldbus`` answers."""
+        ctx.require(Role.ENGINEER)
+        device = self.registry.device(ctx, device_id)
+        repo = self.registry.repo
+        paths = []
+        for asset_id in device.asset_ids:
+            asset = repo.get_asset(device.tenant_id, asset_id)
+            if asset is not None:
+                paths.append(asset.path_str)
+        sections = next((f for f in repo.list_device_fieldbus(device.tenant_id) if f.device_id == device.id), None)
+        return device, paths, sections
 
     def _site_attributes(self, tenant_id: int, site: SiteSpec) -> dict[str, Any]:
         """The site's attributes with its calendar and cost model under their reserved keys; a
@@ -281,11 +315,13 @@ class PlantService:
                                   cost_model=kpi_config.site_cost_model(s.attributes, s.timezone), areas=areas))
         by_id = {a.id: a for a in assets}
         nodes = {n.device_id: n.mapping for n in repo.list_sparkplug_nodes(tid) if n.approved}
-        devices = [
-            DeviceSpec(d.name, [by_id[i].path_str for i in d.asset_ids if i in by_id], d.gateway, d.enabled,
-                       d.description, nodes.get(d.id))
-            for d in sorted(repo.list_devices(tid), key=lambda d: d.name)
-        ]
+        fieldbus = {f.device_id: f for f in repo.list_device_fieldbus(tid)}
+        devices = []
+        for d in sorted(repo.list_devices(tid), key=lambda d: d.name):
+            fb = fieldbus.get(d.id)
+            devices.append(DeviceSpec(d.name, [by_id[i].path_str for i in d.asset_ids if i in by_id], d.gateway,
+                                      d.enabled, d.description, nodes.get(d.id),
+                                      modbus=fb.modbus if fb else None, opcua=fb.opcua if fb else None))
         return PlantSpec(types, sites, devices)
 
 

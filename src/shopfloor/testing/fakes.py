@@ -14,6 +14,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from shopfloor.domain.assets import Asset, AssetType, Device, Level, Series, ValueType
+from shopfloor.domain.device_fieldbus import DeviceFieldbus
 from shopfloor.domain.errors import Conflict, NotFound
 from shopfloor.domain.sparkplug import SparkplugNode
 from shopfloor.domain.tenancy import ApiToken, Role, Tenant
@@ -54,6 +55,7 @@ class InMemoryRegistry:
         self._series: dict[int, Series] = {}
         self._devices: dict[int, Device] = {}
         self._sparkplug: dict[int, SparkplugNode] = {}  # by device id
+        self._fieldbus: dict[int, DeviceFieldbus] = {}  # by device id
 
     def _next_id(self, kind: str) -> int:
         self._ids[kind] = self._ids.get(kind, 0) + 1
@@ -328,6 +330,7 @@ class InMemoryRegistry:
                 raise NotFound(f"device {device_id} does not exist")
             del self._devices[device_id]
             self._sparkplug.pop(device_id, None)
+            self._fieldbus.pop(device_id, None)
             self._changed()
 
     # -- Sparkplug edge nodes ------------------------------------------------------------------
@@ -354,6 +357,26 @@ class InMemoryRegistry:
         with self._lock:
             found = [n for n in self._sparkplug.values() if tenant_id is None or n.tenant_id == tenant_id]
             return [copy.deepcopy(n) for n in sorted(found, key=lambda n: (n.group, n.edge_node))]
+
+    # -- field-bus sections --------------------------------------------------------------------
+
+    def set_device_fieldbus(self, tenant_id: int, device_id: int,
+                            sections: DeviceFieldbus | None) -> DeviceFieldbus | None:
+        with self._lock:
+            if self.get_device(tenant_id, device_id) is None:
+                raise NotFound(f"device {device_id} does not exist")
+            if sections is None or sections.empty:
+                if self._fieldbus.pop(device_id, None) is not None:
+                    self._changed()
+                return None
+            stored = dataclasses.replace(sections, tenant_id=tenant_id, device_id=device_id)
+            self._fieldbus[device_id] = stored
+            self._changed()
+            return stored
+
+    def list_device_fieldbus(self, tenant_id: int) -> list[DeviceFieldbus]:
+        with self._lock:
+            return sorted((f for f in self._fieldbus.values() if f.tenant_id == tenant_id), key=lambda f: f.device_id)
 
     def version(self) -> int:
         return self._version

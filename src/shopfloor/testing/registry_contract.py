@@ -15,7 +15,10 @@ from dataclasses import dataclass
 import pytest
 
 from shopfloor.domain.assets import Asset, AssetType, Level, MeasurementDef, ValueType
+from shopfloor.domain.device_fieldbus import DeviceFieldbus
 from shopfloor.domain.errors import Conflict, NotFound
+from shopfloor.domain.modbus_map import ModbusSpec, PollGroup, RegisterSpec
+from shopfloor.domain.opcua_map import Deadband, NodeMap, OpcUaSpec
 from shopfloor.domain.sparkplug import Approval, MetricMap, SparkplugNode, SparkplugSpec
 from shopfloor.domain.tenancy import Role, Tenant
 from shopfloor.ports.registry import RegistryRepository
@@ -405,6 +408,50 @@ class RegistryContract:
         assert registry.set_sparkplug_node(t, plc.id, None) is None
         assert registry.list_sparkplug_nodes(t) == [moved]
         assert registry.set_sparkplug_node(t, plc.id, None) is None  # removing nothing is fine
+
+    # -- field-bus sections --------------------------------------------------------------------
+
+    def test_fieldbus_sections_round_trip_replace_and_remove(self, registry: RegistryRepository) -> None:
+        p = make_plant(registry)
+        t = p.tenant.id
+        gw = registry.create_device(t, "gw-1", "acme.gw-1", "h", [p.line.id], gateway=True)
+        plc = registry.create_device(t, "plc-1", "acme.plc-1", "h", [p.machine.id])
+        ua = OpcUaSpec("opc.tcp://10.0.0.5:4840", {
+            "ns=2;s=Press.Temp": NodeMap("temperature", scale=0.1, deadband=Deadband(0.5)),
+            "ns=2;i=17": NodeMap("force", asset="berlin/press-shop/line-1/press-01", writable=True)},
+            username="edge", password_env="PRESS_UA_PASSWORD", publishing_interval_ms=250.0)
+        mb = ModbusSpec("10.0.0.21", [PollGroup([RegisterSpec("temperature", 100, type="float32", word_order="little",
+                                                               scale=1e20)], name="fast", interval_s=0.5)],
+                        port=5020, unit=3)
+        both = registry.set_device_fieldbus(t, gw.id, DeviceFieldbus(0, 0, ua, mb))
+        assert both == DeviceFieldbus(t, gw.id, ua, mb)  # ids come from the arguments
+        only_modbus = registry.set_device_fieldbus(t, plc.id, DeviceFieldbus(t, plc.id, modbus=mb))
+        assert registry.list_device_fieldbus(t) == [both, only_modbus]
+        assert registry.list_device_fieldbus(t)[0].opcua.password_env == "PRESS_UA_PASSWORD"  # type: ignore[union-attr]
+        replaced = DeviceFieldbus(t, gw.id, opcua=ua)
+        assert registry.set_device_fieldbus(t, gw.id, replaced) == replaced
+        assert registry.list_device_fieldbus(t) == [replaced, only_modbus]
+        assert registry.set_device_fieldbus(t, plc.id, DeviceFieldbus(t, plc.id)) is None  # empty: removed
+        assert registry.set_device_fieldbus(t, plc.id, None) is None  # removing nothing is fine
+        assert registry.list_device_fieldbus(t) == [replaced]
+        registry.delete_device(t, gw.id)
+        assert registry.list_device_fieldbus(t) == []
+
+    def test_fieldbus_sections_belong_to_a_device_of_the_tenant(self, registry: RegistryRepository) -> None:
+        a, b = make_plant(registry, "acme"), make_plant(registry, "globex")
+        dev = registry.create_device(a.tenant.id, "plc-1", "acme.plc-1", "h", [a.machine.id])
+        sections = DeviceFieldbus(0, 0, modbus=ModbusSpec("plc", [PollGroup([RegisterSpec("t", 0)])]))
+        with pytest.raises(NotFound):
+            registry.set_device_fieldbus(b.tenant.id, dev.id, sections)
+        with pytest.raises(NotFound):
+            registry.set_device_fieldbus(a.tenant.id, 9999, sections)
+        with pytest.raises(NotFound):
+            registry.set_device_fieldbus(b.tenant.id, dev.id, None)
+        version = registry.version()
+        registry.set_device_fieldbus(a.tenant.id, dev.id, sections)
+        assert registry.version() != version
+        assert registry.list_device_fieldbus(b.tenant.id) == []
+        assert [f.device_id for f in registry.list_device_fieldbus(a.tenant.id)] == [dev.id]
 
     def test_sparkplug_edge_node_is_unique_on_the_broker(self, registry: RegistryRepository) -> None:
         a = make_plant(registry, "acme")

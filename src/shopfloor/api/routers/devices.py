@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from fastapi import APIRouter, status
+from pydantic import BaseModel, Field
 
 from shopfloor.api.deps import ApiServices, Ctx, Services
 from shopfloor.api.schemas import DeviceCreated, DeviceIn, DeviceOut, DevicePatch
 from shopfloor.api.timeparams import iso
 from shopfloor.domain.assets import Device
+from shopfloor.domain.device_fieldbus import section_to_obj
+from shopfloor.domain.sparkplug import spec_to_obj
 
 router = APIRouter(tags=["devices"])
 
@@ -32,6 +37,28 @@ def create_device(body: DeviceIn, ctx: Ctx, svc: Services) -> DeviceCreated:
                                              description=body.description)
     svc.invalidate()
     return DeviceCreated(**_out(svc, dev).model_dump(), secret=secret)
+
+
+class DeviceFieldbusOut(BaseModel):
+    device_id: int
+    device: str = Field(description="The device's name")
+    assets: list[str] = Field(description="Its machines' (or line's) asset paths")
+    opcua: dict[str, Any] | None = Field(description="Its OPC UA section as in the plant file (docs/opcua.md)")
+    modbus: dict[str, Any] | None = Field(description="Its Modbus TCP section as in the plant file (docs/modbus.md)")
+    sparkplug: dict[str, Any] | None = Field(None, description="Its approved Sparkplug binding, group and edge node "
+                                                               "id written out (docs/sparkplug.md)")
+
+
+@router.get("/devices/{device_id}/fieldbus", response_model=DeviceFieldbusOut)
+def get_device_fieldbus(device_id: int, ctx: Ctx, svc: Services) -> DeviceFieldbusOut:
+    """The device's OPC UA and Modbus sections, for an edge agent that takes its sources from the
+    platform (engineer role). Secrets stay as the plant file gave them: a ``password_env`` is a name."""
+    dev, assets, sections = svc.plant.device_fieldbus(ctx, device_id)
+    node = svc.plant.sparkplug.stored(dev)
+    binding = spec_to_obj(node.mapping.with_ids(node.group, node.edge_node)) if node and node.approved else None
+    return DeviceFieldbusOut(device_id=dev.id, device=dev.name, assets=assets,
+                             opcua=section_to_obj(sections.opcua if sections else None),
+                             modbus=section_to_obj(sections.modbus if sections else None), sparkplug=binding)
 
 
 @router.get("/devices/{device_id}", response_model=DeviceOut)

@@ -28,6 +28,7 @@ from shopfloor.connectors.edge.buffer import DiskBuffer
 from shopfloor.connectors.edge.forwarder import Forwarder
 from shopfloor.connectors.edge.link import LinkSettings, MqttLink
 from shopfloor.connectors.edge.messages import machine_topic, reply_message, telemetry_messages
+from shopfloor.connectors.edge.sparkplug_out import SparkplugOut
 from shopfloor.domain.errors import ShopfloorError
 from shopfloor.domain.fieldbus import Reading, ReadingSink
 from shopfloor.domain.topics import ROOT
@@ -86,8 +87,10 @@ class AgentStats:
 
 class EdgeAgent:
     def __init__(self, tenant: str, sources: Sequence[EdgeSource], buffer: DiskBuffer, link: LinkSettings, *,
-                 max_records: int = 200, clock: Callable[[], float] = time.time) -> None:
+                 max_records: int = 200, clock: Callable[[], float] = time.time,
+                 sparkplug: SparkplugOut | None = None) -> None:
         self.tenant = tenant
+        self.sparkplug = sparkplug  # publish as a Sparkplug B edge node instead of JSON
         self.sources = list(sources)
         self.buffer = buffer
         self.link_settings = link
@@ -121,12 +124,20 @@ class EdgeAgent:
 
     async def run(self, stop: asyncio.Event, *, drain_s: float = 5.0) -> None:
         """Run sources, forwarder and link until ``stop`` is set; then wait up to ``drain_s`` for acks."""
-        subscriptions = [machine_topic(self.tenant, m, "command") for m in self.machines]
-        will = (machine_topic(self.tenant, self.machines[0], "status"), b"offline") if self.machines else None
-        self.link = MqttLink(self.link_settings, on_ack=self.forwarder.on_ack, on_message=self._on_message,
-                             subscriptions=subscriptions, will=will, on_connect=self._online)
+        publisher: Any
+        if self.sparkplug is not None:
+            self.link = MqttLink(self.link_settings, on_ack=self.forwarder.on_ack, on_message=self._on_message,
+                                 on_connect=self._online, **self.sparkplug.link_options())
+            self.sparkplug.link = publisher = self.link
+            publisher = self.sparkplug
+        else:
+            subscriptions = [machine_topic(self.tenant, m, "command") for m in self.machines]
+            will = (machine_topic(self.tenant, self.machines[0], "status"), b"offline") if self.machines else None
+            self.link = publisher = MqttLink(self.link_settings, on_ack=self.forwarder.on_ack,
+                                             on_message=self._on_message, subscriptions=subscriptions, will=will,
+                                             on_connect=self._online)
         self.link.start()
-        tasks = [asyncio.create_task(self._run_forwarder(self.link), name="edge forwarder")]
+        tasks = [asyncio.create_task(self._run_forwarder(publisher), name="edge forwarder")]
         tasks += [asyncio.create_task(self._run_source(s), name=f"edge source {s.name}") for s in self.sources]
         try:
             await stop.wait()
@@ -149,7 +160,7 @@ class EdgeAgent:
             self.forwarder.flush_acks()
             await asyncio.sleep(0.05)
 
-    async def _run_forwarder(self, link: MqttLink) -> None:
+    async def _run_forwarder(self, link: Any) -> None:
         while True:
             try:
                 await self.forwarder.run(link)
@@ -173,12 +184,19 @@ class EdgeAgent:
                 delay = min(delay * 2, 60.0)
 
     def _online(self) -> None:
+        if self.sparkplug is not None:  # births first; then what was in flight, re-encoded for this session
+            self.forwarder.rewind()
+            self.sparkplug.send_births()
+            return
         if self.link is not None:
             for m in self.machines[:1]:
                 self.link.publish_now(machine_topic(self.tenant, m, "status"), b"online", retain=True)
 
     # -- commands ---------------------------------------------------------------------------------
     def _on_message(self, topic: str, payload: bytes) -> None:
+        if self.sparkplug is not None:
+            self._sparkplug_command(topic, payload)
+            return
         prefix = f"{ROOT}/{self.tenant}/"
         if not (topic.startswith(prefix) and topic.endswith("/command")):
             return
@@ -220,6 +238,35 @@ class EdgeAgent:
         self.stats.commands["ok"] += 1
         self.append([reply_message(self.tenant, asset, now_us, command_id, "ok", {"results": results})])
 
+    def _sparkplug_command(self, topic: str, payload: bytes) -> None:
+        if self.sparkplug is None:
+            return
+        try:
+            writes = self.sparkplug.command(topic, payload)
+            for w in writes:
+                source = self._owners.get((w.machine, w.measurement))
+                if source is None or not source.writable(w.machine, w.measurement):
+                    raise ValueError(f"{w.measurement} of {w.machine} is not a writable point of this edge agent")
+        except ValueError as exc:
+            _log.warning("edge: Sparkplug command refused: %s", exc)
+            self.stats.commands["error"] += 1
+            return
+        if writes:
+            task = asyncio.create_task(self._sparkplug_writes(topic, writes))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+
+    async def _sparkplug_writes(self, topic: str, writes: Sequence[Any]) -> None:
+        for w in writes:
+            try:
+                await self._owners[(w.machine, w.measurement)].write(w.machine, w.measurement, w.value)
+            except ShopfloorError as exc:
+                _log.warning("edge: %s: write of %s %s failed: %s", topic, w.machine, w.measurement, exc.message)
+                self.stats.commands["error"] += 1
+                return
+            _log.info("edge: %s wrote %s %s = %r", topic, w.machine, w.measurement, w.value)
+        self.stats.commands["ok"] += 1
+
     def describe(self) -> dict[str, object]:
         """Counters of the agent, its buffer and its sources."""
         return {
@@ -229,4 +276,6 @@ class EdgeAgent:
             "buffered": len(self.buffer), "buffer_bytes": self.buffer.size_bytes, "dropped": self.buffer.dropped,
             "commands": dict(self.stats.commands), "connects": self.link.connects if self.link else 0,
             "sources": {s.name: s.counters() for s in self.sources},
+            **({"sparkplug": {"bd_seq": self.sparkplug.node.bd_seq, "births": self.sparkplug.births,
+                              "rebirths": self.sparkplug.rebirths}} if self.sparkplug is not None else {}),
         }

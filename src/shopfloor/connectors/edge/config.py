@@ -12,6 +12,9 @@ sources:
 # or take the sources from the plant file's device:
 plant: plant.yaml
 device: press-gw
+# or from the platform's registry (what `plant apply` stored for the device):
+platform_api: {url: https://shopfloor.example.com, token_env: SHOPFLOOR_TOKEN}
+device: press-gw
 ```
 """
 
@@ -19,15 +22,17 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import msgspec
 import yaml
 
+from shopfloor.connectors.edge.platform_sources import PlatformApi, sections_with_cache
 from shopfloor.domain.errors import InvalidInput
 from shopfloor.domain.modbus_map import ModbusSpec, check_modbus
 from shopfloor.domain.opcua_map import OpcUaSpec, check_opcua
 from shopfloor.domain.plant import plant_from_obj
+from shopfloor.domain.sparkplug import SparkplugSpec, spec_from_obj
 
 
 class BrokerConfig(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
@@ -59,7 +64,10 @@ class EdgeConfig(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
     buffer: BufferConfig = BufferConfig()
     sources: SourcesConfig = SourcesConfig()
     plant: str | None = None  # a plant file: take the sources of ``device`` from it
+    platform_api: PlatformApi | None = None  # or the platform: take the sources of ``device`` from its registry
     device: str | None = None
+    protocol: Literal["json", "sparkplug"] = "json"  # sparkplug: publish as a Sparkplug B edge node
+    sparkplug: SparkplugSpec | None = None  # its binding; default: the device's (plant file or platform)
     window: int = 100  # messages in flight (unacknowledged) at most
     max_records: int = 200  # telemetry records per message
 
@@ -76,6 +84,7 @@ class ResolvedEdge(msgspec.Struct, frozen=True):
     modbus: list[tuple[ModbusSpec, str]]
     opcua: list[tuple[OpcUaSpec, str]]  # with a name for counters and logs
     buffer_path: Path
+    sparkplug: SparkplugSpec | None = None  # with protocol sparkplug: the binding, group and edge node id set
 
 
 def load_edge_config(path: str | Path) -> ResolvedEdge:
@@ -103,18 +112,33 @@ def resolve_edge_config(obj: Any, base: Path, where: str = "edge.yaml") -> Resol
         raise InvalidInput(f"{where}: window and max_records must be 1..10000")
     modbus = [(spec, "") for spec in config.sources.modbus]
     opcua = [(spec, f"opcua-{i}") for i, spec in enumerate(config.sources.opcua)]
-    if (config.plant is None) != (config.device is None):
-        raise InvalidInput(f"{where}: 'plant' and 'device' go together")
-    if config.plant is not None and config.device is not None:
-        modbus_from_plant, opcua_from_plant = _from_plant(base / config.plant, config.device)
-        modbus += modbus_from_plant
-        opcua += opcua_from_plant
+    if config.plant is not None and config.platform_api is not None:
+        raise InvalidInput(f"{where}: take the device's sources from 'plant' or from 'platform_api', not both")
+    if (config.plant is None and config.platform_api is None) != (config.device is None):
+        raise InvalidInput(f"{where}: 'device' goes with 'plant' or 'platform_api'")
+    binding = config.sparkplug
+    if config.device is not None and (config.plant is not None or config.platform_api is not None):
+        found = (_from_plant(base / config.plant, config.device) if config.plant is not None
+                 else _from_platform(config, base, config.device))
+        modbus += found[0]
+        opcua += found[1]
+        binding = binding or found[2]
+    sparkplug = None
+    if config.protocol == "sparkplug":
+        if binding is None:
+            raise InvalidInput(f"{where}: protocol sparkplug needs the device's sparkplug binding (in the plant "
+                               "file or on the platform), or a 'sparkplug' section here")
+        edge_node = binding.edge_node or config.device
+        if not edge_node:
+            raise InvalidInput(f"{where}: sparkplug: no edge_node (and no device to take it from)")
+        sparkplug = binding.with_ids(binding.group or config.tenant, edge_node)
     for i, (spec, default) in enumerate(modbus):
         check_modbus(spec, f"{where}: modbus source {spec.name or i}", default)
     for ua_spec, name in opcua:
         check_opcua(ua_spec, f"{where}: opcua source {name}")
     if not modbus and not opcua:
-        raise InvalidInput(f"{where}: no sources (sources.modbus, sources.opcua, or plant + device)")
+        raise InvalidInput(f"{where}: no sources (sources.modbus, sources.opcua, plant + device, "
+                           "or platform_api + device)")
     username = config.username
     if username is None and config.device is not None:
         username = f"{config.tenant}.{config.device}"
@@ -125,10 +149,10 @@ def resolve_edge_config(obj: Any, base: Path, where: str = "edge.yaml") -> Resol
         except OSError as exc:
             raise InvalidInput(f"{where}: password_file: {exc.strerror or exc}") from None
     password = password if password is not None else os.environ.get("SHOPFLOOR_EDGE_PASSWORD")
-    return ResolvedEdge(config, username, password, modbus, opcua, base / config.buffer.path)
+    return ResolvedEdge(config, username, password, modbus, opcua, base / config.buffer.path, sparkplug)
 
 
-def _from_plant(path: Path, device: str) -> tuple[list[tuple[ModbusSpec, str]], list[tuple[OpcUaSpec, str]]]:
+def _from_plant(path: Path, device: str) -> Found:
     try:
         spec = plant_from_obj(yaml.safe_load(path.read_text()))
     except OSError as exc:
@@ -139,10 +163,37 @@ def _from_plant(path: Path, device: str) -> tuple[list[tuple[ModbusSpec, str]], 
     if not found:
         raise InvalidInput(f"plant file {path}: no device {device!r}")
     d = found[0]
-    modbus = [] if d.modbus is None else [(msgspec.structs.replace(d.modbus, name=d.modbus.name or d.name),
-                                           d.assets[0] if len(d.assets) == 1 else "")]
+    return (*_device_sources(d.name, d.assets, d.modbus, d.opcua), d.sparkplug)
+
+
+Found = tuple[list[tuple[ModbusSpec, str]], list[tuple[OpcUaSpec, str]], SparkplugSpec | None]
+
+
+def _from_platform(config: EdgeConfig, base: Path, device: str) -> Found:
+    if config.platform_api is None:
+        raise InvalidInput("edge.yaml: no platform_api")
+    cache = (base / config.buffer.path).with_suffix(".sources.json")
+    got = sections_with_cache(config.platform_api, device, cache, base)
+    where = f"platform {config.platform_api.url}: device {device!r}"
+    assets = got.get("assets")
+    if not isinstance(assets, list) or not all(isinstance(a, str) for a in assets):
+        raise InvalidInput(f"{where}: the answer has no list of asset paths")
+    try:  # checked with the sources' defaults by the caller
+        modbus = None if got.get("modbus") is None else msgspec.convert(got["modbus"], ModbusSpec)
+        opcua = None if got.get("opcua") is None else msgspec.convert(got["opcua"], OpcUaSpec)
+    except msgspec.ValidationError as exc:
+        raise InvalidInput(f"{where}: {exc}") from None
+    binding = None if got.get("sparkplug") is None else spec_from_obj(got["sparkplug"], f"{where}: sparkplug")
+    return (*_device_sources(device, assets, modbus, opcua), binding)
+
+
+def _device_sources(name: str, assets: list[str], modbus_spec: ModbusSpec | None, opcua_spec: OpcUaSpec | None,
+                    ) -> tuple[list[tuple[ModbusSpec, str]], list[tuple[OpcUaSpec, str]]]:
+    """A device's sections as sources: its only machine stands in for a section's missing asset."""
+    modbus = [] if modbus_spec is None else [(msgspec.structs.replace(modbus_spec, name=modbus_spec.name or name),
+                                              assets[0] if len(assets) == 1 else "")]
     opcua = []
-    if d.opcua is not None:  # the device's only machine stands in for a missing section asset
-        default = d.assets[0] if len(d.assets) == 1 and d.opcua.asset is None else d.opcua.asset
-        opcua.append((msgspec.structs.replace(d.opcua, asset=default), d.name))
+    if opcua_spec is not None:
+        default = assets[0] if len(assets) == 1 and opcua_spec.asset is None else opcua_spec.asset
+        opcua.append((msgspec.structs.replace(opcua_spec, asset=default), name))
     return modbus, opcua

@@ -44,6 +44,15 @@ class Forwarder:
             if not self._inflight:
                 self._idle.set()
 
+    def rewind(self) -> None:
+        """Forget what is in flight (the link dropped it): it goes out again, from the oldest."""
+        self.flush_acks()
+        if self._inflight:
+            self._cursor = min(self._inflight.values()) - 1
+            self._inflight.clear()
+        self._idle.set()
+        self._wake.set()
+
     def flush_acks(self) -> None:
         if self._acked:
             acked, self._acked = self._acked, []

@@ -37,7 +37,12 @@ class LinkSettings:
 class MqttLink:
     def __init__(self, settings: LinkSettings, *, on_ack: Callable[[int], None],
                  on_message: Callable[[str, bytes], None], subscriptions: Sequence[str] = (),
-                 will: tuple[str, bytes] | None = None, on_connect: Callable[[], None] | None = None) -> None:
+                 will: tuple[str, bytes] | None = None, on_connect: Callable[[], None] | None = None,
+                 will_retain: bool = True, next_will: Callable[[], tuple[str, bytes]] | None = None,
+                 resend: bool = True) -> None:
+        """``next_will`` gives the Will of the next connection (called in paho's thread after a
+        disconnect: Sparkplug's bdSeq); ``resend=False`` drops what was unacknowledged at a reconnect
+        instead of sending it again (the caller sends it anew, re-encoded for the new session)."""
         self.settings = settings
         self.connected = asyncio.Event()
         self.connects = 0
@@ -46,6 +51,9 @@ class MqttLink:
         self._on_message = on_message
         self._on_connect_cb = on_connect
         self._subscriptions = list(subscriptions)
+        self._will_retain = will_retain
+        self._next_will = next_will
+        self._resend = resend
         c = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=settings.client_id, clean_session=True,
                         protocol=mqtt.MQTTv311)
         if settings.username is not None:
@@ -53,7 +61,7 @@ class MqttLink:
         if settings.tls:
             c.tls_set_context(ssl.create_default_context(cafile=settings.ca_file))
         if will is not None:
-            c.will_set(will[0], will[1], qos=1, retain=True)
+            c.will_set(will[0], will[1], qos=1, retain=will_retain)
         c.max_inflight_messages_set(settings.window)
         c.max_queued_messages_set(0)
         c.reconnect_delay_set(1, 10)
@@ -87,6 +95,8 @@ class MqttLink:
         if rc.is_failure:
             _log.warning("edge: the broker refused the connection: %s", rc)
             return
+        if not self._resend:
+            client.drop_out_messages()
         for topic in self._subscriptions:
             client.subscribe(topic, qos=1)
         self._loop.call_soon_threadsafe(self._up)
@@ -100,6 +110,9 @@ class MqttLink:
     def _disconnected(self, _c: mqtt.Client, _u: object, _f: mqtt.DisconnectFlags, rc: ReasonCode,
                       _p: object) -> None:
         self._loop.call_soon_threadsafe(self.connected.clear)
+        if self._next_will is not None:
+            topic, payload = self._next_will()
+            self._client.will_set(topic, payload, qos=1, retain=self._will_retain)
         _log.info("edge: disconnected from the broker (%s); reconnecting", rc)
 
     def _published(self, _c: mqtt.Client, _u: object, mid: int, _rc: ReasonCode, _p: object) -> None:

@@ -21,6 +21,7 @@ from typing import Any
 import duckdb
 
 from shopfloor.domain.assets import Asset, AssetType, Device, Level, MeasurementDef, Series, ValueType
+from shopfloor.domain.device_fieldbus import DeviceFieldbus, modbus_section, opcua_section, section_to_obj
 from shopfloor.domain.errors import Conflict, NotFound
 from shopfloor.domain.sparkplug import Approval, SparkplugNode, seen_to_obj, spec_from_obj, spec_to_obj
 from shopfloor.domain.tenancy import ApiToken, Role, Tenant
@@ -109,6 +110,14 @@ MIGRATIONS: list[str] = [
         UNIQUE (grp, edge_node)
     );
     """,
+    """
+    CREATE TABLE device_fieldbus (
+        device_id BIGINT PRIMARY KEY,
+        tenant_id BIGINT NOT NULL,
+        opcua JSON,
+        modbus JSON
+    );
+    """,
 ]
 
 _TENANT_COLS = "id, slug, name, created_us"
@@ -117,6 +126,7 @@ _TYPE_COLS = "tenant_id, name, description, attributes, measurements, events"
 _ASSET_COLS = "id, tenant_id, parent_id, level, name, path, display_name, type_name, attributes, timezone"
 _SERIES_COLS = "id, tenant_id, asset_id, measurement, unit, type"
 _NODE_COLS = "tenant_id, device_id, grp, edge_node, status, mapping, seen"
+_FIELDBUS_COLS = "tenant_id, device_id, opcua, modbus"
 _DEVICE_COLS = ("id, tenant_id, name, username, secret_hash, asset_ids, enabled, gateway, created_us, "
                 "description")
 
@@ -168,6 +178,16 @@ def _device(r: Row) -> Device:
 def _node(r: Row) -> SparkplugNode:
     return SparkplugNode(tenant_id=r[0], device_id=r[1], group=r[2], edge_node=r[3], status=Approval(r[4]),
                          mapping=spec_from_obj(json.loads(r[5])), seen=json.loads(r[6]))
+
+
+def _fieldbus(r: Row) -> DeviceFieldbus:
+    return DeviceFieldbus(tenant_id=r[0], device_id=r[1],
+                          opcua=opcua_section(None if r[2] is None else json.loads(r[2])),
+                          modbus=modbus_section(None if r[3] is None else json.loads(r[3])))
+
+
+def _json_or_null(obj: Any) -> str | None:
+    return None if obj is None else json.dumps(obj, allow_nan=False)
 
 
 class DuckDBRegistry:
@@ -493,6 +513,7 @@ class DuckDBRegistry:
             if not self._exists(tx, "SELECT 1 FROM devices WHERE tenant_id = ? AND id = ?", key):
                 raise NotFound(f"device {device_id} does not exist")
             tx.execute("DELETE FROM sparkplug_nodes WHERE tenant_id = ? AND device_id = ?", key)
+            tx.execute("DELETE FROM device_fieldbus WHERE tenant_id = ? AND device_id = ?", key)
             tx.execute("DELETE FROM devices WHERE tenant_id = ? AND id = ?", key)
 
     # -- Sparkplug edge nodes ------------------------------------------------------------------
@@ -521,6 +542,29 @@ class DuckDBRegistry:
         rows = self._all(f"SELECT {_NODE_COLS} FROM sparkplug_nodes WHERE ? IS NULL OR tenant_id = ? "
                          "ORDER BY grp, edge_node", [tenant_id, tenant_id])
         return [_node(r) for r in rows]
+
+    # -- field-bus sections --------------------------------------------------------------------
+
+    def set_device_fieldbus(self, tenant_id: int, device_id: int,
+                            sections: DeviceFieldbus | None) -> DeviceFieldbus | None:
+        key = [tenant_id, device_id]
+        with self._write() as tx:
+            if not self._exists(tx, "SELECT 1 FROM devices WHERE tenant_id = ? AND id = ?", key):
+                raise NotFound(f"device {device_id} does not exist")
+            tx.execute("DELETE FROM device_fieldbus WHERE device_id = ?", [device_id])
+            if sections is None or sections.empty:
+                return None
+            tx.execute(f"INSERT INTO device_fieldbus ({_FIELDBUS_COLS}) VALUES (?, ?, ?, ?)",
+                       [*key, _json_or_null(section_to_obj(sections.opcua)),
+                        _json_or_null(section_to_obj(sections.modbus))])
+            row = tx.execute(f"SELECT {_FIELDBUS_COLS} FROM device_fieldbus WHERE device_id = ?",
+                             [device_id]).fetchone()
+        return _fieldbus(_returned(row))
+
+    def list_device_fieldbus(self, tenant_id: int) -> list[DeviceFieldbus]:
+        rows = self._all(f"SELECT {_FIELDBUS_COLS} FROM device_fieldbus WHERE tenant_id = ? ORDER BY device_id",
+                         [tenant_id])
+        return [_fieldbus(r) for r in rows]
 
     def version(self) -> int:
         """Bumped by every committed write; stored, so it keeps rising across reopens."""

@@ -34,6 +34,7 @@ import psycopg
 from psycopg import errors as pgerrors
 
 from shopfloor.domain.assets import Asset, AssetType, Device, Level, MeasurementDef, Series, ValueType
+from shopfloor.domain.device_fieldbus import DeviceFieldbus, modbus_section, opcua_section, section_to_obj
 from shopfloor.domain.errors import Conflict, InvalidInput, NotFound, ShopfloorError
 from shopfloor.domain.sparkplug import Approval, SparkplugNode, seen_to_obj, spec_from_obj, spec_to_obj
 from shopfloor.domain.tenancy import ApiToken, Role, Tenant
@@ -157,6 +158,19 @@ MIGRATIONS: list[str] = [
     COMMENT ON TABLE sparkplug_nodes IS 'Devices acting as Sparkplug B edge nodes: group and edge node id, '
         'approval, and the mapping of Sparkplug devices to machines and metrics to measurements';
     """,
+    """
+    CREATE TABLE device_fieldbus (
+        device_id bigint PRIMARY KEY,
+        tenant_id bigint NOT NULL,
+        opcua jsonb CHECK (opcua IS NULL OR jsonb_typeof(opcua) = 'object'),
+        modbus jsonb CHECK (modbus IS NULL OR jsonb_typeof(modbus) = 'object'),
+        CONSTRAINT device_fieldbus_device_fkey FOREIGN KEY (tenant_id, device_id)
+            REFERENCES devices (tenant_id, id) ON DELETE CASCADE
+    );
+    CREATE INDEX device_fieldbus_tenant_idx ON device_fieldbus (tenant_id);
+    COMMENT ON TABLE device_fieldbus IS 'Devices read by the edge agent: their OPC UA and Modbus TCP sections '
+        'of the plant file (docs/opcua.md, docs/modbus.md)';
+    """,
 ]
 
 _TENANT_COLS = "id, slug, name, created_at"
@@ -165,6 +179,7 @@ _TYPE_COLS = "tenant_id, name, description, attributes, measurements, events"
 _ASSET_COLS = "id, tenant_id, parent_id, level, name, path, display_name, type_name, attributes, timezone"
 _SERIES_COLS = "id, tenant_id, asset_id, measurement, unit, type"
 _NODE_COLS = "tenant_id, device_id, grp, edge_node, status, mapping, seen"
+_FIELDBUS_COLS = "tenant_id, device_id, opcua, modbus"
 _DEVICE_SELECT = (
     "SELECT d.id, d.tenant_id, d.name, d.username, d.secret_hash, "
     "ARRAY(SELECT da.asset_id FROM device_assets da WHERE da.device_id = d.id ORDER BY da.position), "
@@ -220,6 +235,10 @@ def _device(r: Row) -> Device:
 def _node(r: Row) -> SparkplugNode:
     return SparkplugNode(tenant_id=r[0], device_id=r[1], group=r[2], edge_node=r[3], status=Approval(r[4]),
                          mapping=spec_from_obj(r[5]), seen=r[6])
+
+
+def _fieldbus(r: Row) -> DeviceFieldbus:
+    return DeviceFieldbus(tenant_id=r[0], device_id=r[1], opcua=opcua_section(r[2]), modbus=modbus_section(r[3]))
 
 
 def _json(value: Any) -> str:
@@ -624,6 +643,32 @@ class PostgresRegistry:
             sql += " WHERE tenant_id = %s"
             params.append(tenant_id)
         return [_node(r) for r in self._all(sql + " ORDER BY grp, edge_node", params)]
+
+    # -- field-bus sections --------------------------------------------------------------------
+
+    def set_device_fieldbus(self, tenant_id: int, device_id: int,
+                            sections: DeviceFieldbus | None) -> DeviceFieldbus | None:
+        missing = NotFound(f"device {device_id} does not exist")
+        if sections is None or sections.empty:
+            with self._write() as tx:
+                if tx.one("SELECT 1 FROM devices WHERE tenant_id = %s AND id = %s", [tenant_id, device_id]) is None:
+                    raise missing
+                tx.run("DELETE FROM device_fieldbus WHERE tenant_id = %s AND device_id = %s", [tenant_id, device_id])
+            return None
+        opcua, modbus = (None if section is None else _jsonb(section_to_obj(section), "a field-bus section")
+                         for section in (sections.opcua, sections.modbus))
+        with self._write({"device_fieldbus_device_fkey": missing}) as tx:
+            row = tx.one(
+                f"INSERT INTO device_fieldbus ({_FIELDBUS_COLS}) VALUES (%s, %s, %s::jsonb, %s::jsonb) "
+                f"ON CONFLICT (device_id) DO UPDATE SET tenant_id = EXCLUDED.tenant_id, opcua = EXCLUDED.opcua, "
+                f"modbus = EXCLUDED.modbus RETURNING {_FIELDBUS_COLS}",
+                [tenant_id, device_id, opcua, modbus])
+        return _fieldbus(_returned(row))
+
+    def list_device_fieldbus(self, tenant_id: int) -> list[DeviceFieldbus]:
+        rows = self._all(f"SELECT {_FIELDBUS_COLS} FROM device_fieldbus WHERE tenant_id = %s ORDER BY device_id",
+                         [tenant_id])
+        return [_fieldbus(r) for r in rows]
 
     def version(self) -> int:
         """Bumped by every committed write of any process; stored, so it keeps rising across reopens."""
