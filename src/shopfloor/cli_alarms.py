@@ -12,9 +12,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from shopfloor.client import ApiClient
-from shopfloor.config import load_settings
-from shopfloor.domain.errors import ShopfloorError
+from shopfloor.client import client_from_settings
 
 console = Console()
 Url = Annotated[str | None, typer.Option("--url", help="Server URL [env SHOPFLOOR_URL, default http://127.0.0.1:8000]")]
@@ -25,13 +23,7 @@ rules_app = typer.Typer(help="Alarm rules: list them, backtest one over stored h
 alarms_app = typer.Typer(help="Alarms: list, acknowledge, read the journal.", no_args_is_help=True)
 
 
-def api_client(url: str | None, token: str | None) -> ApiClient:
-    """The API client of a command (tests replace this)."""
-    s = load_settings()
-    secret = token or (s.token.get_secret_value() if s.token else None)
-    if not secret:
-        raise ShopfloorError("no API token: pass --token or set SHOPFLOOR_TOKEN")
-    return ApiClient(url or s.url, secret)
+api_client = client_from_settings  # the API client of a command (tests replace this)
 
 
 def register(app: typer.Typer) -> None:

@@ -14,9 +14,8 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from shopfloor.client import ApiClient
-from shopfloor.config import load_settings
-from shopfloor.domain.errors import InvalidInput, ShopfloorError
+from shopfloor.client import client_from_settings
+from shopfloor.domain.errors import InvalidInput
 
 console = Console()
 
@@ -31,13 +30,7 @@ analytics_app = typer.Typer(help="Analytics models: configure per asset type, tr
                             no_args_is_help=True)
 
 
-def api_client(url: str | None, token: str | None) -> ApiClient:
-    """The API client of a command (tests replace this)."""
-    s = load_settings()
-    secret = token or (s.token.get_secret_value() if s.token else None)
-    if not secret:
-        raise ShopfloorError("no API token: pass --token or set SHOPFLOOR_TOKEN")
-    return ApiClient(url or s.url, secret)
+api_client = client_from_settings  # the API client of a command (tests replace this)
 
 
 def register(app: typer.Typer) -> None:

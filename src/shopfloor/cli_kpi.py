@@ -16,8 +16,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from shopfloor.client import ApiClient
-from shopfloor.config import load_settings
+from shopfloor.client import client_from_settings
 from shopfloor.domain.errors import ShopfloorError
 
 console = Console()
@@ -36,13 +35,7 @@ BAR = 24  # characters of the widest bar
 report_app = typer.Typer(help="Reports: the lighthouse before/after comparison.", no_args_is_help=True)
 
 
-def api_client(url: str | None, token: str | None) -> ApiClient:
-    """The API client of a command (tests replace this)."""
-    s = load_settings()
-    secret = token or (s.token.get_secret_value() if s.token else None)
-    if not secret:
-        raise ShopfloorError("no API token: pass --token or set SHOPFLOOR_TOKEN")
-    return ApiClient(url or s.url, secret)
+api_client = client_from_settings  # the API client of a command (tests replace this)
 
 
 def register(app: typer.Typer) -> None:

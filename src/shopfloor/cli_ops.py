@@ -19,7 +19,7 @@ import httpx
 import typer
 from rich.console import Console
 
-from shopfloor.client import ApiClient
+from shopfloor.client import ApiClient, client_from_settings
 from shopfloor.config import load_settings
 from shopfloor.domain.errors import ShopfloorError
 
@@ -32,13 +32,7 @@ BACKUP_TIMEOUT = httpx.Timeout(30.0, read=3600.0)  # the server makes the whole 
 EXPORT_TIMEOUT = httpx.Timeout(30.0, read=600.0)
 
 
-def api_client(url: str | None, token: str | None) -> ApiClient:
-    """The API client of a command (tests replace this)."""
-    s = load_settings()
-    secret = token or (s.token.get_secret_value() if s.token else None)
-    if not secret:
-        raise ShopfloorError("no API token: pass --token or set SHOPFLOOR_TOKEN")
-    return ApiClient(url or s.url, secret)
+api_client = client_from_settings  # the API client of a command (tests replace this)
 
 
 def register(app: typer.Typer) -> None:

@@ -31,3 +31,15 @@ class ApiClient:
         if "json" in r.headers.get("content-type", ""):
             return r.json()
         return r.text
+
+
+def client_from_settings(url: str | None, token: str | None) -> ApiClient:
+    """The API client of a CLI command: ``--url``/``--token``, else the settings (SHOPFLOOR_URL,
+    SHOPFLOOR_TOKEN, the config file)."""
+    from shopfloor.config import load_settings
+
+    s = load_settings()
+    secret = token or (s.token.get_secret_value() if s.token else None)
+    if not secret:
+        raise ShopfloorError("no API token: pass --token or set SHOPFLOOR_TOKEN")
+    return ApiClient(url or s.url, secret)
