@@ -271,7 +271,7 @@ async def test_platform_errors_are_clear_and_a_restart_offline_uses_the_last_fet
     obj["device"] = "nobody"
     with pytest.raises(InvalidInput, match="no device 'nobody'"):
         await asyncio.to_thread(resolve_edge_config, obj, tmp_path)
-    with pytest.raises(InvalidInput, match="'device' goes with"):
+    with pytest.raises(InvalidInput, match="go together"):
         resolve_edge_config({k: v for k, v in edge_yaml(stack).items() if k != "device"}, tmp_path)
     with pytest.raises(InvalidInput, match="not both"):
         resolve_edge_config({**edge_yaml(stack), "plant": "plant.yaml"}, tmp_path)

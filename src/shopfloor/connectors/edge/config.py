@@ -115,7 +115,7 @@ def resolve_edge_config(obj: Any, base: Path, where: str = "edge.yaml") -> Resol
     if config.plant is not None and config.platform_api is not None:
         raise InvalidInput(f"{where}: take the device's sources from 'plant' or from 'platform_api', not both")
     if (config.plant is None and config.platform_api is None) != (config.device is None):
-        raise InvalidInput(f"{where}: 'device' goes with 'plant' or 'platform_api'")
+        raise InvalidInput(f"{where}: 'device' and 'plant' (or 'platform_api') go together")
     binding = config.sparkplug
     if config.device is not None and (config.plant is not None or config.platform_api is not None):
         found = (_from_plant(base / config.plant, config.device) if config.plant is not None
