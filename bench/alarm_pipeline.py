@@ -89,6 +89,7 @@ async def run(args: argparse.Namespace, data_dir: Path) -> dict[str, float]:
                 start = time.perf_counter()
                 late = 0
                 commits: list[float] = []
+                pending: set[asyncio.Task[int]] = set()
                 for b in range(batches):
                     due = start + b / 10
                     wait = due - time.perf_counter()
@@ -112,8 +113,13 @@ async def run(args: argparse.Namespace, data_dir: Path) -> dict[str, float]:
                     t = time.perf_counter()
                     for sid in clear:
                         sent[asset_of[sid]].append(t)
-                    await p.ingest.submit(batch)
-                    commits.append(time.perf_counter() - t)
+                    # open loop, as a connector with several messages in flight: the next batch goes on
+                    # schedule while this one commits (ingest merges what is waiting into one commit)
+                    task = asyncio.create_task(p.ingest.submit(batch))
+                    task.add_done_callback(lambda _t, t0=t: commits.append(time.perf_counter() - t0))
+                    pending.add(task)
+                    task.add_done_callback(pending.discard)
+                await asyncio.gather(*pending)
                 await asyncio.sleep(2.0)
                 listener.cancel()
             lat.sort()
@@ -151,6 +157,14 @@ def update_docs(r: dict[str, float], args: argparse.Namespace, load: float) -> N
     m = re.search(r"^## ", rest, flags=re.M)
     after = rest[m.start():] if m else ""
     when = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
+    on_time = r["late"] <= 0.05 * r["batches"]
+    if r["p99_ms"] <= 1000 and on_time:
+        verdict = "The target is met at this rate."
+    elif not on_time:
+        verdict = ("Ingest could not take the batches on schedule, so this rate was not reached: the store's "
+                   "commit is the limit here (a shared, loaded box shows it first).")
+    else:
+        verdict = "The target is not met at this rate; the ingest commit is most of the time."
     section = f"""
 ## Rules and alarms, end to end
 
@@ -161,14 +175,14 @@ measurements, one threshold rule per press. Each commit goes through ingest into
 back by sequence number, and the alarms, journal and engine checkpoint are stored in one transaction
 before the notice goes out on the live stream.
 
-- Point-to-visible-alarm latency at {args.rate:,} points/s (batches every 100 ms, two spikes each):
+- Point-to-visible-alarm latency at {args.rate:,} points/s (batches every 100 ms, two spikes each,
+  submitted on schedule while earlier ones commit, as a connector with messages in flight does):
   **p99 {r['p99_ms']:.0f} ms** (target ≤ 1,000 ms), p50 {r['p50_ms']:.0f} ms, max {r['max_ms']:.0f} ms over
   {r['alarms']:.0f} alarms, from submitting the batch to the notice on the stream; {r['late']:.0f} of
   {r['batches']:.0f} batches were submitted late. For comparison, in the same run the ingest commit alone
   (submit to committed) took p50 {r['commit_p50_ms']:.0f} ms, p99 {r['commit_p99_ms']:.0f} ms per batch.
   The rules, the alarm store and the stream add p50 {r['p50_ms'] - r['commit_p50_ms']:.0f} ms, p99
-  {r['p99_ms'] - r['commit_p99_ms']:.0f} ms to that; on this shared, loaded box the DuckDB commit alone is
-  over the target at this rate, so it is not met end to end here.
+  {r['p99_ms'] - r['commit_p99_ms']:.0f} ms to that. {verdict}
 - Sustained, ingest and rules together: **{r['pps']:,.0f} points/s** ({r['points']:,.0f} points submitted at
   once in batches of {args.machines * MEAS:,}, merged by ingest into large commits, until the rules had
   evaluated the last commit). Ingest's own commit is most of it
