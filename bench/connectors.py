@@ -36,6 +36,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from perfdoc import write_section
 from shopfloor.connectors.edge.agent import EdgeAgent
 from shopfloor.connectors.edge.buffer import DiskBuffer
 from shopfloor.connectors.edge.link import LinkSettings
@@ -242,19 +243,6 @@ def main() -> None:
     print(section)
     if not args.no_write:
         write_section(ROOT / "docs" / "PERFORMANCE.md", "Connectors", section)
-
-
-def write_section(path: Path, title: str, section: str) -> None:
-    """Replace the ``## title`` section of the file (or append it), leaving the other sections alone."""
-    text = path.read_text() if path.exists() else "# Performance\n"
-    marker = f"\n## {title}\n"
-    if marker in text:
-        head, _, rest = text.partition(marker)
-        nxt = rest.find("\n## ")
-        after = rest[nxt + 1:] if nxt >= 0 else ""
-    else:
-        head, after = text, ""
-    path.write_text(head.rstrip("\n") + "\n\n" + section + ("\n" + after if after else ""))
 
 
 if __name__ == "__main__":

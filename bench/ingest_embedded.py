@@ -21,6 +21,7 @@ from pathlib import Path
 
 import paho.mqtt.client as mqtt
 
+from perfdoc import write_section
 from shopfloor.bootstrap import build_platform
 from shopfloor.config import Settings
 from shopfloor.connectors.mqtt.embedded_broker import EmbeddedBroker
@@ -124,19 +125,6 @@ def main() -> None:
     print(section)
     if not args.no_write:
         write_section(ROOT / "docs" / "PERFORMANCE.md", "Ingest, embedded mode", section)
-
-
-def write_section(path: Path, title: str, section: str) -> None:
-    """Replace the ``## title`` section of the file (or append it), leaving the other sections alone."""
-    text = path.read_text() if path.exists() else "# Performance\n"
-    marker = f"\n## {title}\n"
-    if marker in text:
-        head, _, rest = text.partition(marker)
-        nxt = rest.find("\n## ")
-        after = rest[nxt + 1:] if nxt >= 0 else ""
-    else:
-        head, after = text, ""
-    path.write_text(head.rstrip("\n") + "\n\n" + section + ("\n" + after if after else ""))
 
 
 if __name__ == "__main__":
