@@ -91,7 +91,7 @@ _SAMPLE_ANCHORS = f"""
 SELECT r, max(a_en) AS a_en, min(a_after) AS a_after FROM (
     SELECT q.r, max(s.ts) AS a_en, NULL::BIGINT AS a_after
     FROM _k_sa s JOIN _k_req q ON s.series_id = q.series_id JOIN _k_look k ON k.r = q.r
-    WHERE s.ts < q.lo AND s.ts >= k.sa_look AND s.ts >= $look_min AND s.ts < $lo_max
+    WHERE s.ts < q.lo AND s.ts >= k.sa_look AND s.ts >= $sa_look_min AND s.ts < $lo_max
       AND (q.power OR (s.quality < {BAD} AND s.value IS NOT NULL))
     GROUP BY q.r
     UNION ALL
@@ -498,15 +498,18 @@ def _search(cur: duckdb.DuckDBPyConnection, tenant_id: int, p: KpiPlan, span: in
             "sa_look": [back(i) if i in before else None for i in rows],
             "ahead": [ahead(i) if i in after else None for i in rows]}
     _register(cur, "_k_look", pa.table(look, schema=_LOOK))
+    parts: list[str] = []  # one statement: the event anchors and/or the sample anchors, joined on r
+    params: dict[str, Any] = {}
     if events:
         counts = any(missing[f"a_{f}"] for f in _COUNT_FIELDS)
-        sql = _EVENT_ANCHORS.format(counts=_COUNT_ANCHORS if counts else _NO_COUNT_ANCHORS)
-        got.update(_anchor_rows(cur, _on(sql, in_copy), {
-            "tenant": tenant_id, "look_min": min(map(back, events)), "until_max": max(map(until, events))}, n))
+        parts.append(_EVENT_ANCHORS.format(counts=_COUNT_ANCHORS if counts else _NO_COUNT_ANCHORS))
+        params.update(tenant=tenant_id, look_min=min(map(back, events)), until_max=max(map(until, events)))
     if before or after:  # an empty side gets an empty range
-        bounds = {"look_min": min(map(back, before), default=0), "lo_max": max((lo[i] for i in before), default=0),
-                  "hi_min": min((hi[i] for i in after), default=0), "ahead_max": max(map(ahead, after), default=0)}
-        got.update(_anchor_rows(cur, _on(_SAMPLE_ANCHORS, in_copy), bounds, n))
+        parts.append(_SAMPLE_ANCHORS)
+        params.update(sa_look_min=min(map(back, before), default=0), lo_max=max((lo[i] for i in before), default=0),
+                      hi_min=min((hi[i] for i in after), default=0), ahead_max=max(map(ahead, after), default=0))
+    sql = parts[0] if len(parts) == 1 else f"SELECT * FROM ({parts[0]}) FULL JOIN ({parts[1]}) USING (r)"
+    got.update(_anchor_rows(cur, _on(sql, in_copy), params, n))
     return got
 
 
