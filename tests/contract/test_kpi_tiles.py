@@ -9,8 +9,10 @@ a row committed while tiles were computed drops, and what the keys tell apart.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import msgspec
 import pytest
@@ -242,5 +244,40 @@ class TestTilesPostgres(TileCases):
         db = PgDatabase(*pg_schema, max_size=4)
         historian = PostgresHistorian(db)
         yield _world(historian, PostgresKpiSource(db), PostgresKpiTileStore(db))
+        historian.close()
+        db.close()
+
+
+def _docs_example() -> list[tuple[str, list[str]]]:
+    """The worked example of docs/kpis.md, "Kept shifts": (late row, shifts it drops)."""
+    text = (Path(__file__).resolve().parents[2] / "docs" / "kpis.md").read_text()
+    block = text.split("## Kept shifts", 1)[1].split("```text\n", 1)[1].split("```", 1)[0]
+    rows = []
+    for line in block.splitlines()[1:]:
+        row, drops = re.split(r"\s{2,}", line.strip())
+        rows.append((row, [] if drops == "-" else drops.split()))
+    return rows
+
+
+@pytest.mark.parametrize(("row", "drops"), _docs_example())
+def test_the_documented_example(row: str, drops: list[str]) -> None:
+    db = Database(":memory:")
+    historian = DuckDBHistorian(db)
+    try:
+        world = _world(historian, DuckDBKpiSource(db), DuckDBKpiTileStore(db))
+        day(world)
+        world.ask(request())
+        m = re.fullmatch(r"(state (\w+)|kWh reading) at (\d\d):(\d\d)(?::(\d\d))?( next day)?", row)
+        assert m is not None, row
+        ts = DAY0 + (int(m[3]) + (24 if m[6] else 0)) * H + int(m[4]) * MIN + int(m[5] or 0) * S
+        if m[2]:
+            world.state(ts, m[2])
+        else:
+            world.reading(ts, 141.0)
+        world.store.refresh(TENANT, historian.last_seq())
+        _, keys = world.tiled._keys([request()], world.clock.now_us())
+        kept = world.store.lookup(TENANT, keys)
+        assert [name for name, b in zip(("early", "late", "night"), kept, strict=True) if b is None] == drops
+    finally:
         historian.close()
         db.close()
