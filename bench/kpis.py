@@ -12,7 +12,8 @@ planned stops), an ``offline`` status every ~2 days, a count message per minute 
 (every fifth machine reports running totals that are zeroed at midnight, the others deltas), an
 energy counter reading every minute (a meter reset on every 50th machine), a work-order change
 every ~4 hours (three products), two operators clocking in and out of every shift. Everything goes
-through the historians' ``commit`` in one batch per day. The data is generated once and kept
+through the historians' ``commit`` in one batch per day (on PostgreSQL without rollups, which the KPIs
+never read). The data is generated once and kept
 (a DuckDB file under ``--dir``, a PostgreSQL schema ``bench_kpis_<machines>x<days>``); later runs
 reuse it.
 
@@ -331,6 +332,8 @@ def run_postgres(machines: int, days: int, dsn: str) -> Result:
             meta = conn.execute("SELECT events, samples FROM bench_meta").fetchone() if row and row[0] else None
         if meta is None:
             print(f"generating {machines} machines x {days} days into schema {schema}", file=sys.stderr)
+            # the KPIs never read rollups: build none for this data (a commit is ~4x faster without them)
+            setattr(historian, "_refresh_rollups", lambda *args: None)  # noqa: B010
             ev, sa = generate(historian, machines, days)
             with db.connection() as conn:
                 conn.execute("ANALYZE events")
