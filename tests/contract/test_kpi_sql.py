@@ -6,8 +6,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from shopfloor.storage.duckdb.database import Database
 from shopfloor.storage.duckdb import kpi as duck_kpi
+from shopfloor.storage.duckdb.database import Database
 from shopfloor.storage.duckdb.historian import DuckDBHistorian
 from shopfloor.storage.duckdb.kpi import DuckDBKpiSource
 from shopfloor.storage.postgres import kpi as pg_kpi
