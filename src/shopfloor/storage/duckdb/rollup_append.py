@@ -53,6 +53,7 @@ FROM _sf_new GROUP BY series_id
 _SEED_SQL = """
 WITH newest AS (
     SELECT series_id, max(ts) AS ts FROM samples WHERE series_id IN (SELECT unnest($ids::INTEGER[]))
+      AND seq <= $upto
     GROUP BY series_id
 )
 SELECT s.series_id, s.ts, s.value, s.quality FROM samples s JOIN newest USING (series_id, ts)
@@ -159,10 +160,15 @@ class AppendPath:
         """Drop everything known (after retention or a rebuild: the newest samples may have gone)."""
         self._newest.clear()
 
-    def plan(self, cur: duckdb.DuckDBPyConnection, marks: Marks, staleness_us: int) -> Plan | None:
+    def plan(self, cur: duckdb.DuckDBPyConnection, marks: Marks, staleness_us: int,
+             upto_seq: int | None = None, rows: pa.Table | None = None) -> Plan | None:
         """For the batch registered as ``_sf_samples`` (with its position ``i``): a Plan if every
-        series in it only moves forward and no retention guard is in the way, else None."""
-        new = cur.sql(_DEDUP_SQL).to_arrow_table()
+        series in it only moves forward and no retention guard is in the way, else None.
+
+        ``upto_seq``: the newest samples looked up are those with seq up to it (default: all).
+        ``rows``: the batch's rows, already free of duplicates (series_id, ts, value, text,
+        quality; then ``_sf_samples`` is not read)."""
+        new = cur.sql(_DEDUP_SQL).to_arrow_table() if rows is None else rows
         register(cur, "_sf_new", new)
         try:
             summary = cur.execute(_SUMMARY_SQL).fetchall()
@@ -170,7 +176,7 @@ class AppendPath:
             cur.unregister("_sf_new")
         unknown = [int(r[0]) for r in summary if int(r[0]) not in self._newest]
         if unknown:
-            self._seed(cur, unknown)
+            self._seed(cur, unknown, 2**62 if upto_seq is None else upto_seq)
         every_m, per_m = marks.guards(MINUTE_US, staleness_us)
         every_h, per_h = marks.guards(HOUR_US, staleness_us)
         newest: dict[int, Newest] = {}
@@ -194,9 +200,9 @@ class AppendPath:
         prev = pa.table([pa.array(c, f.type) for c, f in zip(cols, _PREV_SCHEMA, strict=True)], schema=_PREV_SCHEMA)
         return Plan(new, newest, prev)
 
-    def _seed(self, cur: duckdb.DuckDBPyConnection, series_ids: Sequence[int]) -> None:
+    def _seed(self, cur: duckdb.DuckDBPyConnection, series_ids: Sequence[int], upto_seq: int) -> None:
         found = {int(r[0]): (int(r[1]), r[2], int(r[3]))
-                 for r in cur.execute(_SEED_SQL, {"ids": list(series_ids)}).fetchall()}
+                 for r in cur.execute(_SEED_SQL, {"ids": list(series_ids), "upto": upto_seq}).fetchall()}
         for sid in series_ids:
             self._newest[sid] = found.get(sid)
 
