@@ -49,7 +49,7 @@ from shopfloor.domain.query import Agg, AggRow, SampleChanges, StoredDeadLetter,
 from shopfloor.domain.records import DeadLetter, EventRecord, IngestBatch, Quality, Sample, SampleBatch
 from shopfloor.storage.duckdb import changes
 from shopfloor.storage.duckdb.database import Database
-from shopfloor.storage.duckdb.rollup_append import AppendPath, Plan
+from shopfloor.storage.duckdb.forward import ForwardCheck, Newest
 from shopfloor.storage.duckdb.rollup_follower import DEFAULT_BATCH_ROWS, DEFAULT_INTERVAL_S, RollupFollower
 from shopfloor.storage.duckdb.rollup_follower import MIGRATION as FOLLOW_MIGRATION
 from shopfloor.storage.duckdb.rollups import MIGRATION as ROLLUPS_MIGRATION
@@ -146,7 +146,7 @@ class DuckDBHistorian:
         self._db = db
         self._closed = False
         self._rollups = Rollups(rollup_staleness_us)
-        self._append = AppendPath()  # the commit's: each series' newest stored sample
+        self._forward = ForwardCheck()  # each series' newest stored ts
         self._follower = RollupFollower(db, self._rollups, rollup_interval_s, rollup_batch_rows)
         db.migrate("historian", MIGRATIONS)
         with self._read() as cur:
@@ -192,11 +192,11 @@ class DuckDBHistorian:
             seq = self._seq + 1
             dead = (_dead_letters_table(batch.dead_letters, self._dead_letter_id)
                     if batch.dead_letters else None)
-            plan: Plan | None = None
+            forward: Newest | None = None
             try:
                 with self._db.transaction() as cur:
                     if samples is not None:
-                        plan = self._write_samples(cur, samples, seq)
+                        forward = self._write_samples(cur, samples, seq)
                     if events is not None:
                         _insert_events(cur, events, seq)
                     if dead is not None:
@@ -206,31 +206,27 @@ class DuckDBHistorian:
                 raise StoreUnavailable(f"could not commit ingest batch {seq}: {exc}") from exc
             self._seq = seq
             self._dead_letter_id += len(batch.dead_letters)
-            if plan is not None:
-                self._append.committed(plan)
+            if forward is not None:
+                self._forward.committed(forward)
             elif samples is not None:
-                self._append.after_recompute(samples)
+                self._forward.after_insert(samples)
         self._follower.committed(len(batch.samples))
         return seq
 
-    def _write_samples(self, cur: duckdb.DuckDBPyConnection, samples: pa.Table, seq: int) -> Plan | None:
+    def _write_samples(self, cur: duckdb.DuckDBPyConnection, samples: pa.Table, seq: int) -> Newest | None:
         """Insert the batch's samples (the rollups follow later): a plain append when every series
-        only moves forward (``rollup_append.AppendPath.plan``), else the anti-join insert."""
-        register(cur, "_sf_samples", samples)
-        try:
-            plan = self._append.plan(cur, self._rollups.marks, self._rollups.staleness_us)
-        finally:
-            cur.unregister("_sf_samples")
-        if plan is None:
+        only moves forward (``forward.py``; returns what it found), else the anti-join insert."""
+        forward = self._forward.check(cur, samples)
+        if forward is None:
             _insert_samples(cur, samples, seq)
             return None
-        register(cur, "_sf_new", plan.new)
+        register(cur, "_sf_new", samples)
         try:
             cur.execute("INSERT INTO samples (series_id, ts, value, text, quality, seq)"
                         " SELECT series_id, ts, value, text, quality, ? FROM _sf_new", [seq])
         finally:
             cur.unregister("_sf_new")
-        return plan
+        return forward
 
     def last_seq(self) -> int:
         return self._seq
@@ -280,7 +276,6 @@ class DuckDBHistorian:
         everything = series_ids is None and start_us is None and end_us is None
 
         def work(cur: duckdb.DuckDBPyConnection) -> None:
-            self._append.forget()
             self._follower.forget()
             self._rollups.rebuild(cur, series_ids, start_us, end_us)
             if everything:  # under the write lock: raw holds exactly the commits up to self._seq
@@ -530,7 +525,7 @@ class DuckDBHistorian:
         marks = self._rollups.marks.raised(kind, cutoff_us, series_ids)
 
         def work(cur: duckdb.DuckDBPyConnection) -> int:
-            self._append.forget()
+            self._forward.forget()
             self._follower.forget()
             dropped = delete(cur)
             marks.write(cur)
