@@ -294,7 +294,7 @@ def store_only(run: Run) -> None:
     bare, full, caught_up = duckdb_pair(run.tmp / "store-only", n)
     run.add("bare duckdb append", Row("bare DuckDB Arrow append (ceiling)", "DuckDB", "rows", bare))
     run.add("duckdb commit", Row("store only: historian commit", "DuckDB", "rows", full, "bare duckdb append"))
-    run.add("duckdb commit + rollups", Row("store only: historian commit, until the rollups caught up", "DuckDB",
+    run.add("duckdb commit + rollups", Row("store only: historian commit + rollup follower in one thread", "DuckDB",
                                            "rows", caught_up, "bare duckdb append"))
     if not run.postgres:
         return
@@ -315,7 +315,7 @@ TARGETS = {
     "embedded json50": "≥ 0.8",
     "embedded spb50": "≥ 0.8",
     "duckdb commit": "≥ 0.67 (1.5x)",
-    "duckdb commit + rollups": "(rollups lag ≤ ~1 s)",
+    "duckdb commit + rollups": "",
     "pg commit": "≥ 0.67 (1.5x)",
 }
 

@@ -543,7 +543,6 @@ class DuckDBHistorian:
 def _samples_table(s: SampleBatch) -> pa.Table:
     try:
         return pa.table({
-            "i": pa.array(range(len(s.series_id)), pa.int64()),
             "series_id": pa.array(s.series_id, pa.int32()),
             "ts": pa.array(s.ts_us, pa.int64()),
             "value": pa.array(s.value, pa.float64()),
@@ -557,7 +556,7 @@ def _samples_table(s: SampleBatch) -> pa.Table:
 def _insert_samples(cur: duckdb.DuckDBPyConnection, table: pa.Table, seq: int) -> None:
     """Insert the samples not stored yet (the first of each (series, ts) within the batch)."""
     lo, hi = _ts_range(table)
-    register(cur, "_sf_samples", table)
+    register(cur, "_sf_samples", table.append_column("i", pa.array(range(table.num_rows), pa.int64())))
     try:
         cur.execute(
             "INSERT INTO samples (series_id, ts, value, text, quality, seq)"

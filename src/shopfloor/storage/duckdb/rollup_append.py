@@ -1,9 +1,10 @@
-"""The append fast path of the DuckDB historian: samples newer than everything stored of their series.
+"""The append fast path of the DuckDB rollups: samples newer than everything rolled up of their series.
 
 That is what a live plant sends nearly always, and recomputing rollups from raw for it (what
 ``rollups.Rollups.refresh`` does) rereads the minutes around every sample plus a staleness before
-them, on every commit. For a batch in which every series only moves forward, the rollup rows change
-in a way that can be computed from the batch alone and the newest stored sample of each series:
+them. The rollup follower (``rollup_follower.py``) hands this class the rows committed since its
+mark as one batch. For a batch in which every series only moves forward, the rollup rows change in
+a way that can be computed from the batch alone and the newest rolled-up sample of each series:
 
 * the new samples add to the statistics of their minutes (count, sum, min, max, first, last merge);
 * each new sample's hold adds its pieces to the minutes it spans;
@@ -17,11 +18,12 @@ The deltas per minute are merged into the existing 1-minute rows, and summed per
 samples nor hold duration is removed, as a recomputation would not write it. The results equal a
 recomputation up to floating-point rounding of the sums.
 
-``prev`` comes from a cache of each series' newest stored sample, kept by this object (DuckDB has
-one writer, and every write holds the database's write lock). It is filled from the table for series
-it has not seen, updated after each commit that succeeded, and dropped by retention and rebuilds.
-A batch takes this path only when every series in it is newer than its cached newest sample and no
-retention guard lies in the way; otherwise the historian recomputes from raw as before.
+``prev`` comes from a cache of each series' newest rolled-up sample, kept by this object (one
+follower per historian, under its lock). It is filled from the table for series it has not seen
+(the newest sample with seq up to the follower's mark), updated after each catch-up that committed,
+and dropped by retention, rebuilds and failed catch-ups. A batch takes this path only when every
+series in it is newer than its cached newest sample and no retention guard lies in the way;
+otherwise the follower recomputes the touched minutes from raw.
 """
 
 from __future__ import annotations
@@ -208,7 +210,7 @@ class AppendPath:
 
     @staticmethod
     def apply(cur: duckdb.DuckDBPyConnection, plan: Plan, staleness_us: int) -> None:
-        """Update the rollup rows for ``plan`` (its samples already inserted), inside the commit."""
+        """Update the rollup rows for ``plan`` (its samples already stored), inside the caller's transaction."""
         register(cur, "_sf_new", plan.new)
         register(cur, "_sf_prev", plan.prev)
         try:
