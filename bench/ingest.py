@@ -17,6 +17,11 @@ msgspec (protobuf for Sparkplug) → Arrow → DuckDB pipeline with none of our 
 Arrow append and bare PostgreSQL binary COPY of the same rows, against the historians' ``commit``.
 
 Writes the "Ingest end to end" section of docs/PERFORMANCE.md (``--doc`` another file, ``--no-doc`` none).
+``--store duckdb`` runs only the DuckDB modes, their ceilings and the DuckDB store-only rows; the
+section then keeps the PostgreSQL rows it had, marked with the date of the run that measured them.
+The DuckDB store-only rows: the historian's commit (its rollups follow behind it, see
+``storage/duckdb/rollup_follower.py``), and the commit plus the rollup follower's catch-ups in one
+thread (``bench/store_bench.py``).
 """
 
 from __future__ import annotations
@@ -326,7 +331,29 @@ def machine_line() -> str:
             f"{platform.python_version()} · load average {load:.1f} at the start")
 
 
-def section(run: Run, started: str, load: str, cmd: str, limits: str) -> str:
+def earlier_postgres_rows(path: Path) -> list[str]:
+    """For a ``--store duckdb`` run: the PostgreSQL rows (and their ceiling) of the section now in
+    ``path``, marked with the date they were measured, so that the section keeps them."""
+    doc = path.read_text() if path.exists() else ""
+    marker = f"\n## {SECTION}\n"
+    if marker not in doc:
+        return []
+    text = doc.partition(marker)[2]
+    text = text[:text.find("\n## ")] if "\n## " in text else text
+    when = next((line.split(" on ")[0].removeprefix("Measured ") for line in text.splitlines()
+                 if line.startswith("Measured ")), "an earlier run")
+    out = []
+    for line in text.splitlines():
+        cells = [c.strip() for c in line.strip("|").split("|")]
+        if line.startswith("| ") and len(cells) == 7 and (
+                cells[1] == "PostgreSQL" or cells[0] == "Mosquitto, bare subscriber (ceiling)"):
+            if "earlier run" not in cells[0]:
+                cells[0] += f" (earlier run: {when})"
+            out.append("| " + " | ".join(cells) + " |")
+    return out
+
+
+def section(run: Run, started: str, load: str, cmd: str, limits: str, carried: list[str] | None = None) -> str:
     lines = [f"## {SECTION}", "", f"Measured {started} on {load}.",
              f"Run: `{cmd}` (one command; figures of one run compare with each other, not across runs).",
              "A figure: points committed ÷ time from the first PUBLISH until the store committed the last. "
@@ -339,6 +366,7 @@ def section(run: Run, started: str, load: str, cmd: str, limits: str) -> str:
         rate = f"{r.points_s:,.0f}" + (" (cut at the deadline)" if r.partial else "")
         lines.append(f"| {r.mode} | {r.store} | {r.payload} | {rate} | {ceiling.mode if ceiling else '—'} | {ratio} "
                      f"| {TARGETS.get(key, '')} |")
+    lines += carried or []
     if limits:
         lines += ["", limits.strip()]
     return "\n".join(lines) + "\n"
@@ -385,7 +413,8 @@ def main() -> None:
         print(f"total {time.monotonic() - t0:.0f} s")
     cmd = ".venv/bin/python bench/ingest.py" + (" --quick" if args.quick else "") + (
         " --store duckdb" if args.store == "duckdb" else "")
-    text = section(run, started, load, cmd, args.limits.read_text() if args.limits else "")
+    carried = earlier_postgres_rows(args.doc) if args.store == "duckdb" and not args.no_doc else []
+    text = section(run, started, load, cmd, args.limits.read_text() if args.limits else "", carried)
     print(text)
     if not args.no_doc:
         write_section(args.doc, SECTION, text)

@@ -121,7 +121,10 @@ class RollupFollower:
             if self._stop.is_set():
                 return
             if self.pending() > 0:
-                self._catch_up_logged()
+                try:
+                    self._catch_up_logged()
+                except Exception:  # a bug: say so, and keep the thread (the rows stay pending)
+                    log.exception("rollup catch-up failed")
 
     def _catch_up_logged(self) -> None:
         try:
