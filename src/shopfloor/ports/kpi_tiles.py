@@ -8,7 +8,8 @@ could change it:
   or before it, where it may be the one in force at the window's start);
 - a sample of the machine's energy series with ``ts <= dep_hi``: for a kWh counter ``dep_hi`` is the
   first good reading at or after the window's end (the increment up to it is spread over the window's
-  last minutes); for power samples, ``w1 - 1``.
+  last minutes), or "never" while there is none, so that any new sample drops the tile; for power
+  samples, ``w1 - 1``.
 
 Rows committed later with larger timestamps cannot change the window, so live data never touches
 closed tiles; back-filled or late data drops exactly the tiles it could change (and perhaps a few
@@ -42,11 +43,10 @@ class Tile:
 
 @dataclass(frozen=True, slots=True)
 class ReadingProbe:
-    """Look for the first good reading of ``series_id`` in [``ts``, ``ts + within_us``)."""
+    """Look for the first good reading of ``series_id`` at or after ``ts``."""
 
     series_id: int
     ts: int
-    within_us: int
 
 
 class KpiTileStore(Protocol):
@@ -65,7 +65,7 @@ class KpiTileStore(Protocol):
         ...
 
     def first_readings(self, probes: Sequence[ReadingProbe]) -> list[int | None]:
-        """Per probe, the timestamp of the series' first good reading in its range, or None."""
+        """Per probe, the timestamp of the series' first good reading at or after its ``ts``, or None."""
         ...
 
     def clear(self, tenant_id: int) -> int:

@@ -6,17 +6,18 @@ call, and the closed ones among them are kept for next time. Before each lookup 
 that rows committed since the last look may change are dropped, so an answer from tiles is the
 answer the store would compute now (late and back-filled data included).
 
-``KpiTileKeeper`` fills the tiles in the background: every machine's closed shifts of the last
-``days`` days, for every site with a shift calendar, a little after each shift ends, and again for
-windows that late data dropped.
+``keep_closed_shifts`` fills the tiles ahead of questions (the server runs it every few minutes:
+``keep_periodically``): every machine's closed shifts of the last ``days`` days, for every site with
+a shift calendar, a little after each shift ends, and again for windows that late data dropped.
 """
 
 from __future__ import annotations
 
+import asyncio
 import bisect
+import contextlib
 import hashlib
 import logging
-import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -27,14 +28,14 @@ from shopfloor.domain.errors import ShopfloorError
 from shopfloor.domain.kpi.models import PeriodInputs
 from shopfloor.domain.tenancy import Role, TenantContext
 from shopfloor.ports.clock import Clock
-from shopfloor.ports.kpi import EnergyKind, KpiRequest, KpiSource, LabelledSpan, Span
+from shopfloor.ports.kpi import EnergyKind, KpiRequest, KpiSource, LabelledSpan, Span, paused_gc
 from shopfloor.ports.kpi_tiles import KpiTileStore, ReadingProbe, Tile, TileKey
 from shopfloor.services.kpis import KpiService
 from shopfloor.services.registry import PLATFORM, RegistryService
 
 log = logging.getLogger(__name__)
 
-READING_WITHIN_US = 2 * 3_600_000_000  # a kWh counter's next reading is looked for this long after a window
+NEVER = 2**62  # dep_hi of a counter with no reading after the window yet: any new sample drops the tile
 DAY_US = 86_400_000_000
 
 
@@ -46,15 +47,19 @@ class _Memo:
 
 
 class TiledKpiSource:
-    """``KpiSource`` that answers closed windows from kept tiles (see the module docs)."""
+    """``KpiSource`` that answers closed windows from kept tiles (see the module docs).
+
+    A window counts as closed once it ended ``settle_us`` ago: windows that end "now" (the current
+    shift so far, asked for every few seconds by a dashboard) are computed each time and never kept.
+    """
 
     def __init__(self, inner: KpiSource, tiles: KpiTileStore, last_seq: Callable[[], int], clock: Clock,
-                 reading_within_us: int = READING_WITHIN_US) -> None:
+                 settle_us: int = 120_000_000) -> None:
         self._inner = inner
         self._tiles = tiles
         self._last_seq = last_seq
         self._clock = clock
-        self._within = reading_within_us
+        self._settle = settle_us  # a window is kept once it ended this long ago (not "until now" windows)
         self._encoder = msgspec.msgpack.Encoder()
         self._decoder = msgspec.msgpack.Decoder(PeriodInputs)
         self.timings: dict[str, float] = {}  # seconds per step of the last call (for benchmarks)
@@ -70,9 +75,10 @@ class TiledKpiSource:
         blobs = self._tiles.lookup(tenant_id, keys)
         lap("lookup")
         decode = self._decoder.decode
-        for i, blob in zip(closed, blobs, strict=True):
-            if blob is not None:
-                out[i] = decode(blob)
+        with paused_gc():  # tens of thousands of small structs: no cycles to find
+            for i, blob in zip(closed, blobs, strict=True):
+                if blob is not None:
+                    out[i] = decode(blob)
         self.last_hits = sum(1 for b in blobs if b is not None)
         lap("decode")
         missing = [i for i, v in enumerate(out) if v is None]
@@ -106,7 +112,7 @@ class TiledKpiSource:
             machine = _machine_part(r)
             series = r.energy.series_id if r.energy is not None else None
             for w0, w1 in r.windows:
-                if w1 <= now:
+                if w1 <= now - self._settle:
                     closed.append(i)
                     keys.append(TileKey(r.asset_id, w0, w1, f"{_window_part(memo, r, w0, w1)}|{machine}", series))
                 i += 1
@@ -136,15 +142,16 @@ class TiledKpiSource:
         if not done:
             return
         counters = [j for j, (_, r, _) in enumerate(done) if r.energy is not None and r.energy.kind is EnergyKind.COUNTER]
-        firsts = self._tiles.first_readings([ReadingProbe(done[j][1].energy.series_id, done[j][0].w1, self._within)  # type: ignore[union-attr]
-                                             for j in counters])
+        firsts = self._tiles.first_readings([ReadingProbe(done[j][0].series_id or 0, done[j][0].w1) for j in counters])
         dep: dict[int, int | None] = dict(zip(counters, firsts, strict=True))
         encode = self._encoder.encode
         tiles = []
         for j, (key, _, inputs) in enumerate(done):
-            dep_hi = dep[j] if j in dep else key.w1 - 1
-            if dep_hi is None:  # the counter's next reading has not come yet: the window may still change
-                continue
+            if j in dep:  # a counter: up to its first reading after the window (none yet: any new one)
+                found = dep[j]
+                dep_hi = NEVER if found is None else found
+            else:
+                dep_hi = key.w1 - 1
             tiles.append(Tile(key, dep_hi, encode(inputs)))
         try:
             self._tiles.store(tenant_id, tiles, seq)
@@ -200,49 +207,11 @@ class _Lap:
         self._t = now
 
 
-class KpiTileKeeper:
-    """Keeps the tiles of closed shifts filled, in a background thread (see the module docs)."""
-
-    def __init__(self, work: Callable[[], int], interval_s: float) -> None:
-        self._work = work
-        self._interval = interval_s
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
-        self.passes = 0
-        self.kept = 0
-
-    def start(self) -> None:
-        if self._thread is None:
-            self._thread = threading.Thread(target=self._run, daemon=True, name="kpi-tiles")
-            self._thread.start()
-
-    def run_once(self) -> int:
-        n = self._work()
-        self.passes += 1
-        self.kept += n
-        return n
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            try:
-                self.run_once()
-            except ShopfloorError as exc:
-                log.warning("keeping KPI tiles failed: %s", exc)
-            except Exception:  # a bug must not end the thread silently
-                log.exception("keeping KPI tiles failed")
-            self._stop.wait(self._interval)
-
-    def close(self, timeout: float = 60.0) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout)
-            self._thread = None
-
-
 def keep_closed_shifts(registry: RegistryService, kpis: KpiService, tiled: TiledKpiSource, clock: Clock,
-                       days: float, settle_s: float) -> int:
+                       days: float, settle_s: float, stopping: Callable[[], bool] = lambda: False) -> int:
     """One pass of the keeper: every tenant's closed shifts of the last ``days`` days that ended at
-    least ``settle_s`` ago and are not kept yet, a day of shift starts at a time. Returns how many."""
+    least ``settle_s`` ago and are not kept yet, a day of shift starts at a time (``stopping`` is
+    asked between days). Returns how many were computed."""
     now = clock.now_us()
     ended_by = now - round(settle_s * 1_000_000)
     start = ended_by - round(days * DAY_US)
@@ -250,7 +219,25 @@ def keep_closed_shifts(registry: RegistryService, kpis: KpiService, tiled: Tiled
     for tenant in registry.list_tenants(PLATFORM):
         ctx = TenantContext(tenant.id, tenant.slug, Role.ENGINEER, "kpi-tiles")
         for day in range(start, ended_by, DAY_US):
+            if stopping():
+                return kept
             requests = kpis.closed_shift_requests(ctx, day, min(day + DAY_US, ended_by), ended_by)
             if requests:
                 kept += tiled.fill(tenant.id, requests)
     return kept
+
+
+async def keep_periodically(work: Callable[[Callable[[], bool]], int], every_s: float, stop: asyncio.Event) -> None:
+    """Run ``work`` (``keep_closed_shifts`` bound to a platform, given a "stopping?" test) in a thread
+    every ``every_s`` seconds until ``stop`` is set; a pass under way ends after its current day."""
+    while not stop.is_set():
+        try:
+            kept = await asyncio.to_thread(work, stop.is_set)
+            if kept:
+                log.info("kept the KPI inputs of %d closed shifts", kept)
+        except ShopfloorError as exc:
+            log.warning("keeping KPI tiles failed: %s", exc.message)
+        except Exception:  # a bug must not end the task silently
+            log.exception("keeping KPI tiles failed")
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), timeout=every_s)

@@ -43,7 +43,8 @@ _KEYS = pa.schema([("i", pa.int32()), ("asset_id", pa.int32()), ("w0", pa.int64(
 _TILES = pa.schema([("asset_id", pa.int32()), ("w0", pa.int64()), ("w1", pa.int64()), ("fp", pa.string()),
                     ("series_id", pa.int32()), ("dep_hi", pa.int64()), ("seq", pa.int64()),
                     ("inputs", pa.binary())])
-_PROBES = pa.schema([("i", pa.int32()), ("series_id", pa.int32()), ("t0", pa.int64()), ("t1", pa.int64())])
+_PROBES = pa.schema([("i", pa.int32()), ("series_id", pa.int32()), ("t0", pa.int64())])
+NEAR = 2 * 3_600_000_000  # first_readings: how far the cheap search looks
 
 # the rows committed in ($lo, $hi], per machine and per energy series: earliest ts, latest seq
 _EVENT_TAIL = """
@@ -129,27 +130,40 @@ class DuckDBKpiTileStore:
         out: list[int | None] = [None] * len(probes)
         if not probes:
             return out
-        within = max(p.within_us for p in probes)
         table = pa.table({"i": list(range(len(probes))), "series_id": [p.series_id for p in probes],
-                          "t0": [p.ts for p in probes], "t1": [p.ts + p.within_us for p in probes]}, schema=_PROBES)
-        params = {"b": within, "lo": min(p.ts for p in probes), "hi": max(p.ts + p.within_us for p in probes)}
-        # an equi-join on (series, bucket of the width of the widest probe): a probe's range lies in its
-        # first bucket and the next, so each reading meets at most two probes of its series
-        sql = """
-            WITH pk AS (SELECT i, series_id, t0, t1, t0 // $b + k AS bb FROM _kt_probes, range(0, 2) r(k))
-            SELECT pk.i, min(s.ts) AS first FROM samples s JOIN pk ON s.series_id = pk.series_id AND s.ts // $b = pk.bb
-            WHERE s.ts >= pk.t0 AND s.ts < pk.t1 AND s.quality < 2 AND s.value IS NOT NULL
-              AND s.ts >= $lo AND s.ts < $hi
+                          "t0": [p.ts for p in probes]}, schema=_PROBES)
+        good = "s.quality < 2 AND s.value IS NOT NULL"
+        # most readings follow soon: an equi-join on (series, NEAR-wide bucket) finds those, each reading
+        # meeting at most two probes of its series; the rest by an ASOF join over the series' later rows
+        near = f"""
+            WITH pk AS (SELECT i, series_id, t0, t0 // {NEAR} + k AS bb FROM _kt_probes, range(0, 2) r(k))
+            SELECT pk.i, min(s.ts) AS first FROM samples s JOIN pk ON s.series_id = pk.series_id
+                AND s.ts // {NEAR} = pk.bb
+            WHERE s.ts >= pk.t0 AND s.ts < pk.t0 + {NEAR} AND {good} AND s.ts >= $lo AND s.ts < $hi
             GROUP BY pk.i
         """
+        far = f"""
+            SELECT p.i, s.ts AS first FROM _kt_probes p ASOF JOIN (
+                SELECT series_id, ts FROM samples s WHERE {good} AND s.ts >= $lo
+                  AND s.series_id IN (SELECT series_id FROM _kt_probes)) s
+            ON p.series_id = s.series_id AND s.ts >= p.t0
+        """
+        lo = min(p.ts for p in probes)
         with self._cursor() as cur:
             _register(cur, "_kt_probes", table)
             try:
-                found = cur.sql(sql, params=params).to_arrow_table()
+                found = cur.sql(near, params={"lo": lo, "hi": max(p.ts for p in probes) + NEAR}).to_arrow_table()
+                for i, first in zip(found.column("i").to_pylist(), found.column("first").to_pylist(), strict=True):
+                    out[i] = first
+                rest = [i for i, v in enumerate(out) if v is None]
+                if rest:
+                    _register(cur, "_kt_probes", table.take(rest))
+                    found = cur.sql(far, params={"lo": min(probes[i].ts for i in rest)}).to_arrow_table()
+                    for i, first in zip(found.column("i").to_pylist(), found.column("first").to_pylist(),
+                                        strict=True):
+                        out[i] = first
             finally:
                 cur.unregister("_kt_probes")
-        for i, first in zip(found.column("i").to_pylist(), found.column("first").to_pylist(), strict=True):
-            out[i] = first
         return out
 
     def clear(self, tenant_id: int) -> int:

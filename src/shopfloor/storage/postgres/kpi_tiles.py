@@ -124,15 +124,13 @@ class PostgresKpiTileStore:
         out: list[int | None] = [None] * len(probes)
         if not probes:
             return out
-        ts = "timestamptz 'epoch' + ({c} / 1000000) * interval '1 second' + ({c} %% 1000000) * interval '1 microsecond'"
-        with self._conn() as conn:
+        ts = "timestamptz 'epoch' + (p.t0 / 1000000) * interval '1 second' + (p.t0 %% 1000000) * interval '1 microsecond'"
+        with self._conn() as conn:  # per probe, one step along the (series_id, ts) key of the partitions
             rows = conn.execute(
                 f"SELECT p.i, (SELECT {_US.format(c='s.ts')} FROM samples s WHERE s.series_id = p.series_id "
-                f"AND s.ts >= {ts.format(c='p.t0')} AND s.ts < {ts.format(c='p.t1')} AND s.quality < 2 "
-                "AND s.value IS NOT NULL ORDER BY s.ts LIMIT 1) "
-                "FROM unnest(%s::int4[], %s::int4[], %s::int8[], %s::int8[]) AS p(i, series_id, t0, t1)",
-                [list(range(len(probes))), [p.series_id for p in probes], [p.ts for p in probes],
-                 [p.ts + p.within_us for p in probes]]).fetchall()
+                f"AND s.ts >= {ts} AND s.quality < 2 AND s.value IS NOT NULL ORDER BY s.ts LIMIT 1) "
+                "FROM unnest(%s::int4[], %s::int4[], %s::int8[]) AS p(i, series_id, t0)",
+                [list(range(len(probes))), [p.series_id for p in probes], [p.ts for p in probes]]).fetchall()
         for i, first in rows:
             out[i] = None if first is None else int(first)
         return out
