@@ -23,8 +23,8 @@ The time model (ISO 22400-2 element names in brackets), from the buckets:
 
 from __future__ import annotations
 
-from math import isfinite
 from collections.abc import Iterable, Iterator, Mapping
+from math import isfinite
 
 import msgspec
 
@@ -83,7 +83,14 @@ def product(*factors: float | None) -> float | None:
 
 
 def min_coverage(*covs: float | None) -> float | None:
-    return None if not covs or None in covs else min(covs)
+    """The smallest coverage (the first of equal ones, as ``min``), or None when one is None."""
+    out: float | None = None
+    for c in covs:
+        if c is None:
+            return None
+        if out is None or c < out:
+            out = c
+    return out
 
 
 class TimeAccount(msgspec.Struct, frozen=True, gc=False):
@@ -136,7 +143,10 @@ def time_account(buckets: Iterable[TimeBucket]) -> TimeAccount:
     calendar = unknown = unknown_planned = planned = run = setup = delay = starved = blocked = idle = 0.0
     planned_stop = no_order = scheduled = with_order = repair = 0.0
     for b in buckets:
-        s, c, in_shift, ordered = b.seconds, b.category, b.scheduled, b.with_order
+        s = b.seconds
+        c = b.category
+        in_shift = b.scheduled
+        ordered = b.with_order
         calendar += s
         if in_shift:
             scheduled += s
@@ -216,7 +226,7 @@ def cost_breakdown(inputs: PeriodInputs, cost: CostModel) -> CostBreakdown:
 
 def _cost_breakdown(inputs: PeriodInputs, cost: CostModel, scheduled: float, n: Counts, kwh: float) -> CostBreakdown:
     """``cost_breakdown`` given the period's scheduled seconds, total counts and kWh."""
-    material = sum(cost.material_per_unit(p) * c.produced for p, c in inputs.counts.items())
+    material = sum([cost.material_per_unit(p) * c.produced for p, c in inputs.counts.items()])
     energy = energy_cost(inputs.energy_kwh, cost.tariff)
     overhead_hours = scheduled / HOUR
     return CostBreakdown(energy, cost.labour_rate * inputs.labour_hours, material,

@@ -255,6 +255,9 @@ class PeriodInputs(msgspec.Struct, frozen=True, forbid_unknown_fields=True, gc=F
         return sum(self.energy_kwh.values())
 
 
+_NO_COUNTS = Counts()
+
+
 def combine(parts: list[PeriodInputs]) -> PeriodInputs:
     """The inputs of a group made of disjoint groups (shifts → a day, machines' days → a month).
 
@@ -267,13 +270,13 @@ def combine(parts: list[PeriodInputs]) -> PeriodInputs:
     covered = window = 0.0
     has_energy = False
     for p in parts:
-        span = sum(b.seconds for b in p.time)
+        span = sum([b.seconds for b in p.time])
         window += span
         for b in p.time:
             key = (b.category, b.scheduled, b.with_order)
             time[key] = time.get(key, 0.0) + b.seconds
         for product, c in p.counts.items():
-            counts[product] = counts.get(product, Counts()) + c
+            counts[product] = counts.get(product, _NO_COUNTS) + c
         for reason, s in p.downtime_by_reason.items():
             reasons[reason] = reasons.get(reason, 0.0) + s
         for period, e in p.energy_kwh.items():
@@ -284,9 +287,9 @@ def combine(parts: list[PeriodInputs]) -> PeriodInputs:
     return PeriodInputs(
         time=[TimeBucket(c, s, sch, o) for (c, sch, o), s in sorted(time.items())],
         counts=dict(sorted(counts.items())),
-        failures=sum(p.failures for p in parts),
+        failures=sum([p.failures for p in parts]),
         downtime_by_reason=dict(sorted(reasons.items())),
         energy_kwh=dict(sorted(kwh.items())),
         energy_coverage=(covered / window if window else None) if has_energy else None,
-        labour_hours=sum(p.labour_hours for p in parts),
+        labour_hours=sum([p.labour_hours for p in parts]),
     )
