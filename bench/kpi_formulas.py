@@ -136,6 +136,15 @@ time buckets, one or two products, one to three tariff periods), each step the b
 | step | s | µs per group | groups/s |
 |---|---:|---:|---:|
 {table}
+
+For comparison, the formulas as they were before they were made faster (commit e53f8b0; run on 7 December
+2026 right before the new code on the same box, load 7.0): `compute` 225.6 µs per group, `cost_breakdown`
+47.8, `combine` 18.6, msgpack decode 67.3. What changed, with every float the same: `time_account` sums in
+plain locals and reads the `Category` members once at import (each `Category.RUN` read goes through the enum
+metaclass and cost more than the rest of a bucket), `compute` builds its KPIs directly and hands its time
+account and totals to the cost breakdown instead of computing them twice, and the inputs' and results'
+structs are `gc=False` (they can never be in a reference cycle), so 70,000 of them no longer make the cyclic
+garbage collector walk millions of objects.
 """
     write_section(ROOT / "docs" / "PERFORMANCE.md", "KPI formulas", section)
 

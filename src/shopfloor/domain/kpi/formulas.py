@@ -140,6 +140,8 @@ _SETUP, _UNPLANNED_STOP, _STARVED, _BLOCKED, _IDLE = (
 
 
 def time_account(buckets: Iterable[TimeBucket]) -> TimeAccount:
+    """Every time element in one pass over the buckets (the rules of the module docstring); each
+    element adds its buckets' seconds in bucket order."""
     calendar = unknown = unknown_planned = planned = run = setup = delay = starved = blocked = idle = 0.0
     planned_stop = no_order = scheduled = with_order = repair = 0.0
     for b in buckets:
@@ -221,6 +223,8 @@ class CostBreakdown(msgspec.Struct, frozen=True, gc=False):
 
 
 def cost_breakdown(inputs: PeriodInputs, cost: CostModel) -> CostBreakdown:
+    """Energy at the tariff's prices, labour per clocked hour, material per produced unit, overhead
+    per scheduled hour."""
     return _cost_breakdown(inputs, cost, time_account(inputs.time).scheduled, inputs.total_counts, inputs.kwh)
 
 
