@@ -12,14 +12,17 @@ planned stops), an ``offline`` status every ~2 days, a count message per minute 
 (every fifth machine reports running totals that are zeroed at midnight, the others deltas), an
 energy counter reading every minute (a meter reset on every 50th machine), a work-order change
 every ~4 hours (three products), two operators clocking in and out of every shift. Everything goes
-through the historians' ``commit`` in one batch per day. The data is generated once and kept
+through the historians' ``commit`` in one batch per day (on PostgreSQL without rollups, which the KPIs
+never read). The data is generated once and kept
 (a DuckDB file under ``--dir``, a PostgreSQL schema ``bench_kpis_<machines>x<days>``); later runs
 reuse it.
 
-Measured: the shift windows, calendar and tariff expansion, ``period_inputs`` for every machine x
-shift of the month (one call), and ``formulas.compute`` (every KPI incl. OEE, energy efficiency,
-unit cost) on each result; then one line (6 machines) over one shift. The figures go to the
-"KPIs" section of docs/PERFORMANCE.md (the rest of the file is left as it is).
+Measured: keeping the month (``TiledKpiSource.fill``: every machine x shift computed from raw rows
+and stored as tiles, as the server's keeper does a shift at a time); then the question: the shift
+windows, calendar and tariff expansion, ``period_inputs`` for every machine x shift of the month (one
+call, answered from the tiles), and ``formulas.compute`` (every KPI incl. OEE, energy efficiency,
+unit cost) on each result; then one line (6 machines) over one shift, kept and from raw rows. The
+figures go to the "KPIs" section of docs/PERFORMANCE.md (the rest of the file is left as it is).
 """
 
 from __future__ import annotations
@@ -46,7 +49,10 @@ from shopfloor.domain.kpi.models import Break, Shift, TariffPeriod
 from shopfloor.domain.query import zone
 from shopfloor.domain.records import EventRecord, IngestBatch, SampleBatch
 from shopfloor.ports.kpi import EnergySeries, KpiRequest, KpiSource
+from shopfloor.ports.kpi_tiles import KpiTileStore
 from shopfloor.ports.store import Historian
+from shopfloor.services.clock import SystemClock
+from shopfloor.services.kpi_tiles import TiledKpiSource
 
 S = 1_000_000
 MIN = 60 * S
@@ -213,9 +219,12 @@ class Result:
     store: str
     groups: int
     plan_s: float
-    query_s: float
+    cold_s: float  # computing the month from raw rows and keeping it (TiledKpiSource.fill)
+    cold_compute_s: float  # of which the store's own KpiSource
+    query_s: float  # the month from kept tiles
     formulas_s: float
-    line_ms: float
+    line_ms: float  # one line over a closed (kept) shift
+    line_raw_ms: float  # the same from raw rows, as for the shift under way
     events: int
     samples: int
     sanity: dict[str, float]
@@ -227,16 +236,36 @@ class Result:
         return self.plan_s + self.query_s + self.formulas_s
 
 
-def measure(store: str, source: KpiSource, machines: int, days: int, events: int, samples: int) -> Result:
+def _median_ms(run: Callable[[], object], times: int = 7) -> float:
+    laps = []
+    for _ in range(times):
+        t = time.perf_counter()
+        run()
+        laps.append(time.perf_counter() - t)
+    return statistics.median(laps) * 1000
+
+
+def measure(store: str, source: KpiSource, tiles: KpiTileStore, last_seq: Callable[[], int], machines: int,
+            days: int, events: int, samples: int) -> Result:
     lo, hi = local(FIRST_DAY), local(FIRST_DAY + timedelta(days=days))
     load = os.getloadavg()[0]
     t = time.perf_counter()
     reqs = requests(list(range(1, machines + 1)), lo, hi)
     t_plan = time.perf_counter() - t
+    # the month computed from raw rows once and kept, as the server's keeper does shift by shift
+    tiles.clear(TENANT)
+    tiled = TiledKpiSource(source, tiles, last_seq, SystemClock())  # March 2026: every shift is closed
     t = time.perf_counter()
-    inputs = source.period_inputs(TENANT, reqs)
-    t_query = time.perf_counter() - t
+    tiled.fill(TENANT, reqs)
+    t_cold = time.perf_counter() - t
+    cold_compute = tiled.timings.get("compute", 0.0)
     steps = dict(getattr(source, "timings", {}))
+    # the question: every machine x shift of the month, OEE + energy + cost
+    t = time.perf_counter()
+    inputs = tiled.period_inputs(TENANT, reqs)
+    t_query = time.perf_counter() - t
+    if tiled.last_hits != len(inputs):
+        raise SystemExit(f"only {tiled.last_hits} of {len(inputs)} windows came from tiles")
     t = time.perf_counter()
     kpis = [compute(i, CYCLE_TIMES, COST) for i in inputs]
     t_formulas = time.perf_counter() - t
@@ -245,23 +274,20 @@ def measure(store: str, source: KpiSource, machines: int, days: int, events: int
     sanity = {"mean shift OEE": statistics.fmean(oee) if oee else math.nan,
               "mean unit cost": statistics.fmean(cost) if cost else math.nan,
               "kWh": sum(i.kwh for i in inputs), "good": sum(i.total_counts.good for i in inputs)}
-    # one line of 6 machines over one shift (a Wednesday's early shift)
+    # one line of 6 machines over one shift (a Wednesday's early shift): kept, and from raw rows
     shift = next(i for i in shift_instances(CALENDAR, lo + 2 * DAY, lo + 3 * DAY) if i.name == "early")
-    line = [*range(1, 7)]
-    times = []
-    for _ in range(7):
-        t = time.perf_counter()
-        one = source.period_inputs(TENANT, requests(line, shift.start, shift.end))
-        [compute(i, CYCLE_TIMES, COST) for i in one]
-        times.append(time.perf_counter() - t)
-    return Result(store, len(inputs), t_plan, t_query, t_formulas, statistics.median(times) * 1000, events, samples,
-                  sanity, steps, load)
+    line = requests([*range(1, 7)], shift.start, shift.end)
+    line_ms = _median_ms(lambda: [compute(i, CYCLE_TIMES, COST) for i in tiled.period_inputs(TENANT, line)])
+    line_raw_ms = _median_ms(lambda: [compute(i, CYCLE_TIMES, COST) for i in source.period_inputs(TENANT, line)])
+    return Result(store, len(inputs), t_plan, t_cold, cold_compute, t_query, t_formulas, line_ms, line_raw_ms,
+                  events, samples, sanity, steps, load)
 
 
 def run_duckdb(machines: int, days: int, directory: Path) -> Result:
     from shopfloor.storage.duckdb.database import Database
     from shopfloor.storage.duckdb.historian import DuckDBHistorian
     from shopfloor.storage.duckdb.kpi import DuckDBKpiSource
+    from shopfloor.storage.duckdb.kpi_tiles import DuckDBKpiTileStore
 
     directory.mkdir(parents=True, exist_ok=True)
     path = directory / f"kpis-{machines}x{days}.duckdb"
@@ -279,7 +305,8 @@ def run_duckdb(machines: int, days: int, directory: Path) -> Result:
             ev, sa = generate(historian, machines, days)
             written = {"events": ev, "samples": sa, "seconds": time.perf_counter() - t}
             marker.write_text(json.dumps(written))
-        return measure("DuckDB", DuckDBKpiSource(db), machines, days, written["events"], written["samples"])
+        return measure("DuckDB", DuckDBKpiSource(db), DuckDBKpiTileStore(db), historian.last_seq, machines, days,
+                       written["events"], written["samples"])
     finally:
         db.close()
 
@@ -290,6 +317,7 @@ def run_postgres(machines: int, days: int, dsn: str) -> Result:
     from shopfloor.storage.postgres.database import PgDatabase
     from shopfloor.storage.postgres.historian import PostgresHistorian
     from shopfloor.storage.postgres.kpi import PostgresKpiSource
+    from shopfloor.storage.postgres.kpi_tiles import PostgresKpiTileStore
 
     schema = f"bench_kpis_{machines}x{days}"
     with psycopg.connect(dsn, autocommit=True) as conn:
@@ -304,6 +332,8 @@ def run_postgres(machines: int, days: int, dsn: str) -> Result:
             meta = conn.execute("SELECT events, samples FROM bench_meta").fetchone() if row and row[0] else None
         if meta is None:
             print(f"generating {machines} machines x {days} days into schema {schema}", file=sys.stderr)
+            # the KPIs never read rollups: build none for this data (a commit is ~4x faster without them)
+            setattr(historian, "_refresh_rollups", lambda *args: None)  # noqa: B010
             ev, sa = generate(historian, machines, days)
             with db.connection() as conn:
                 conn.execute("ANALYZE events")
@@ -311,7 +341,8 @@ def run_postgres(machines: int, days: int, dsn: str) -> Result:
                 conn.execute("CREATE TABLE bench_meta (events bigint, samples bigint)")
                 conn.execute("INSERT INTO bench_meta VALUES (%s, %s)", [ev, sa])
             meta = (ev, sa)
-        return measure("PostgreSQL", PostgresKpiSource(db), machines, days, int(meta[0]), int(meta[1]))
+        return measure("PostgreSQL", PostgresKpiSource(db), PostgresKpiTileStore(db), historian.last_seq, machines,
+                       days, int(meta[0]), int(meta[1]))
     finally:
         db.close()
 
@@ -338,8 +369,8 @@ def update_docs(results: list[Result], machines: int, days: int) -> None:
     for r in results:
         rows[("totals", r.store)] = (
             f"| {r.store} | {r.events:,} | {r.samples:,} | {r.groups:,} | {r.query_s:.2f} | "
-            f"{r.plan_s + r.formulas_s:.2f} | **{r.total_s:.2f}** (target ≤ {target[r.store]:.0f}) | {r.line_ms:.0f} | "
-            f"{r.load:.1f} |")
+            f"{r.plan_s + r.formulas_s:.2f} | **{r.total_s:.2f}** (target ≤ {target[r.store]:.0f}) | "
+            f"**{r.line_ms:.0f}** | {r.line_raw_ms:.0f} | {r.cold_s:.1f} ({r.cold_compute_s:.1f}) | {r.load:.1f} |")
         rows[("steps", r.store)] = "| " + " | ".join([r.store, *(f"{r.steps.get(k, 0.0):.2f}" for k in STEPS)]) + " |"
     when = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
     totals = "\n".join(rows[("totals", k)] for k in ("DuckDB", "PostgreSQL") if ("totals", k) in rows)
@@ -352,23 +383,29 @@ Run: `.venv/bin/python bench/kpis.py --machines {machines} --days {days}` (rows 
 earlier figures). {machines:,} machines x {days} days from 2 March 2026, Europe/Berlin, over the spring clock
 change: a state change every ~6 min, a count message per minute while running (a fifth of the machines send
 running totals), an energy counter reading per minute, a work-order change every ~4 h, two operators clocking
-every shift. The groups are the month's shifts (three on weekdays, one on Saturdays, with breaks): one
-`period_inputs` call for every machine x shift, then `formulas.compute` (every KPI: OEE and its factors,
-energy efficiency, unit cost) on each. "line" is 6 machines over one shift, the same way. PostgreSQL
-splits the month into two transactions run at once (`PostgresKpiSource(workers=2)`). "load" is the
-machine's 1-minute load average when the run began: other work shares these cores.
+every shift. The groups are the month's shifts (three on weekdays, one on Saturdays, with breaks).
 
-| store | events | samples | machine-shifts | period_inputs s | calendar + formulas s | total s | line ms | load |
-|---|---:|---:|---:|---:|---:|---:|---:|---:|
+The question, as the server answers it: one `period_inputs` call for every machine x shift of the month
+through `TiledKpiSource`, which reads the kept inputs of closed shifts (see docs/kpis.md, "Kept shifts"),
+then `formulas.compute` (every KPI: OEE and its factors, energy efficiency, unit cost) on each; "total" is
+that plus expanding the calendar and tariff. "line" is 6 machines over one closed shift the same way
+(median of 7); "line, raw" computes it from raw rows, as for the shift under way, which is never kept.
+"keeping the month" is what the server's keeper spends, spread over the month a shift at a time: computing
+every machine-shift from raw rows (in brackets: the store's own `KpiSource`; PostgreSQL splits it into two
+transactions run at once) and storing the tiles. "load" is the machine's 1-minute load average when the run
+began: other work shares these cores.
+
+| store | events | samples | machine-shifts | period_inputs s | calendar + formulas s | total s | line ms | line, raw ms | keeping the month s | load |
+|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|
 {totals}
 
-Where `period_inputs` spends its time (seconds; PostgreSQL: the slowest of its concurrent parts). Nearly
+Where the raw computation spends its time (seconds; PostgreSQL: the slowest of its concurrent parts). Nearly
 all of it goes into reading raw rows once each: parsing the JSON of every count message, ordering every
 energy reading and state change per machine (`lead`/`lag`), and joining each to the cells of its shift.
 On PostgreSQL each machine's rows are read through the (tenant, kind, asset, ts) index from a heap in
-arrival order, so nearly every row costs its own page visit. The targets need the month answered from
-pre-summed data instead (state seconds, credited counts and energy increments per machine and minute or
-hour, kept up to date at ingest like the historian's rollups), with raw rows read only at window edges.
+arrival order, so nearly every row costs its own page visit. This is why closed shifts are kept: each is
+computed once, a little after it ends (about 1/{days * 3} of the figure in brackets per shift for the whole plant),
+and again only if late data touches it.
 
 | store | {" | ".join(STEPS)} |
 |---|{"---:|" * len(STEPS)}
@@ -398,8 +435,9 @@ def main() -> None:
         results.append(r)
         print(f"{r.store} steps: " + ", ".join(f"{k} {v:.2f} s" for k, v in r.steps.items()))
         print(f"{r.store}: {r.groups:,} machine-shifts from {r.events:,} events and {r.samples:,} samples; "
-              f"period_inputs {r.query_s:.2f} s, calendar {r.plan_s:.2f} s, formulas {r.formulas_s:.2f} s, "
-              f"total {r.total_s:.2f} s; line of 6 over one shift {r.line_ms:.0f} ms; "
+              f"kept in {r.cold_s:.1f} s ({r.cold_compute_s:.1f} s computing); from tiles: period_inputs "
+              f"{r.query_s:.2f} s, calendar {r.plan_s:.2f} s, formulas {r.formulas_s:.2f} s, total {r.total_s:.2f} s; "
+              f"line of 6 over one shift {r.line_ms:.0f} ms kept, {r.line_raw_ms:.0f} ms raw; "
               + ", ".join(f"{k} {v:,.3f}" for k, v in r.sanity.items()))
     if not args.no_docs:
         update_docs(results, args.machines, args.days)

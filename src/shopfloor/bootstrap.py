@@ -34,6 +34,7 @@ from shopfloor.ports.analytics import AnalyticsModelStore
 from shopfloor.ports.backup import Backup
 from shopfloor.ports.ingest import RawMessage
 from shopfloor.ports.kpi import KpiSource
+from shopfloor.ports.kpi_tiles import KpiTileStore
 from shopfloor.ports.registry import RegistryRepository
 from shopfloor.ports.store import Historian
 from shopfloor.services.alarm_monitor import SystemMonitor, broker_check, disk_check, lag_check
@@ -49,6 +50,7 @@ from shopfloor.services.export import ExportService
 from shopfloor.services.health import HealthService
 from shopfloor.services.history import HistoryService
 from shopfloor.services.ingest import IngestService
+from shopfloor.services.kpi_tiles import TiledKpiSource, keep_closed_shifts, keep_periodically
 from shopfloor.services.kpis import KpiService
 from shopfloor.services.machine_writes import MachineWriteService
 from shopfloor.services.overview import OverviewService
@@ -64,6 +66,7 @@ from shopfloor.storage.duckdb.backup import DuckDBBackup
 from shopfloor.storage.duckdb.database import Database
 from shopfloor.storage.duckdb.historian import DuckDBHistorian
 from shopfloor.storage.duckdb.kpi import DuckDBKpiSource
+from shopfloor.storage.duckdb.kpi_tiles import DuckDBKpiTileStore
 from shopfloor.storage.duckdb.registry import DuckDBRegistry
 from shopfloor.storage.postgres.database import PgDatabase
 from shopfloor.web import pages as dashboard
@@ -85,6 +88,7 @@ class Stores:
     db: Database | None = None  # the DuckDB file, in embedded mode
     pg: PgDatabase | None = None  # the PostgreSQL database, in server mode
     analytics: AnalyticsModelStore | None = None  # analytics models and their trained state
+    kpi_tiles: KpiTileStore | None = None  # kept KPI inputs of closed windows
 
 
 def open_stores(settings: Settings, clock: SystemClock) -> Stores:
@@ -95,6 +99,7 @@ def open_stores(settings: Settings, clock: SystemClock) -> Stores:
         from shopfloor.storage.postgres.backup import PgBackup
         from shopfloor.storage.postgres.historian import PostgresHistorian
         from shopfloor.storage.postgres.kpi import PostgresKpiSource
+        from shopfloor.storage.postgres.kpi_tiles import PostgresKpiTileStore
         from shopfloor.storage.postgres.registry import PostgresRegistry
 
         pg = PgDatabase(settings.database_url, settings.database_schema)
@@ -111,7 +116,8 @@ def open_stores(settings: Settings, clock: SystemClock) -> Stores:
 
         return Stores(PostgresRegistry(pg, clock=clock), pg_historian, PostgresKpiSource(pg),
                       PgBackup(pg.dsn, pg.schema, work_dir=settings.data_dir), ping_pg, close_pg,
-                      PostgresAlarmStore(pg), pg=pg, analytics=PostgresAnalyticsStore(pg))
+                      PostgresAlarmStore(pg), pg=pg, analytics=PostgresAnalyticsStore(pg),
+                      kpi_tiles=PostgresKpiTileStore(pg))
     db = Database(settings.db_path)
     historian = DuckDBHistorian(db, rollup_staleness_us=staleness_us)
 
@@ -121,7 +127,7 @@ def open_stores(settings: Settings, clock: SystemClock) -> Stores:
 
     return Stores(DuckDBRegistry(db), historian, DuckDBKpiSource(db), DuckDBBackup(db.path, db),
                   lambda: db.cursor().execute("SELECT 1").fetchall(), close_duckdb, DuckDBAlarmStore(db), db=db,
-                  analytics=DuckDBAnalyticsStore(db))
+                  analytics=DuckDBAnalyticsStore(db), kpi_tiles=DuckDBKpiTileStore(db))
 
 
 @dataclass
@@ -149,11 +155,20 @@ class Platform:
     health: HealthService | None = None
     alarms: AlarmService | None = None  # rules and alarms: only in the process that serves (see run_alarms)
     analytics: AnalyticsService | None = None
+    kpi_tiles: TiledKpiSource | None = None  # the KPI service's source when closed windows are kept
     _overview: OverviewService | None = None
 
     @property
     def repo(self) -> RegistryRepository:
         return self.stores.repo
+
+    def keep_kpi_tiles(self, stopping: Callable[[], bool] = lambda: False) -> int:
+        """One pass of the KPI tile keeper (``services/kpi_tiles.keep_closed_shifts``); 0 when tiles are off."""
+        if self.kpi_tiles is None:
+            return 0
+        s = self.settings
+        return keep_closed_shifts(self.registry, self.kpis, self.kpi_tiles, self.clock, s.kpi_keep_days,
+                                  s.kpi_keep_settle_s, stopping)
 
     @property
     def historian(self) -> Historian:
@@ -254,11 +269,18 @@ def build_platform(settings: Settings) -> Platform:
     policy = RetentionPolicy(settings.raw_retention_days, settings.rollup_1m_days, settings.rollup_1h_days)
     analytics = (AnalyticsService(registry, stores.historian, stores.analytics, clock)
                  if stores.analytics is not None else None)
+    kpi_source: KpiSource = stores.kpis
+    tiled = None
+    if settings.kpi_tiles and stores.kpi_tiles is not None:
+        tiled = TiledKpiSource(stores.kpis, stores.kpi_tiles, stores.historian.last_seq, clock,
+                               settings.kpi_keep_settle_s * 1_000_000)
+        kpi_source = tiled
     return Platform(settings, stores, clock, stats, cache, registry, PlantService(registry),
                     HistoryService(registry, stores.historian, settings.staleness_s * 1_000_000),
                     TokenAuthenticator(stores.repo), ExportService(registry, stores.historian),
                     RetentionService(stores.repo, stores.historian, clock, policy),
-                    KpiService(registry, stores.kpis, clock, stores.historian), analytics=analytics)
+                    KpiService(registry, kpi_source, clock, stores.historian), analytics=analytics,
+                    kpi_tiles=tiled)
 
 
 @contextlib.contextmanager
@@ -423,6 +445,8 @@ async def serve(platform: Platform, stop: asyncio.Event, started: Callable[[Plat
             retention = loop.create_task(run_periodically(platform.retention, s.retention_every_s, stop))
             scoring = (loop.create_task(score_periodically(platform.analytics, s.analytics_every_s, stop))
                        if platform.analytics is not None and s.analytics_every_s > 0 else None)
+            keeping = (loop.create_task(keep_periodically(platform.keep_kpi_tiles, s.kpi_keep_every_s, stop))
+                       if platform.kpi_tiles is not None and s.kpi_keep_days > 0 else None)
             stop_task = loop.create_task(stop.wait())
             await asyncio.wait({server_task, stop_task}, return_when=asyncio.FIRST_COMPLETED)
             stop_task.cancel()
@@ -432,6 +456,8 @@ async def serve(platform: Platform, stop: asyncio.Event, started: Callable[[Plat
             if scoring is not None:
                 await asyncio.wait({scoring}, timeout=30)
                 scoring.cancel()
+            if keeping is not None:  # its thread must be done before the store closes: it stops after a day
+                await asyncio.wait({keeping})
         finally:
             if platform.alarms is not None:
                 platform.alarms.hub.close()  # end the live streams, or uvicorn waits for them

@@ -65,6 +65,13 @@ class Settings(BaseSettings):
                                                           "first start (0: none); capped below raw_retention_days.")
     analytics_every_s: int = Field(60, ge=0, description="How often trained analytics models score the new data "
                                                          "of the machines they follow (0: never).")
+    kpi_tiles: bool = Field(True, description="Keep the KPI inputs of closed windows (shifts) and answer from "
+                                              "them; late data drops the ones it touches.")
+    kpi_keep_days: float = Field(35, ge=0, description="The server keeps every machine's closed shifts of this "
+                                                       "many days ahead of questions (0: only what is asked for).")
+    kpi_keep_every_s: int = Field(300, ge=10, description="How often the server looks for closed shifts to keep.")
+    kpi_keep_settle_s: int = Field(120, ge=0, description="How long after a shift ends the server keeps it "
+                                                          "(late messages of the last minutes come first).")
     url: str = Field("http://127.0.0.1:8000", description="Server the CLI talks to.")
     token: SecretStr | None = Field(None, description="API token the CLI sends (SHOPFLOOR_TOKEN).")
 

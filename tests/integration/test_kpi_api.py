@@ -27,6 +27,7 @@ from shopfloor.services.cache import RegistryCache
 from shopfloor.services.clock import SystemClock
 from shopfloor.services.history import HistoryService
 from shopfloor.services.ingest import IngestService
+from shopfloor.services.kpi_tiles import TiledKpiSource
 from shopfloor.services.kpis import KpiService
 from shopfloor.services.plant import PlantService
 from shopfloor.services.registry import RegistryService
@@ -34,6 +35,7 @@ from shopfloor.services.stats import IngestStats
 from shopfloor.storage.duckdb.database import Database
 from shopfloor.storage.duckdb.historian import DuckDBHistorian
 from shopfloor.storage.duckdb.kpi import DuckDBKpiSource
+from shopfloor.storage.duckdb.kpi_tiles import DuckDBKpiTileStore
 from shopfloor.storage.duckdb.registry import DuckDBRegistry
 from shopfloor.testing.kpi_reference_source import ReferenceKpiSource
 from tests.unit.test_kpi_docs import lighthouse
@@ -80,6 +82,7 @@ class Api:
     client: TestClient
     root: str
     historian: DuckDBHistorian
+    tiles: TiledKpiSource | None = None
 
     def request(self, method: str, path: str, token: str | None, **kwargs: Any) -> Response:
         headers = dict(kwargs.pop("headers", {}))
@@ -115,11 +118,15 @@ class Api:
 
 
 def _app(tmp_path: Path, *, ingest: bool = True, kpis: bool = True,
-         source: KpiSource | None = None, sql: bool = False) -> Iterator[Api]:
+         source: KpiSource | None = None, sql: bool = False, tiled: bool = False) -> Iterator[Api]:
     db = Database(tmp_path / "shopfloor.duckdb")
     repo = DuckDBRegistry(db)
     historian = DuckDBHistorian(db)
     clock = SystemClock()
+    tiles = None
+    if tiled:  # closed windows answered from kept tiles, over the SQL source
+        tiles = TiledKpiSource(DuckDBKpiSource(db), DuckDBKpiTileStore(db), historian.last_seq, clock)
+        source = tiles
     stats = IngestStats(clock)
     cache = RegistryCache(repo, clock)
     registry = RegistryService(repo)
@@ -132,14 +139,14 @@ def _app(tmp_path: Path, *, ingest: bool = True, kpis: bool = True,
                                            clock, historian) if kpis else None)
     root = registry.issue_platform_token("root").secret
     with TestClient(create_app(services), raise_server_exceptions=False) as client:
-        yield Api(client, root, historian)
+        yield Api(client, root, historian, tiles)
     sink.close()
     historian.close()
 
 
-@pytest.fixture(params=["reference", "duckdb"])
+@pytest.fixture(params=["reference", "duckdb", "tiled"])
 def api(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Api]:
-    yield from _app(tmp_path, sql=request.param == "duckdb")
+    yield from _app(tmp_path, sql=request.param == "duckdb", tiled=request.param == "tiled")
 
 
 def topic(tenant: str, kind: str, machine: str = MACHINE) -> str:
@@ -238,12 +245,19 @@ def test_backfill_then_kpis_by_shift_and_late_data_recomputes_a_closed_shift(api
     assert before["kpis"]["unit_cost"]["value"] == pytest.approx((40 + 640 + 960 + 800) / 600)
     assert before["downtime"] == [{"reason": "idle", "seconds": 4 * 3600.0, "share": 1.0, "cumulative": 1.0}]
 
+    if api.tiles is not None:  # both shifts were kept (each has the energy reading that ends it): asked again, read
+        assert api.ok("GET", query, t["viewer"]) == before
+        assert api.tiles.last_hits == 2
+
     # a late message: the machine was running again from 12:00; the closed early shift changes
     late_report = post(api, t["engineer"], [msg("acme", "state", {"ts": at(d, 12), "state": "running"})])
     assert late_report["accepted"] == 1
     after = api.ok("GET", query, t["viewer"])
     assert after["groups"][0]["kpis"]["availability"]["value"] == pytest.approx(0.75)
     assert after["groups"][1] == late
+    if api.tiles is not None:  # the late event dropped the tiles it may change (both: it is before each one's end)
+        assert api.tiles.last_hits == 0
+        assert api.ok("GET", query, t["viewer"]) == after and api.tiles.last_hits == 2
 
 
 def test_backfill_tenant_rules_and_per_value_validation(api: Api) -> None:

@@ -4,8 +4,9 @@ and the lighthouse comparison of two periods.
 The store sums (``KpiSource``: durations, counts, energy, labour per window); every ratio comes from
 ``domain/kpi``. The configuration is read from the registry on each call: the site's shift calendar
 and cost model, each machine's cycle times and energy series, the line rule (``domain.kpi_config``).
-Nothing is cached: KPIs are computed from the stored events on request, so late or back-filled data
-is in the next answer, closed shifts included.
+Closed windows may be answered from kept tiles (``services/kpi_tiles.py``, when the platform gives
+this service a ``TiledKpiSource``); late or back-filled data drops the tiles it touches, so it is in
+the next answer, closed shifts included.
 
 A line's KPIs are those of its reference machine (``domain/kpi/line``: the bottleneck, or the last
 machine, by the ``kpi_line_rule`` attribute of the line, its area or its site), with the energy and
@@ -178,6 +179,38 @@ class KpiService:
         report = comparison(b.kpis, c.kpis, b.cost, c.cost)
         return ComparisonReport(target.ref, target.cost.currency if target.cost else None, b, c, report)
 
+    def closed_shift_requests(self, ctx: TenantContext, start_us: int, end_us: int,
+                              ended_by_us: int) -> list[KpiRequest]:
+        """For every site with a shift calendar, each of its machines' whole shifts that start in
+        [start, end) and end by ``ended_by``: what the KPI tile keeper keeps. A machine whose KPI
+        settings are wrong is left out (its KPIs are computed, and the error shown, when asked for)."""
+        by_site: dict[str, list[Asset]] = {}
+        for m in self._registry.list_assets(ctx, Level.MACHINE):
+            by_site.setdefault(m.path[0], []).append(m)
+        out: list[KpiRequest] = []
+        for machines in by_site.values():
+            try:
+                _, cal, cost, _, in_shifts = self._site(ctx, machines[0])
+            except ShopfloorError:  # a site's settings are wrong: its KPIs say so when asked for
+                continue
+            if cal is None:
+                continue
+            shifts = [(i.start, i.end) for i in shift_instances(cal, start_us, end_us)
+                      if start_us <= i.start < end_us and i.end <= ended_by_us]
+            if not shifts:
+                continue
+            lo, hi = shifts[0][0], max(e for _, e in shifts)
+            work = tuple(scheduled(cal, lo, hi))
+            tariff = tuple(spans_by_label(tariff_spans(cost.tariff, lo, hi))) if cost is not None else None
+            for m in machines:
+                try:
+                    setting = self._machine(ctx, m)
+                except ShopfloorError:
+                    continue
+                out.append(KpiRequest(m.id, shifts, work, tariff, setting.energy, setting.reports_orders,
+                                      in_shifts))
+        return out
+
     # -- configuration -----------------------------------------------------------------------------
     def _asset(self, ctx: TenantContext, asset: int | str) -> Asset:
         if isinstance(asset, int):
@@ -191,13 +224,17 @@ class KpiService:
             raise NotFound(f"no asset {asset!r} (give an id or a path like site/area/line/machine)")
         return found
 
-    def _target(self, ctx: TenantContext, asset: int | str) -> _Target:
-        a = self._asset(ctx, asset)
+    def _site(self, ctx: TenantContext, a: Asset) -> tuple[Asset, ShiftCalendar | None, CostModel | None, str, bool]:
+        """The site of ``a``: itself, its calendar, cost model, time zone and labour rule."""
         site = self._registry.site_of(ctx, a)
         cal = kpi_config.site_calendar(site.attributes, site.timezone)
         cost = kpi_config.site_cost_model(site.attributes, site.timezone)
-        tz = site.timezone or "UTC"
         in_shifts = kpi_config.labour_in_shifts_only(site.attributes, f"site {site.path_str}")
+        return site, cal, cost, site.timezone or "UTC", in_shifts
+
+    def _target(self, ctx: TenantContext, asset: int | str) -> _Target:
+        a = self._asset(ctx, asset)
+        site, cal, cost, tz, in_shifts = self._site(ctx, a)
         if a.level is Level.MACHINE:
             return _Target(a, [self._machine(ctx, a)], None, cal, cost, tz, in_shifts)
         if a.level is not Level.LINE:
@@ -312,10 +349,7 @@ class KpiService:
         """One source call: for each frame (its span and windows), each machine's inputs per window."""
         requests: list[KpiRequest] = []
         for start, end, windows in frames:
-            work = tuple(scheduled(target.calendar, start, end)) if target.calendar is not None else None
-            tariff: tuple[LabelledSpan, ...] | None = None
-            if target.cost is not None:
-                tariff = tuple(spans_by_label(tariff_spans(target.cost.tariff, start, end)))
+            work, tariff = _expanded(target, start, end)
             for m in target.machines:
                 requests.append(KpiRequest(m.asset.id, tuple(windows), work, tariff, m.energy, m.reports_orders,
                                            target.labour_in_shifts_only and work is not None))
@@ -358,6 +392,15 @@ class KpiService:
         base = _result(group, start, end, line_inputs, ref_setup.cycle_times, target.cost)
         return GroupResult(base.key, base.label, base.start_us, base.end_us, base.windows, base.kpis, base.coverage,
                            base.downtime, base.cost, chosen_oee, machines)
+
+
+def _expanded(target: _Target, start: int, end: int) -> tuple[tuple[Span, ...] | None,
+                                                             tuple[LabelledSpan, ...] | None]:
+    """The calendar's working spans and the tariff's labelled spans over [start, end), once per call."""
+    cal, cost = target.calendar, target.cost
+    work = tuple(scheduled(cal, start, end)) if cal is not None else None
+    tariff = tuple(spans_by_label(tariff_spans(cost.tariff, start, end))) if cost is not None else None
+    return work, tariff
 
 
 def _last_order_event(log: EventLog, tenant_id: int, asset_id: int, before: int, page: int = 1000,
