@@ -48,7 +48,7 @@ from shopfloor.domain.kpi.calendar import at, scheduled, shift_instances, spans_
 from shopfloor.domain.kpi.models import Break, Shift, TariffPeriod
 from shopfloor.domain.query import zone
 from shopfloor.domain.records import EventRecord, IngestBatch, SampleBatch
-from shopfloor.ports.kpi import EnergySeries, KpiRequest, KpiSource
+from shopfloor.ports.kpi import EnergySeries, KpiRequest, KpiSource, paused_gc
 from shopfloor.ports.kpi_tiles import KpiTileStore
 from shopfloor.ports.store import Historian
 from shopfloor.services.clock import SystemClock
@@ -267,7 +267,8 @@ def measure(store: str, source: KpiSource, tiles: KpiTileStore, last_seq: Callab
     if tiled.last_hits != len(inputs):
         raise SystemExit(f"only {tiled.last_hits} of {len(inputs)} windows came from tiles")
     t = time.perf_counter()
-    kpis = [compute(i, CYCLE_TIMES, COST) for i in inputs]
+    with paused_gc():  # as KpiService evaluates its groups
+        kpis = [compute(i, CYCLE_TIMES, COST) for i in inputs]
     t_formulas = time.perf_counter() - t
     oee = [k["oee"].value for k in kpis if k["oee"].value is not None]
     cost = [k["unit_cost"].value for k in kpis if "unit_cost" in k and k["unit_cost"].value is not None]
