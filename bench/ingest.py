@@ -17,6 +17,11 @@ msgspec (protobuf for Sparkplug) → Arrow → DuckDB pipeline with none of our 
 Arrow append and bare PostgreSQL binary COPY of the same rows, against the historians' ``commit``.
 
 Writes the "Ingest end to end" section of docs/PERFORMANCE.md (``--doc`` another file, ``--no-doc`` none).
+``--store duckdb`` runs only the DuckDB modes, their ceilings and the DuckDB store-only rows; the
+section then keeps the PostgreSQL rows it had, marked with the date of the run that measured them.
+The DuckDB store-only rows: the historian's commit (its rollups follow behind it, see
+``storage/duckdb/rollup_follower.py``), and the commit plus the rollup follower's catch-ups in one
+thread (``bench/store_bench.py``).
 """
 
 from __future__ import annotations
@@ -70,6 +75,7 @@ class Run:
     deadline_s: float
     store_rows: int
     dsn: str
+    postgres: bool  # False: the DuckDB modes, their ceilings and store-only rows alone
     tmp: Path
     rows: dict[str, Row]
 
@@ -221,12 +227,14 @@ async def embedded(run: Run, plant: setup.Plant, kind: str, ceiling: bool) -> tu
 def run_all(run: Run, payloads: tuple[str, ...]) -> None:
     plant = duckdb_plant(run.tmp / "plant")
     schema = f"bench_ingest_{uuid.uuid4().hex[:10]}"
-    pg_plant(run.dsn, schema)
+    if run.postgres:
+        pg_plant(run.dsn, schema)
     try:
         for kind in payloads:
             run_payload(run, plant, schema, kind)
     finally:
-        drop_schema(run.dsn, schema)
+        if run.postgres:
+            drop_schema(run.dsn, schema)
 
 
 def run_payload(run: Run, plant: setup.Plant, schema: str, kind: str) -> None:
@@ -236,8 +244,9 @@ def run_payload(run: Run, plant: setup.Plant, schema: str, kind: str) -> None:
     rate, partial = asyncio.run(embedded(run, plant, kind, ceiling=True))
     run.add(f"embedded broker {kind}", Row("embedded broker, counting sink (ceiling)", "-", kind, rate,
                                            partial=partial))
-    rate, partial = through_mosquitto(run, kind, lambda port: [(procs.bare_subscriber, (port,))], per)
-    run.add(f"mosquitto {kind}", Row("Mosquitto, bare subscriber (ceiling)", "-", kind, rate, partial=partial))
+    if run.postgres:  # the PostgreSQL rows' ceiling
+        rate, partial = through_mosquitto(run, kind, lambda port: [(procs.bare_subscriber, (port,))], per)
+        run.add(f"mosquitto {kind}", Row("Mosquitto, bare subscriber (ceiling)", "-", kind, rate, partial=partial))
     db_path = str(run.tmp / f"bare-{kind}.duckdb")
     rate, partial = through_mosquitto(
         run, kind, lambda port: [(procs.bare_pipeline, (port, kind, plant.series, db_path))], 1)
@@ -251,7 +260,7 @@ def run_payload(run: Run, plant: setup.Plant, schema: str, kind: str) -> None:
         run, kind, lambda port: [(procs.duckdb_ingest, (directory, port, kind))], 1, extra)
     run.add(f"mosquitto duckdb {kind}", Row("Mosquitto + 1 ingest process", "DuckDB", kind, rate,
                                             f"bare pipeline {kind}", partial))
-    for workers in (1, 2) if kind != "spb50" else (1,):
+    for workers in ((1, 2) if kind != "spb50" else (1,)) if run.postgres else ():
         rate, partial = through_mosquitto(
             run, kind, lambda port, w=workers: [  # type: ignore[misc]
                 (procs.pg_ingest, (i, w, run.dsn, schema, port, kind)) for i in range(w)], 1, extra)
@@ -287,9 +296,13 @@ def store_only(run: Run) -> None:
     from store_bench import duckdb_pair, postgres_pair
 
     n = run.store_rows
-    bare, full = duckdb_pair(run.tmp / "store-only", n)
+    bare, full, caught_up = duckdb_pair(run.tmp / "store-only", n)
     run.add("bare duckdb append", Row("bare DuckDB Arrow append (ceiling)", "DuckDB", "rows", bare))
     run.add("duckdb commit", Row("store only: historian commit", "DuckDB", "rows", full, "bare duckdb append"))
+    run.add("duckdb commit + rollups", Row("store only: historian commit + rollup follower in one thread", "DuckDB",
+                                           "rows", caught_up, "bare duckdb append"))
+    if not run.postgres:
+        return
     bare, full = postgres_pair(run.dsn, n)
     run.add("bare pg copy", Row("bare PostgreSQL binary COPY (ceiling)", "PostgreSQL", "rows", bare))
     run.add("pg commit", Row("store only: historian commit", "PostgreSQL", "rows", full, "bare pg copy"))
@@ -307,6 +320,7 @@ TARGETS = {
     "embedded json50": "≥ 0.8",
     "embedded spb50": "≥ 0.8",
     "duckdb commit": "≥ 0.67 (1.5x)",
+    "duckdb commit + rollups": "",
     "pg commit": "≥ 0.67 (1.5x)",
 }
 
@@ -317,7 +331,29 @@ def machine_line() -> str:
             f"{platform.python_version()} · load average {load:.1f} at the start")
 
 
-def section(run: Run, started: str, load: str, cmd: str, limits: str) -> str:
+def earlier_postgres_rows(path: Path) -> list[str]:
+    """For a ``--store duckdb`` run: the PostgreSQL rows (and their ceiling) of the section now in
+    ``path``, marked with the date they were measured, so that the section keeps them."""
+    doc = path.read_text() if path.exists() else ""
+    marker = f"\n## {SECTION}\n"
+    if marker not in doc:
+        return []
+    text = doc.partition(marker)[2]
+    text = text[:text.find("\n## ")] if "\n## " in text else text
+    when = next((line.split(" on ")[0].removeprefix("Measured ") for line in text.splitlines()
+                 if line.startswith("Measured ")), "an earlier run")
+    out = []
+    for line in text.splitlines():
+        cells = [c.strip() for c in line.strip("|").split("|")]
+        if line.startswith("| ") and len(cells) == 7 and (
+                cells[1] == "PostgreSQL" or cells[0] == "Mosquitto, bare subscriber (ceiling)"):
+            if "earlier run" not in cells[0]:
+                cells[0] += f" (earlier run: {when})"
+            out.append("| " + " | ".join(cells) + " |")
+    return out
+
+
+def section(run: Run, started: str, load: str, cmd: str, limits: str, carried: list[str] | None = None) -> str:
     lines = [f"## {SECTION}", "", f"Measured {started} on {load}.",
              f"Run: `{cmd}` (one command; figures of one run compare with each other, not across runs).",
              "A figure: points committed ÷ time from the first PUBLISH until the store committed the last. "
@@ -330,6 +366,7 @@ def section(run: Run, started: str, load: str, cmd: str, limits: str) -> str:
         rate = f"{r.points_s:,.0f}" + (" (cut at the deadline)" if r.partial else "")
         lines.append(f"| {r.mode} | {r.store} | {r.payload} | {rate} | {ceiling.mode if ceiling else '—'} | {ratio} "
                      f"| {TARGETS.get(key, '')} |")
+    lines += carried or []
     if limits:
         lines += ["", limits.strip()]
     return "\n".join(lines) + "\n"
@@ -358,6 +395,8 @@ def main() -> None:
     ap.add_argument("--doc", type=Path, default=ROOT / "docs" / "PERFORMANCE.md", help="the file to write")
     ap.add_argument("--no-doc", action="store_true", help="print only")
     ap.add_argument("--limits", type=Path, help="a Markdown file whose text goes below the table (what limits it)")
+    ap.add_argument("--store", choices=("all", "duckdb"), default="all",
+                    help="duckdb: only the DuckDB modes, their ceilings and the DuckDB store-only rows")
     args = ap.parse_args()
     counts = ({"json1": 300, "json50": 100, "spb50": 100} if args.quick
               else {"json1": 40_000, "json50": 10_000, "spb50": 6_000})
@@ -366,13 +405,16 @@ def main() -> None:
     started = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
     load = machine_line()
     with tempfile.TemporaryDirectory(prefix="bench-ingest-") as tmp:
-        run = Run(counts, 10.0 if args.quick else 20.0, 2_000 if args.quick else 500_000, args.dsn, Path(tmp), {})
+        run = Run(counts, 10.0 if args.quick else 20.0, 2_000 if args.quick else 500_000, args.dsn,
+                  args.store == "all", Path(tmp), {})
         t0 = time.monotonic()
         run_all(run, tuple(args.payload or setup.PAYLOADS))
         store_only(run)
         print(f"total {time.monotonic() - t0:.0f} s")
-    cmd = ".venv/bin/python bench/ingest.py" + (" --quick" if args.quick else "")
-    text = section(run, started, load, cmd, args.limits.read_text() if args.limits else "")
+    cmd = ".venv/bin/python bench/ingest.py" + (" --quick" if args.quick else "") + (
+        " --store duckdb" if args.store == "duckdb" else "")
+    carried = earlier_postgres_rows(args.doc) if args.store == "duckdb" and not args.no_doc else []
+    text = section(run, started, load, cmd, args.limits.read_text() if args.limits else "", carried)
     print(text)
     if not args.no_doc:
         write_section(args.doc, SECTION, text)

@@ -40,10 +40,15 @@ def rollup_staleness_us() -> int:
     return DEFAULT_ROLLUP_STALENESS_US
 
 
-@pytest.fixture(params=["memory", "file"])
+# the rollup follower: after every commit (memory), on its thread (file), or only before retention
+# and rebuilds (lagging: queries answer unmerged buckets from raw)
+_FOLLOW = {"memory": 0.0, "file": 0.5, "lagging": None}
+
+
+@pytest.fixture(params=list(_FOLLOW))
 def historian(request: pytest.FixtureRequest, tmp_path: Path, rollup_staleness_us: int) -> Iterator[DuckDBHistorian]:
     db = Database(":memory:" if request.param == "memory" else tmp_path / "shopfloor.duckdb")
-    store = DuckDBHistorian(db, rollup_staleness_us=rollup_staleness_us)
+    store = DuckDBHistorian(db, rollup_staleness_us=rollup_staleness_us, rollup_interval_s=_FOLLOW[request.param])
     yield store
     store.close()
     db.close()

@@ -47,6 +47,7 @@ def test_quick_run_writes_a_row_per_figure(tmp_path: Path) -> None:
     assert ("Mosquitto + 2 ingest worker(s)", "PostgreSQL", "json50") in figures
     for store in ("DuckDB", "PostgreSQL"):
         assert ("store only: historian commit", store, "rows") in figures
+    assert ("store only: historian commit + rollup follower in one thread", "DuckDB", "rows") in figures
     for cells in figures.values():
         assert re.fullmatch(r"[\d,]+( \(cut at the deadline\))?", cells[3]), cells
         if cells[4] != "—":

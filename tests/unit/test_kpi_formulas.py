@@ -80,6 +80,34 @@ def test_every_kpi_by_hand() -> None:
         {"energy": 80.0, "labour": 640.0, "material": 1500.0, "overhead": 375.0, "gq": 900})
 
 
+KEYS = ["availability", "effectiveness", "quality_ratio", "oee", "teep", "allocation_efficiency",
+        "utilisation_efficiency", "throughput_rate", "setup_ratio", "scrap_ratio", "rework_ratio", "mtbf", "mttr",
+        "technical_efficiency", "energy_efficiency", "kwh_per_good_unit", "labour_productivity", "unit_cost"]
+
+
+def test_hand_values_to_the_last_bit_and_the_json_of_a_kpi() -> None:
+    """The hand case's ratios whose floats are exact (every input a whole number of seconds or units),
+    compared with ==; the JSON is the API's: an object per KPI, ``iso`` left out when empty."""
+    k = compute(shift_inputs(), CycleTimes(default=15.0), COST)
+    assert list(k) == KEYS
+    exact = {"availability": 5 / 7.5, "quality_ratio": 0.9, "scrap_ratio": 0.05, "rework_ratio": 0.05,
+             "mtbf": 2.5, "mttr": 0.5, "technical_efficiency": 5 / 6, "utilisation_efficiency": 5 / 6.5,
+             "energy_efficiency": 2.25, "labour_productivity": 56.25, "throughput_rate": 125.0}
+    assert {key: k.value(key) for key in exact} == exact
+    assert msgspec.json.decode(msgspec.json.encode(k["availability"])) == {
+        "key": "availability", "value": 5 / 7.5, "unit": "1", "formula": "APT / PBT",
+        "inputs": {"apt_h": 5.0, "pbt_h": 7.5}, "coverage": 1.0, "iso": "Availability"}
+    teep = msgspec.json.decode(msgspec.json.encode(k["teep"]))
+    assert list(teep) == ["key", "value", "unit", "formula", "inputs", "coverage"]
+    assert list(teep["inputs"]) == ["oee", "loading", "pbt_h", "known_ct_h"] and teep["inputs"]["known_ct_h"] == 8.0
+    assert list(msgspec.json.decode(msgspec.json.encode(k))["kpis"]) == KEYS
+    # cost_breakdown alone gives what compute's unit cost was made of
+    c = cost_breakdown(shift_inputs(), COST)
+    assert k["unit_cost"].inputs == {"energy": c.energy, "labour": c.labour, "material": c.material,
+                                     "overhead": c.overhead, "gq": 900}
+    assert (c.labour, c.material, c.overhead, c.overhead_hours) == (640.0, 1500.0, 375.0, 7.5)
+
+
 def test_the_time_account() -> None:
     t = time_account(shift_inputs().time)
     assert (t.calendar, t.planned, t.run, t.setup, t.delay, t.planned_stop) == (8 * H, 7.5 * H, 5 * H, 0.5 * H, H, 0.5 * H)
@@ -188,3 +216,8 @@ def test_inputs_are_validated() -> None:
         CostModel(labour_rate=-1.0)
     with pytest.raises(msgspec.ValidationError):
         msgspec.convert({"time": [{"category": "coffee", "seconds": 1}]}, PeriodInputs)
+    for encoding in (msgspec.json, msgspec.msgpack):  # the stores' stored inputs are checked as they decode
+        with pytest.raises(InvalidInput, match="negative"):
+            encoding.decode(encoding.encode({"time": [{"category": "run", "seconds": -1.0}]}), type=PeriodInputs)
+        with pytest.raises(InvalidInput, match="negative"):
+            encoding.decode(encoding.encode({"counts": {"p": {"good": 1, "reject": -2}}}), type=PeriodInputs)

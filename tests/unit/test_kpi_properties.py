@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import math
+from collections.abc import Callable
 
 import pytest
 from hypothesis import assume, given, settings
@@ -126,6 +127,50 @@ def test_the_oee_identity_holds_end_to_end_from_raw_events(events: list[StateEve
     oee = compute(inputs, CycleTimes(default=ict)).value("oee")
     if t.run > 0 and n.produced > 0:
         assert oee == pytest.approx(n.good * ict / t.planned, rel=1e-9)
+
+
+def _in_order_sum(time: list[TimeBucket], counts: Callable[[TimeBucket], bool]) -> float:
+    out = 0.0
+    for b in time:
+        if counts(b):
+            out += b.seconds
+    return out
+
+
+LOSS_ELEMENTS = {Category.SETUP: "setup", Category.UNPLANNED_STOP: "delay", Category.STARVED: "starved",
+                 Category.BLOCKED: "blocked", Category.IDLE: "idle"}
+
+
+@PROPS
+@given(st.lists(st.builds(TimeBucket, st.sampled_from(list(Category)), st.one_of(seconds, st.integers(0, 10**6)),
+                          st.booleans(), st.booleans()), max_size=16))
+def test_every_time_element_is_the_in_order_sum_of_the_buckets_it_is_defined_by(time: list[TimeBucket]) -> None:
+    """Exactly (==, not approx): each element adds its buckets' seconds in bucket order, so its
+    floats do not depend on how ``time_account`` is written."""
+    def known(b: TimeBucket) -> bool:
+        return b.category is not Category.UNKNOWN
+
+    def loss(b: TimeBucket) -> bool:  # inside PBT and not running
+        return b.category in LOSS_ELEMENTS and b.scheduled and b.with_order
+
+    t = time_account(time)
+    expected = {
+        "calendar": _in_order_sum(time, lambda b: True),
+        "unknown": _in_order_sum(time, lambda b: not known(b)),
+        "unknown_planned": _in_order_sum(time, lambda b: not known(b) and b.scheduled and b.with_order),
+        "planned": _in_order_sum(time, lambda b: b.category is Category.RUN or loss(b)),
+        "run": _in_order_sum(time, lambda b: b.category is Category.RUN),
+        "planned_stop": _in_order_sum(time, lambda b: known(b) and b.category is not Category.RUN and not loss(b)),
+        "no_order": _in_order_sum(time, lambda b: known(b) and b.category is not Category.RUN and b.scheduled
+                                  and not b.with_order),
+        "scheduled": _in_order_sum(time, lambda b: b.scheduled),
+        "with_order": _in_order_sum(time, lambda b: b.with_order),
+        "repair": _in_order_sum(time, lambda b: b.category is Category.UNPLANNED_STOP),
+    }
+    for category, element in LOSS_ELEMENTS.items():
+        expected[element] = _in_order_sum([b for b in time if b.category is category], loss)
+    assert {name: getattr(t, name) for name in expected} == expected
+    assert sorted(expected) == sorted(t.__struct_fields__)
 
 
 money = st.one_of(st.just(0.0), st.floats(1e-3, 1e6))

@@ -59,10 +59,11 @@ class TimeSeriesStore(Protocol):
     # -- rollups ----------------------------------------------------------------------------
     # The store keeps 1-minute and 1-hour rollups of every numeric series (count, sum, min, max,
     # first, last, and the two sums of a time-weighted average computed with the store's
-    # ``rollup_staleness_us``), maintained inside ``commit`` for the buckets the commit touches,
-    # late data included. ``aggregate`` answers from the coarsest rollup whose buckets align with
-    # every requested bucket (and, for twa, whose staleness equals the query's), else from raw;
-    # its results are the same either way while raw data is there.
+    # ``rollup_staleness_us``), for the buckets each commit touches, late data included: inside
+    # ``commit`` or (DuckDB) by a follower shortly after it. ``aggregate`` answers from the coarsest
+    # rollup whose buckets align with every requested bucket (and, for twa, whose staleness equals
+    # the query's) and that no sample not yet merged can change, else from raw; its results are the
+    # same either way while raw data is there.
 
     def delete_rollups_before(self, level: str, cutoff_us: int, series_ids: Sequence[int] | None = None) -> int:
         """Retention of rollups; ``level`` is "1m" or "1h". Return rows dropped."""

@@ -19,6 +19,7 @@ from __future__ import annotations
 import enum
 from collections.abc import Sequence
 from dataclasses import dataclass
+from itertools import pairwise
 
 import msgspec
 
@@ -155,12 +156,19 @@ class KpiService:
         grouping = _grouping(by)
         target = self._target(ctx, asset)
         groups = self._groups(ctx, target, start_us, end, grouping)
-        windows = [(start_us, end), *(w for g in groups for w in g.windows)]
+        parts = [w for g in groups for w in g.windows]
+        if _disjoint(parts):  # the whole window is its groups and the gaps between them (kept windows, often)
+            windows = [*parts, *subtract([(start_us, end)], parts)]
+            whole = list(range(len(windows)))
+            i = 0
+        else:  # overlapping groups (shifts that overlap): the whole window on its own
+            windows = [(start_us, end), *parts]
+            whole = [0]
+            i = 1
         per_machine = self._fetch(ctx, target, [(start_us, end, windows)])[0]
         with paused_gc():  # up to MAX_GROUPS results of small acyclic structs
-            total = self._evaluate(target, _Group("", "whole window", [(start_us, end)]), per_machine, [0])
+            total = self._evaluate(target, _Group("", "whole window", [(start_us, end)]), per_machine, whole)
             results = []
-            i = 1
             for g in groups:
                 idx = list(range(i, i + len(g.windows)))
                 i += len(g.windows)
@@ -425,6 +433,11 @@ def _result(group: _Group, start: int, end: int, inputs: PeriodInputs, cycle_tim
     return GroupResult(group.key, group.label, start, end, sorted(group.windows), kpis,
                        kpis["availability"].coverage, downtime_pareto(inputs.downtime_by_reason),
                        cost_breakdown(inputs, cost) if cost is not None else None)
+
+
+def _disjoint(spans: list[Span]) -> bool:
+    ordered = sorted(spans)
+    return all(a[1] <= b[0] for a, b in pairwise(ordered))
 
 
 def _combined(parts: list[PeriodInputs]) -> PeriodInputs:

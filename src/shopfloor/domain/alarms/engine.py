@@ -213,6 +213,11 @@ class RuleEngine:
             if found is None or found.queued != at:
                 continue  # stale: the watch has moved on and is queued elsewhere, or is gone
             w = found
+            true_at = self._due_at(w)
+            if true_at is not None and true_at > at:  # queued early (lazily) and moved on since: wait in line
+                w.queued = true_at
+                heapq.heappush(heap, (true_at, rule_id, asset_id))
+                continue
             w.queued = None
             popped.append(w)
             shelf = w.inst.alarm.shelved_until_us
@@ -419,12 +424,20 @@ class RuleEngine:
     def _live_at(self, t: int) -> bool:
         return self._live and (self.now_us is None or t >= self.now_us - self.backfill_us)
 
-    def _queue(self, w: Watch) -> None:
-        """Keep the watch in the heap at its earliest deadline (lazily: stale entries are skipped)."""
+    @staticmethod
+    def _due_at(w: Watch) -> int | None:
+        """When the watch next needs the clock: its deadline or its shelf's end, whichever is first."""
         at = w.deadline()
         shelf = w.inst.alarm.shelved_until_us
         if shelf is not None and (at is None or shelf < at):
             at = shelf
+        return at
+
+    def _queue(self, w: Watch) -> None:
+        """Keep the watch in the heap at its earliest deadline (lazily: an entry that has become early is
+        moved back when it comes up, a stale one is skipped), so ticks handle watches in deadline order
+        whatever the batches were."""
+        at = self._due_at(w)
         if at is None or (w.queued is not None and w.queued <= at):
             return
         w.queued = at

@@ -108,4 +108,4 @@ def kwh_from_power(samples: Sequence[tuple[int, float | None]], start: int, end:
 
 def energy_cost(kwh_by_period: Mapping[str, float], tariff: Tariff) -> float:
     """Σ kWh * price over the time-of-use periods."""
-    return sum(kwh * tariff.price(period) for period, kwh in kwh_by_period.items())
+    return sum([kwh * tariff.price(period) for period, kwh in kwh_by_period.items()])

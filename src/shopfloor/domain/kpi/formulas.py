@@ -23,12 +23,12 @@ The time model (ISO 22400-2 element names in brackets), from the buckets:
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterable, Iterator, Mapping
-from dataclasses import dataclass
+from math import isfinite
 
 import msgspec
 
+from shopfloor.domain.errors import InvalidInput
 from shopfloor.domain.kpi.energy import energy_cost
 from shopfloor.domain.kpi.models import Category, CostModel, Counts, CycleTimes, PeriodInputs, TimeBucket
 
@@ -36,7 +36,7 @@ ALIASES = {"performance": "effectiveness", "quality": "quality_ratio"}
 HOUR = 3600.0
 
 
-class Kpi(msgspec.Struct, frozen=True, omit_defaults=True):
+class Kpi(msgspec.Struct, frozen=True, omit_defaults=True, gc=False):
     key: str
     value: float | None
     unit: str
@@ -46,7 +46,7 @@ class Kpi(msgspec.Struct, frozen=True, omit_defaults=True):
     iso: str = ""  # the ISO 22400-2 name, when the KPI is one of its set
 
 
-class KpiSet(msgspec.Struct, frozen=True):
+class KpiSet(msgspec.Struct, frozen=True, gc=False):
     kpis: dict[str, Kpi]
 
     def __getitem__(self, key: str) -> Kpi:
@@ -70,7 +70,7 @@ def ratio(num: float | None, den: float | None) -> float | None:
     if num is None or den is None or den == 0:
         return None
     out = num / den
-    return out if math.isfinite(out) else None
+    return out if isfinite(out) else None
 
 
 def product(*factors: float | None) -> float | None:
@@ -83,12 +83,17 @@ def product(*factors: float | None) -> float | None:
 
 
 def min_coverage(*covs: float | None) -> float | None:
-    known = [c for c in covs if c is not None]
-    return min(known) if len(known) == len(covs) and known else None
+    """The smallest coverage (the first of equal ones, as ``min``), or None when one is None."""
+    out: float | None = None
+    for c in covs:
+        if c is None:
+            return None
+        if out is None or c < out:
+            out = c
+    return out
 
 
-@dataclass(frozen=True, slots=True)
-class TimeAccount:
+class TimeAccount(msgspec.Struct, frozen=True, gc=False):
     """Seconds of each ISO 22400-2 time element, from the buckets (see the module docstring)."""
 
     calendar: float = 0.0
@@ -127,46 +132,74 @@ class TimeAccount:
         return ratio(self.planned, self.calendar - self.unknown)
 
 
+# the categories as plain module globals: reading ``Category.RUN`` goes through the enum's metaclass
+# each time, which costs more than the rest of a bucket's bookkeeping
+_RUN, _UNKNOWN, _PLANNED_STOP = Category.RUN, Category.UNKNOWN, Category.PLANNED_STOP
+_SETUP, _UNPLANNED_STOP, _STARVED, _BLOCKED, _IDLE = (
+    Category.SETUP, Category.UNPLANNED_STOP, Category.STARVED, Category.BLOCKED, Category.IDLE)
+
+
 def time_account(buckets: Iterable[TimeBucket]) -> TimeAccount:
-    acc = {k: 0.0 for k in TimeAccount.__dataclass_fields__}
-    losses = {Category.SETUP: "setup", Category.UNPLANNED_STOP: "delay", Category.STARVED: "starved",
-              Category.BLOCKED: "blocked", Category.IDLE: "idle"}
+    """Every time element in one pass over the buckets (the rules of the module docstring); each
+    element adds its buckets' seconds in bucket order."""
+    calendar = unknown = unknown_planned = planned = run = setup = delay = starved = blocked = idle = 0.0
+    planned_stop = no_order = scheduled = with_order = repair = 0.0
     for b in buckets:
         s = b.seconds
-        acc["calendar"] += s
-        acc["scheduled"] += s if b.scheduled else 0.0
-        acc["with_order"] += s if b.with_order else 0.0
-        if b.category is Category.UNPLANNED_STOP:
-            acc["repair"] += s
-        if b.category is Category.UNKNOWN:
-            acc["unknown"] += s
-            acc["unknown_planned"] += s if b.scheduled and b.with_order else 0.0
-        elif b.category is Category.RUN:
-            acc["run"] += s
-            acc["planned"] += s
-        elif b.scheduled and b.with_order and b.category is not Category.PLANNED_STOP:
-            acc["planned"] += s
-            acc[losses[b.category]] += s
+        c = b.category
+        in_shift = b.scheduled
+        ordered = b.with_order
+        calendar += s
+        if in_shift:
+            scheduled += s
+        if ordered:
+            with_order += s
+        if c is _UNPLANNED_STOP:
+            repair += s
+        if c is _UNKNOWN:
+            unknown += s
+            if in_shift and ordered:
+                unknown_planned += s
+        elif c is _RUN:
+            run += s
+            planned += s
+        elif in_shift and ordered and c is not _PLANNED_STOP:  # an availability loss
+            planned += s
+            if c is _UNPLANNED_STOP:
+                delay += s
+            elif c is _SETUP:
+                setup += s
+            elif c is _STARVED:
+                starved += s
+            elif c is _BLOCKED:
+                blocked += s
+            elif c is _IDLE:
+                idle += s
+            else:
+                raise InvalidInput(f"{c!r} is not a KPI category")
         else:
-            acc["planned_stop"] += s
-            acc["no_order"] += s if b.scheduled and not b.with_order else 0.0
-    return TimeAccount(**acc)
+            planned_stop += s
+            if in_shift and not ordered:
+                no_order += s
+    return TimeAccount(calendar, unknown, unknown_planned, planned, run, setup, delay, starved, blocked, idle,
+                       planned_stop, no_order, scheduled, with_order, repair)
 
 
 def ideal_time(counts: Mapping[str, Counts], cycle_times: CycleTimes | None) -> float | None:
     """Σ ideal cycle time(product) * produced units(product), in seconds; None if one is missing."""
     out = 0.0
     for product_key, c in counts.items():
-        if c.produced == 0:
+        produced = c.produced
+        if produced == 0:
             continue
         ict = cycle_times.for_product(product_key) if cycle_times else None
         if ict is None:
             return None
-        out += ict * c.produced
+        out += ict * produced
     return out
 
 
-class CostBreakdown(msgspec.Struct, frozen=True):
+class CostBreakdown(msgspec.Struct, frozen=True, gc=False):
     """A period's costs and the quantities they are spread over (input of the LMDI decomposition)."""
 
     energy: float
@@ -190,17 +223,19 @@ class CostBreakdown(msgspec.Struct, frozen=True):
 
 
 def cost_breakdown(inputs: PeriodInputs, cost: CostModel) -> CostBreakdown:
-    t = time_account(inputs.time)
-    material = sum(cost.material_per_unit(p) * c.produced for p, c in inputs.counts.items())
-    n = inputs.total_counts
-    return CostBreakdown(
-        energy=energy_cost(inputs.energy_kwh, cost.tariff),
-        labour=cost.labour_rate * inputs.labour_hours,
-        material=material,
-        overhead=cost.overhead_per_hour * t.scheduled / HOUR,
-        kwh=inputs.kwh, labour_hours=inputs.labour_hours, overhead_hours=t.scheduled / HOUR,
-        good=n.good, produced=n.produced, currency=cost.currency,
-    )
+    """Energy at the tariff's prices, labour per clocked hour, material per produced unit, overhead
+    per scheduled hour."""
+    return _cost_breakdown(inputs, cost, time_account(inputs.time).scheduled, inputs.total_counts, inputs.kwh)
+
+
+def _cost_breakdown(inputs: PeriodInputs, cost: CostModel, scheduled: float, n: Counts, kwh: float) -> CostBreakdown:
+    """``cost_breakdown`` given the period's scheduled seconds, total counts and kWh."""
+    material = sum([cost.material_per_unit(p) * c.produced for p, c in inputs.counts.items()])
+    energy = energy_cost(inputs.energy_kwh, cost.tariff)
+    overhead_hours = scheduled / HOUR
+    return CostBreakdown(energy, cost.labour_rate * inputs.labour_hours, material,
+                         cost.overhead_per_hour * scheduled / HOUR, kwh, inputs.labour_hours, overhead_hours,
+                         n.good, n.produced, cost.currency)
 
 
 def compute(inputs: PeriodInputs, cycle_times: CycleTimes | None = None, cost: CostModel | None = None) -> KpiSet:
@@ -208,57 +243,67 @@ def compute(inputs: PeriodInputs, cycle_times: CycleTimes | None = None, cost: C
     model the cost KPIs are left out."""
     t = time_account(inputs.time)
     n = inputs.total_counts
+    good, produced = n.good, n.produced
+    run, planned, setup, delay, failures = t.run, t.planned, t.setup, t.delay, inputs.failures
+    busy, processing = t.busy, t.processing
     cov = t.coverage
+    loading = t.loading
     energy_cov = inputs.energy_coverage if inputs.energy_coverage is not None else (1.0 if inputs.energy_kwh else None)
     e_cov = min_coverage(cov, energy_cov)
     ideal = ideal_time(inputs.counts, cycle_times)
-    out: dict[str, Kpi] = {}
+    apt_h, pbt_h, aubt_h = run / HOUR, planned / HOUR, busy / HOUR
 
-    def put(key: str, value: float | None, unit: str, formula: str, ins: dict[str, float | None],
-            coverage: float | None = cov, iso: str = "") -> None:
-        out[key] = Kpi(key, value, unit, formula, ins, coverage, iso)
-
-    h: dict[str, float | None] = {"apt_h": t.run / HOUR, "pbt_h": t.planned / HOUR}
-    availability = ratio(t.run, t.planned)
-    effectiveness = ratio(ideal, t.run)
-    quality = ratio(n.good, n.produced)
+    availability = ratio(run, planned)
+    effectiveness = ratio(ideal, run)
+    quality = ratio(good, produced)
     oee = product(availability, effectiveness, quality)
-    put("availability", availability, "1", "APT / PBT", h, iso="Availability")
-    put("effectiveness", effectiveness, "1", "Σ(ideal cycle time * PQ) / APT",
-        {"ideal_time_h": None if ideal is None else ideal / HOUR, "apt_h": t.run / HOUR}, iso="Effectiveness")
-    put("quality_ratio", quality, "1", "GQ / PQ", {"gq": n.good, "pq": n.produced}, iso="Quality ratio")
-    put("oee", oee, "1", "availability * effectiveness * quality_ratio",
-        {"availability": availability, "effectiveness": effectiveness, "quality_ratio": quality}, iso="OEE index")
-    put("teep", product(oee, t.loading), "1", "oee * PBT / (CT - unknown)",
-        {"oee": oee, "loading": t.loading, "pbt_h": t.planned / HOUR, "known_ct_h": (t.calendar - t.unknown) / HOUR})
-    put("allocation_efficiency", ratio(t.busy, t.planned), "1", "AUBT / PBT",
-        {"aubt_h": t.busy / HOUR, "pbt_h": t.planned / HOUR}, iso="Allocation efficiency")
-    put("utilisation_efficiency", ratio(t.run, t.busy), "1", "APT / AUBT",
-        {"apt_h": t.run / HOUR, "aubt_h": t.busy / HOUR}, iso="Utilization efficiency")
-    put("throughput_rate", ratio(n.produced, t.with_order / HOUR), "units/h", "PQ / AOET",
-        {"pq": n.produced, "aoet_h": t.with_order / HOUR}, iso="Throughput rate")
-    put("setup_ratio", ratio(t.setup, t.processing), "1", "ASUT / AUPT",
-        {"asut_h": t.setup / HOUR, "aupt_h": t.processing / HOUR}, iso="Setup rate")
-    put("scrap_ratio", ratio(n.reject, n.produced), "1", "SQ / PQ", {"sq": n.reject, "pq": n.produced},
-        iso="Scrap ratio")
-    put("rework_ratio", ratio(n.rework, n.produced), "1", "RQ / PQ", {"rq": n.rework, "pq": n.produced},
-        iso="Rework ratio")
-    put("mtbf", ratio(t.run / HOUR, inputs.failures), "h", "APT / FE",
-        {"apt_h": t.run / HOUR, "fe": inputs.failures}, iso="Mean operating time between failures")
-    put("mttr", ratio(t.repair / HOUR, inputs.failures), "h", "TTR / FE",
-        {"ttr_h": t.repair / HOUR, "fe": inputs.failures}, iso="Mean time to restoration")
-    put("technical_efficiency", ratio(t.run, t.run + t.delay), "1", "APT / (APT + ADET)",
-        {"apt_h": t.run / HOUR, "adet_h": t.delay / HOUR}, iso="Technical efficiency")
-    kwh = inputs.kwh if energy_cov is not None else None
-    put("energy_efficiency", ratio(n.good, kwh), "units/kWh", "GQ / kWh", {"gq": n.good, "kwh": kwh}, e_cov)
-    put("kwh_per_good_unit", ratio(kwh, n.good), "kWh/unit", "kWh / GQ", {"kwh": kwh, "gq": n.good}, e_cov)
-    put("labour_productivity", ratio(n.good, inputs.labour_hours), "units/h", "GQ / labour hours",
-        {"gq": n.good, "labour_h": inputs.labour_hours})
+    all_kwh = inputs.kwh
+    kwh = all_kwh if energy_cov is not None else None
+    out = {
+        "availability": Kpi("availability", availability, "1", "APT / PBT", {"apt_h": apt_h, "pbt_h": pbt_h},
+                            cov, "Availability"),
+        "effectiveness": Kpi("effectiveness", effectiveness, "1", "Σ(ideal cycle time * PQ) / APT",
+                             {"ideal_time_h": None if ideal is None else ideal / HOUR, "apt_h": apt_h}, cov,
+                             "Effectiveness"),
+        "quality_ratio": Kpi("quality_ratio", quality, "1", "GQ / PQ", {"gq": good, "pq": produced}, cov,
+                             "Quality ratio"),
+        "oee": Kpi("oee", oee, "1", "availability * effectiveness * quality_ratio",
+                   {"availability": availability, "effectiveness": effectiveness, "quality_ratio": quality}, cov,
+                   "OEE index"),
+        "teep": Kpi("teep", product(oee, loading), "1", "oee * PBT / (CT - unknown)",
+                    {"oee": oee, "loading": loading, "pbt_h": pbt_h, "known_ct_h": (t.calendar - t.unknown) / HOUR},
+                    cov),
+        "allocation_efficiency": Kpi("allocation_efficiency", ratio(busy, planned), "1", "AUBT / PBT",
+                                     {"aubt_h": aubt_h, "pbt_h": pbt_h}, cov, "Allocation efficiency"),
+        "utilisation_efficiency": Kpi("utilisation_efficiency", ratio(run, busy), "1", "APT / AUBT",
+                                      {"apt_h": apt_h, "aubt_h": aubt_h}, cov, "Utilization efficiency"),
+        "throughput_rate": Kpi("throughput_rate", ratio(produced, t.with_order / HOUR), "units/h", "PQ / AOET",
+                               {"pq": produced, "aoet_h": t.with_order / HOUR}, cov, "Throughput rate"),
+        "setup_ratio": Kpi("setup_ratio", ratio(setup, processing), "1", "ASUT / AUPT",
+                           {"asut_h": setup / HOUR, "aupt_h": processing / HOUR}, cov, "Setup rate"),
+        "scrap_ratio": Kpi("scrap_ratio", ratio(n.reject, produced), "1", "SQ / PQ", {"sq": n.reject, "pq": produced},
+                           cov, "Scrap ratio"),
+        "rework_ratio": Kpi("rework_ratio", ratio(n.rework, produced), "1", "RQ / PQ",
+                            {"rq": n.rework, "pq": produced}, cov, "Rework ratio"),
+        "mtbf": Kpi("mtbf", ratio(apt_h, failures), "h", "APT / FE", {"apt_h": apt_h, "fe": failures}, cov,
+                    "Mean operating time between failures"),
+        "mttr": Kpi("mttr", ratio(t.repair / HOUR, failures), "h", "TTR / FE",
+                    {"ttr_h": t.repair / HOUR, "fe": failures}, cov, "Mean time to restoration"),
+        "technical_efficiency": Kpi("technical_efficiency", ratio(run, run + delay), "1", "APT / (APT + ADET)",
+                                    {"apt_h": apt_h, "adet_h": delay / HOUR}, cov, "Technical efficiency"),
+        "energy_efficiency": Kpi("energy_efficiency", ratio(good, kwh), "units/kWh", "GQ / kWh",
+                                 {"gq": good, "kwh": kwh}, e_cov),
+        "kwh_per_good_unit": Kpi("kwh_per_good_unit", ratio(kwh, good), "kWh/unit", "kWh / GQ",
+                                 {"kwh": kwh, "gq": good}, e_cov),
+        "labour_productivity": Kpi("labour_productivity", ratio(good, inputs.labour_hours), "units/h",
+                                   "GQ / labour hours", {"gq": good, "labour_h": inputs.labour_hours}, cov),
+    }
     if cost is not None:
-        c = cost_breakdown(inputs, cost)
-        put("unit_cost", c.unit_cost, f"{cost.currency}/unit", "(energy + labour + material + overhead) / GQ",
-            {"energy": c.energy, "labour": c.labour, "material": c.material, "overhead": c.overhead,
-             "gq": c.good}, min_coverage(cov, energy_cov if energy_cov is not None else 0.0))
+        c = _cost_breakdown(inputs, cost, t.scheduled, n, all_kwh)
+        out["unit_cost"] = Kpi(
+            "unit_cost", c.unit_cost, f"{cost.currency}/unit", "(energy + labour + material + overhead) / GQ",
+            {"energy": c.energy, "labour": c.labour, "material": c.material, "overhead": c.overhead, "gq": c.good},
+            min_coverage(cov, energy_cov if energy_cov is not None else 0.0))
     return KpiSet(out)
 
 

@@ -8,7 +8,7 @@ interleave take ``write_lock``. Each component applies its own numbered migratio
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager, suppress
 from pathlib import Path
 
@@ -41,6 +41,7 @@ class Database:
         self._cursors_lock = threading.Lock()
         self.write_lock = threading.RLock()
         self._closed = False
+        self._on_close: list[Callable[[], None]] = []
         self._root.execute(
             "CREATE TABLE IF NOT EXISTS schema_migrations (component VARCHAR, version INTEGER, "
             "applied_at TIMESTAMPTZ DEFAULT now(), PRIMARY KEY (component, version))"
@@ -87,9 +88,17 @@ class Database:
                                [component, version])
             return len(migrations)
 
+    def on_close(self, hook: Callable[[], None]) -> None:
+        """Call ``hook`` when this database closes, before its connections go (a component's
+        background thread stops there)."""
+        self._on_close.append(hook)
+
     def close(self) -> None:
         if self._closed:
             return
+        for hook in self._on_close:
+            hook()
+        self._on_close.clear()
         self._closed = True
         with self._cursors_lock:
             for cur in self._cursors:

@@ -19,12 +19,17 @@ Decisions, in one place:
   the value was computed from: numeric samples for avg/min/max/sum, numeric and text samples for
   count/first/last, and for twa the samples whose hold overlaps the bucket (including one carried
   in from before it). Empty buckets have value None and count 0, also for ``count``.
-* Rollups (1 minute, 1 hour) are kept in the same transaction as the samples; ``aggregate``
-  answers from the coarsest level that tiles the requested buckets (see ``rollups.py``). Migration
-  2 adds them and flags a rebuild from raw, which the constructor runs (also when
-  ``rollup_staleness_us`` differs from the one the rollups were built with).
-* ``close()`` does not close the ``Database``: whoever created it owns it. It only marks this
-  historian closed; later calls raise ``StoreUnavailable``.
+* Rollups (1 minute, 1 hour) are not written by ``commit``: the rollup follower
+  (``rollup_follower.py``) merges the committed samples into them behind the commits, within about
+  ``rollup_interval_s`` (0.5 s), and keeps the seq up to which they are complete. ``aggregate``
+  answers from the coarsest level that tiles the requested buckets (see ``rollups.py``), except
+  buckets that samples not yet merged can change (every bucket ending after the oldest such
+  sample of the series, past the retention guards): those come from raw, in the same snapshot, so
+  answers are exact whatever the lag. Migration 2 adds the rollups and flags a rebuild from raw,
+  which the constructor runs (also when ``rollup_staleness_us`` differs from the one the rollups
+  were built with); migration 3 adds the follower's mark.
+* ``close()`` stops the follower and catches the rollups up; the ``Database`` stays open (whoever
+  created it owns it; closing it first closes this historian). Later calls raise ``StoreUnavailable``.
 """
 
 from __future__ import annotations
@@ -44,7 +49,9 @@ from shopfloor.domain.query import Agg, AggRow, SampleChanges, StoredDeadLetter,
 from shopfloor.domain.records import DeadLetter, EventRecord, IngestBatch, Quality, Sample, SampleBatch
 from shopfloor.storage.duckdb import changes
 from shopfloor.storage.duckdb.database import Database
-from shopfloor.storage.duckdb.rollup_append import AppendPath, Plan
+from shopfloor.storage.duckdb.forward import ForwardCheck, Newest
+from shopfloor.storage.duckdb.rollup_follower import DEFAULT_BATCH_ROWS, DEFAULT_INTERVAL_S, RollupFollower
+from shopfloor.storage.duckdb.rollup_follower import MIGRATION as FOLLOW_MIGRATION
 from shopfloor.storage.duckdb.rollups import MIGRATION as ROLLUPS_MIGRATION
 from shopfloor.storage.duckdb.rollups import Marks, Rollups, check_level, register
 
@@ -86,6 +93,7 @@ MIGRATIONS: list[str] = [
     INSERT INTO historian_seq VALUES (0);
     """,
     ROLLUPS_MIGRATION,
+    FOLLOW_MIGRATION,
 ]
 
 BAD = int(Quality.BAD)
@@ -129,11 +137,17 @@ GROUP BY b.i ORDER BY b.i
 class DuckDBHistorian:
     """``shopfloor.ports.store.Historian`` on a shared :class:`Database` (component "historian")."""
 
-    def __init__(self, db: Database, rollup_staleness_us: int = DEFAULT_ROLLUP_STALENESS_US) -> None:
+    def __init__(self, db: Database, rollup_staleness_us: int = DEFAULT_ROLLUP_STALENESS_US,
+                 rollup_interval_s: float | None = DEFAULT_INTERVAL_S,
+                 rollup_batch_rows: int = DEFAULT_BATCH_ROWS) -> None:
+        """``rollup_interval_s``: how often the rollup follower catches up (0: after every commit;
+        None: only when asked, see ``catch_up_rollups``); ``rollup_batch_rows``: pending rows that
+        wake it early."""
         self._db = db
         self._closed = False
         self._rollups = Rollups(rollup_staleness_us)
-        self._append = AppendPath()
+        self._forward = ForwardCheck()  # each series' newest stored ts
+        self._follower = RollupFollower(db, self._rollups, rollup_interval_s, rollup_batch_rows)
         db.migrate("historian", MIGRATIONS)
         with self._read() as cur:
             rows = cur.execute(
@@ -147,6 +161,8 @@ class DuckDBHistorian:
         self._seq = int(rows[0][0])
         self._dead_letter_id = int(rows[0][1])
         self._open_rollups()
+        self._follower.start()
+        db.on_close(self.close)
 
     def _open_rollups(self) -> None:
         """Load the retention marks; rebuild the rollups if migration 2 asked for it or the
@@ -176,11 +192,11 @@ class DuckDBHistorian:
             seq = self._seq + 1
             dead = (_dead_letters_table(batch.dead_letters, self._dead_letter_id)
                     if batch.dead_letters else None)
-            plan: Plan | None = None
+            forward: Newest | None = None
             try:
                 with self._db.transaction() as cur:
                     if samples is not None:
-                        plan = self._write_samples(cur, samples, seq)
+                        forward = self._write_samples(cur, samples, seq)
                     if events is not None:
                         _insert_events(cur, events, seq)
                     if dead is not None:
@@ -190,31 +206,27 @@ class DuckDBHistorian:
                 raise StoreUnavailable(f"could not commit ingest batch {seq}: {exc}") from exc
             self._seq = seq
             self._dead_letter_id += len(batch.dead_letters)
-            if plan is not None:
-                self._append.committed(plan)
+            if forward is not None:
+                self._forward.committed(forward)
             elif samples is not None:
-                self._append.after_recompute(samples)
-            return seq
+                self._forward.after_insert(samples)
+        self._follower.committed(len(batch.samples))
+        return seq
 
-    def _write_samples(self, cur: duckdb.DuckDBPyConnection, samples: pa.Table, seq: int) -> Plan | None:
-        """Insert the batch's samples and keep the rollups: the append path when every series only
-        moves forward (``rollup_append.py``), else the anti-join insert and a recomputation from raw."""
-        register(cur, "_sf_samples", samples)
-        try:
-            plan = self._append.plan(cur, self._rollups.marks, self._rollups.staleness_us)
-        finally:
-            cur.unregister("_sf_samples")
-        if plan is None:
-            self._rollups.refresh(cur, _insert_samples(cur, samples, seq, self._rollups))
+    def _write_samples(self, cur: duckdb.DuckDBPyConnection, samples: pa.Table, seq: int) -> Newest | None:
+        """Insert the batch's samples (the rollups follow later): a plain append when every series
+        only moves forward (``forward.py``; returns what it found), else the anti-join insert."""
+        forward = self._forward.check(cur, samples)
+        if forward is None:
+            _insert_samples(cur, samples, seq)
             return None
-        register(cur, "_sf_new", plan.new)
+        register(cur, "_sf_new", samples)
         try:
             cur.execute("INSERT INTO samples (series_id, ts, value, text, quality, seq)"
                         " SELECT series_id, ts, value, text, quality, ? FROM _sf_new", [seq])
         finally:
             cur.unregister("_sf_new")
-        self._append.apply(cur, plan, self._rollups.staleness_us)
-        return plan
+        return forward
 
     def last_seq(self) -> int:
         return self._seq
@@ -261,20 +273,44 @@ class DuckDBHistorian:
         if series_ids is not None and not series_ids:
             return
 
+        everything = series_ids is None and start_us is None and end_us is None
+
         def work(cur: duckdb.DuckDBPyConnection) -> None:
-            self._append.forget()
+            self._follower.forget()
             self._rollups.rebuild(cur, series_ids, start_us, end_us)
-            if series_ids is None and start_us is None and end_us is None:
+            if everything:  # under the write lock: raw holds exactly the commits up to self._seq
                 cur.execute("UPDATE rollup_state SET rebuild_pending = false, staleness_us = ?",
                             [self._rollups.staleness_us])
+                self._follower.set_mark(cur, self._seq)
 
-        self._write("rollup rebuild", work)
+        with self._db.write_lock, self._follower.lock:
+            if not everything:  # else rows merged later would count twice in the rebuilt range
+                self._follower.catch_up()
+            self._write("rollup rebuild", work)
+
+    def catch_up_rollups(self) -> int:
+        """Merge every committed sample not yet in the rollups now; return how many there were.
+        (The follower does this by itself; tests, benches and shutdown call it.)"""
+        self._check_open()
+        return self._follower.catch_up()
+
+    def rollups_pending(self) -> int:
+        """Samples committed since the follower's last catch-up began (an upper bound)."""
+        return self._follower.pending()
 
     def delete_events_before(self, cutoff_us: int) -> int:
         return self._delete("DELETE FROM events WHERE ts < ?", [cutoff_us])
 
     def close(self) -> None:
-        """Mark the historian closed; the ``Database`` stays open (its creator closes it)."""
+        """Stop the rollup follower, catch the rollups up and mark the historian closed; the
+        ``Database`` stays open (its creator closes it)."""
+        if self._closed:
+            return
+        self._follower.stop()
+        try:
+            self._follower.catch_up()
+        except StoreUnavailable as exc:  # the mark is stored: the next open catches up
+            log.warning("closing the historian: %s", exc)
         self._closed = True
 
     # ---- time series -----------------------------------------------------------------------
@@ -325,14 +361,21 @@ class DuckDBHistorian:
         if agg is Agg.TWA and staleness_us <= 0:
             raise InvalidInput("staleness must be a positive number of microseconds for a "
                                "time-weighted average")
-        by_source: dict[str | None, list[int]] = {}
-        for i, source in enumerate(self._rollups.sources(series_id, buckets, agg, staleness_us)):
-            by_source.setdefault(source, []).append(i)
         found: dict[int, tuple[float | None, int]] = {}
         with self._read() as cur:
-            for source, idx in by_source.items():
-                found.update(zip(idx, self._aggregate_part(cur, source, series_id, [buckets[i] for i in idx],
-                                                            agg, staleness_us), strict=True))
+            cur.begin()  # one snapshot: the follower's mark, the rollups and raw agree
+            try:
+                by_source: dict[str | None, list[int]] = {}
+                pending_from = _pending_from(cur, series_id)
+                for i, source in enumerate(self._rollups.sources(series_id, buckets, agg, staleness_us,
+                                                                 pending_from)):
+                    by_source.setdefault(source, []).append(i)
+                for source, idx in by_source.items():
+                    found.update(zip(idx, self._aggregate_part(cur, source, series_id,
+                                                                [buckets[i] for i in idx], agg, staleness_us),
+                                     strict=True))
+            finally:
+                cur.rollback()
         return [AggRow(b0, b1, *found[i]) for i, (b0, b1) in enumerate(buckets)]
 
     def _aggregate_part(self, cur: duckdb.DuckDBPyConnection, source: str | None, series_id: int,
@@ -482,12 +525,14 @@ class DuckDBHistorian:
         marks = self._rollups.marks.raised(kind, cutoff_us, series_ids)
 
         def work(cur: duckdb.DuckDBPyConnection) -> int:
-            self._append.forget()
+            self._forward.forget()
+            self._follower.forget()
             dropped = delete(cur)
             marks.write(cur)
             return dropped
 
-        with self._db.write_lock:
+        with self._db.write_lock, self._follower.lock:
+            self._follower.catch_up()  # pending rows go into the rollups before raw may go
             dropped = self._write("retention delete", work)
             self._rollups.marks = marks
         return dropped
@@ -498,7 +543,6 @@ class DuckDBHistorian:
 def _samples_table(s: SampleBatch) -> pa.Table:
     try:
         return pa.table({
-            "i": pa.array(range(len(s.series_id)), pa.int64()),
             "series_id": pa.array(s.series_id, pa.int32()),
             "ts": pa.array(s.ts_us, pa.int64()),
             "value": pa.array(s.value, pa.float64()),
@@ -509,10 +553,10 @@ def _samples_table(s: SampleBatch) -> pa.Table:
         raise InvalidInput(f"malformed sample batch (columns must be parallel and typed): {exc}") from exc
 
 
-def _insert_samples(cur: duckdb.DuckDBPyConnection, table: pa.Table, seq: int, rollups: Rollups) -> pa.Table:
-    """Insert the new samples; return the 1-minute rollup ranges they can change."""
+def _insert_samples(cur: duckdb.DuckDBPyConnection, table: pa.Table, seq: int) -> None:
+    """Insert the samples not stored yet (the first of each (series, ts) within the batch)."""
     lo, hi = _ts_range(table)
-    register(cur, "_sf_samples", table)
+    register(cur, "_sf_samples", table.append_column("i", pa.array(range(table.num_rows), pa.int64())))
     try:
         cur.execute(
             "INSERT INTO samples (series_id, ts, value, text, quality, seq)"
@@ -522,9 +566,16 @@ def _insert_samples(cur: duckdb.DuckDBPyConnection, table: pa.Table, seq: int, r
             " QUALIFY row_number() OVER (PARTITION BY b.series_id, b.ts ORDER BY b.i) = 1",
             [seq, lo, hi],
         )
-        return rollups.batch_ranges(cur)
     finally:
         cur.unregister("_sf_samples")
+
+
+def _pending_from(cur: duckdb.DuckDBPyConnection, series_id: int) -> int | None:
+    """The oldest ts among the series' samples that the rollups do not hold yet (None: none)."""
+    mark = cur.execute("SELECT max(seq) FROM rollup_follow").fetchall()[0][0]
+    rows = cur.execute("SELECT min(ts) FROM samples WHERE seq > ? AND series_id = ?",
+                       [int(mark), series_id]).fetchall()
+    return None if rows[0][0] is None else int(rows[0][0])
 
 
 def _canonical_json(data: dict[str, Any]) -> str:

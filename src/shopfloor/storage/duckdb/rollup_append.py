@@ -1,9 +1,10 @@
-"""The append fast path of the DuckDB historian: samples newer than everything stored of their series.
+"""The append fast path of the DuckDB rollups: samples newer than everything rolled up of their series.
 
 That is what a live plant sends nearly always, and recomputing rollups from raw for it (what
 ``rollups.Rollups.refresh`` does) rereads the minutes around every sample plus a staleness before
-them, on every commit. For a batch in which every series only moves forward, the rollup rows change
-in a way that can be computed from the batch alone and the newest stored sample of each series:
+them. The rollup follower (``rollup_follower.py``) hands this class the rows committed since its
+mark as one batch. For a batch in which every series only moves forward, the rollup rows change in
+a way that can be computed from the batch alone and the newest rolled-up sample of each series:
 
 * the new samples add to the statistics of their minutes (count, sum, min, max, first, last merge);
 * each new sample's hold adds its pieces to the minutes it spans;
@@ -17,11 +18,12 @@ The deltas per minute are merged into the existing 1-minute rows, and summed per
 samples nor hold duration is removed, as a recomputation would not write it. The results equal a
 recomputation up to floating-point rounding of the sums.
 
-``prev`` comes from a cache of each series' newest stored sample, kept by this object (DuckDB has
-one writer, and every write holds the database's write lock). It is filled from the table for series
-it has not seen, updated after each commit that succeeded, and dropped by retention and rebuilds.
-A batch takes this path only when every series in it is newer than its cached newest sample and no
-retention guard lies in the way; otherwise the historian recomputes from raw as before.
+``prev`` comes from a cache of each series' newest rolled-up sample, kept by this object (one
+follower per historian, under its lock). It is filled from the table for series it has not seen
+(the newest sample with seq up to the follower's mark), updated after each catch-up that committed,
+and dropped by retention, rebuilds and failed catch-ups. A batch takes this path only when every
+series in it is newer than its cached newest sample and no retention guard lies in the way;
+otherwise the follower recomputes the touched minutes from raw.
 """
 
 from __future__ import annotations
@@ -53,6 +55,7 @@ FROM _sf_new GROUP BY series_id
 _SEED_SQL = """
 WITH newest AS (
     SELECT series_id, max(ts) AS ts FROM samples WHERE series_id IN (SELECT unnest($ids::INTEGER[]))
+      AND seq <= $upto
     GROUP BY series_id
 )
 SELECT s.series_id, s.ts, s.value, s.quality FROM samples s JOIN newest USING (series_id, ts)
@@ -159,10 +162,15 @@ class AppendPath:
         """Drop everything known (after retention or a rebuild: the newest samples may have gone)."""
         self._newest.clear()
 
-    def plan(self, cur: duckdb.DuckDBPyConnection, marks: Marks, staleness_us: int) -> Plan | None:
+    def plan(self, cur: duckdb.DuckDBPyConnection, marks: Marks, staleness_us: int,
+             upto_seq: int | None = None, rows: pa.Table | None = None) -> Plan | None:
         """For the batch registered as ``_sf_samples`` (with its position ``i``): a Plan if every
-        series in it only moves forward and no retention guard is in the way, else None."""
-        new = cur.sql(_DEDUP_SQL).to_arrow_table()
+        series in it only moves forward and no retention guard is in the way, else None.
+
+        ``upto_seq``: the newest samples looked up are those with seq up to it (default: all).
+        ``rows``: the batch's rows, already free of duplicates (series_id, ts, value, text,
+        quality; then ``_sf_samples`` is not read)."""
+        new = cur.sql(_DEDUP_SQL).to_arrow_table() if rows is None else rows
         register(cur, "_sf_new", new)
         try:
             summary = cur.execute(_SUMMARY_SQL).fetchall()
@@ -170,7 +178,7 @@ class AppendPath:
             cur.unregister("_sf_new")
         unknown = [int(r[0]) for r in summary if int(r[0]) not in self._newest]
         if unknown:
-            self._seed(cur, unknown)
+            self._seed(cur, unknown, 2**62 if upto_seq is None else upto_seq)
         every_m, per_m = marks.guards(MINUTE_US, staleness_us)
         every_h, per_h = marks.guards(HOUR_US, staleness_us)
         newest: dict[int, Newest] = {}
@@ -194,15 +202,15 @@ class AppendPath:
         prev = pa.table([pa.array(c, f.type) for c, f in zip(cols, _PREV_SCHEMA, strict=True)], schema=_PREV_SCHEMA)
         return Plan(new, newest, prev)
 
-    def _seed(self, cur: duckdb.DuckDBPyConnection, series_ids: Sequence[int]) -> None:
+    def _seed(self, cur: duckdb.DuckDBPyConnection, series_ids: Sequence[int], upto_seq: int) -> None:
         found = {int(r[0]): (int(r[1]), r[2], int(r[3]))
-                 for r in cur.execute(_SEED_SQL, {"ids": list(series_ids)}).fetchall()}
+                 for r in cur.execute(_SEED_SQL, {"ids": list(series_ids), "upto": upto_seq}).fetchall()}
         for sid in series_ids:
             self._newest[sid] = found.get(sid)
 
     @staticmethod
     def apply(cur: duckdb.DuckDBPyConnection, plan: Plan, staleness_us: int) -> None:
-        """Update the rollup rows for ``plan`` (its samples already inserted), inside the commit."""
+        """Update the rollup rows for ``plan`` (its samples already stored), inside the caller's transaction."""
         register(cur, "_sf_new", plan.new)
         register(cur, "_sf_prev", plan.prev)
         try:

@@ -11,9 +11,10 @@ query made of consecutive rollup buckets then has the value Σ weighted / Σ dur
 Σ value_count + carried_in(first sub-bucket), exactly what raw gives. Rows exist only for buckets
 with a good sample or a hold; bad samples count nowhere, and a text sample ends a hold.
 
-How rows are kept current: ``refresh`` runs inside the ingest transaction. For each series of the
-batch, the 1-minute buckets from the bucket of a sample up to the end of its hold
-([floor(ts), ts + staleness)) are merged into ranges; a new sample can only change the rows in
+How rows are kept current: the rollup follower (``rollup_follower.py``) merges committed samples
+behind the commits, by the append path's deltas (``rollup_append.py``) when every series only moves
+forward, else by ``refresh``. For each series of the rows it merges, the 1-minute buckets from the
+bucket of a sample up to the end of its hold ([floor(ts), ts + staleness)) are merged into ranges; a new sample can only change the rows in
 that span (it cuts the hold of the sample before it, and only after its own ts). Those rows are
 deleted and recomputed from raw in one statement; the 1-hour rows of the hours around them are
 then recomputed from the 1-minute rows (an hour is a merge of its sixty minutes, so it equals the
@@ -366,17 +367,30 @@ class Rollups:
     # ---- queries ---------------------------------------------------------------------------
 
     def sources(self, series_id: int, buckets: Sequence[tuple[int, int]], agg: Agg,
-                staleness_us: int) -> list[str | None]:
-        """Per bucket, the coarsest level whose buckets tile it and that still holds it (its
-        retention cutoff is not after the bucket's start); None: answer from raw. For twa only
-        when the query's staleness is the one the rollups were built with."""
+                staleness_us: int, pending_from: int | None = None) -> list[str | None]:
+        """Per bucket, the coarsest level whose buckets tile it, that still holds it (its
+        retention cutoff is not after the bucket's start) and that is not dirty; None: answer from
+        raw. For twa only when the query's staleness is the one the rollups were built with.
+
+        ``pending_from``: the oldest ts of the series' samples not merged into the rollups yet. Such
+        a sample changes the statistics of its own bucket and the holds from its ts on, never
+        before; and nothing before a level's retention guard is recomputed. So a bucket is dirty
+        for a level when it ends after both ``pending_from`` and that level's guard."""
         if agg is Agg.TWA and staleness_us != self.staleness_us:
             return [None] * len(buckets)
-        horizons = [(name, width, self.marks.horizon(name, series_id)) for name, width in LEVELS]
+        levels: list[tuple[str, int, int | None, int | None]] = []
+        for name, width in LEVELS:
+            dirty_after = None
+            if pending_from is not None:
+                guard = (self.marks.minute_guard if width == MINUTE_US else self.marks.hour_guard)(
+                    series_id, self.staleness_us)
+                dirty_after = pending_from if guard is None else max(pending_from, guard)
+            levels.append((name, width, self.marks.horizon(name, series_id), dirty_after))
         out: list[str | None] = []
         for b0, b1 in buckets:
-            out.append(next((name for name, width, horizon in horizons
-                             if b0 % width == 0 and b1 % width == 0 and (horizon is None or b0 >= horizon)),
+            out.append(next((name for name, width, horizon, dirty_after in levels
+                             if b0 % width == 0 and b1 % width == 0 and (horizon is None or b0 >= horizon)
+                             and (dirty_after is None or b1 <= dirty_after)),
                             None))
         return out
 

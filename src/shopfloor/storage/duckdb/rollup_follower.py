@@ -1,0 +1,197 @@
+"""The rollup follower of the DuckDB historian: brings the rollups up to date behind the commits.
+
+A commit only appends raw rows, each with its ingest ``seq``. The follower keeps a mark (table
+``rollup_follow``): every sample with a higher seq is not yet in the rollups. A catch-up reads the
+samples with seq in (mark, last committed seq] (the zone maps on ``seq`` skip the older row groups),
+merges them into ``rollup_1m`` and ``rollup_1h`` and moves the mark, in one transaction: after a
+crash the next catch-up starts from the stored mark, and a reader's snapshot always sees rollups
+and a mark that agree (``DuckDBHistorian.aggregate`` answers the buckets the pending rows can
+change from raw).
+
+How the rows are merged: when every series among them only moves forward past its newest sample
+already in the rollups (a live plant, nearly always), by the append path's deltas
+(``rollup_append.py``); otherwise (late data, a retention guard in the way) by recomputing the
+minutes they touch from raw (``Rollups.refresh``). Either way the rows equal a rebuild from raw.
+The transaction's snapshot holds exactly the commits up to the seq it reads, so the raw rows a
+recomputation reads are the ones the mark then covers.
+
+When it runs (``interval_s``):
+
+* ``> 0`` (the default, 0.5 s): a daemon thread catches up every ``interval_s`` seconds while rows
+  are pending, and at once when ``batch_rows`` are pending. A commit that finds four times
+  ``batch_rows`` pending catches up itself before it returns, so the lag stays bounded when the
+  thread falls behind. The rollups lag the raw data by about ``interval_s`` plus one catch-up.
+* ``0``: after every commit, in the committing thread (rollups current when ``commit`` returns).
+* ``None``: only when asked (``catch_up``), plus the backpressure above, and before retention,
+  rebuilds and ``close`` (tests and benches use it).
+
+The follower has its own lock, not the database's write lock: its transaction writes only the
+rollup tables and the mark, which commits never touch, so commits carry on while it runs (DuckDB
+runs both; MVCC keeps the follower's view at the seq it read). Retention and rebuilds hold both.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+
+import duckdb
+import pyarrow as pa
+
+from shopfloor.domain.errors import StoreUnavailable
+from shopfloor.storage.duckdb.database import Database
+from shopfloor.storage.duckdb.rollup_append import AppendPath, Plan
+from shopfloor.storage.duckdb.rollups import Rollups, register
+
+log = logging.getLogger(__name__)
+
+DEFAULT_INTERVAL_S = 0.5
+DEFAULT_BATCH_ROWS = 200_000
+_BACKPRESSURE = 4  # x batch_rows pending: the committing thread catches up itself
+
+MIGRATION = """
+CREATE TABLE rollup_follow (seq BIGINT NOT NULL);
+INSERT INTO rollup_follow SELECT max(last_seq) FROM historian_seq;
+"""
+
+_PENDING_SQL = "SELECT series_id, ts, value, text, quality FROM samples WHERE seq > $mark AND seq <= $upto"
+
+
+class RollupFollower:
+    """Catches the rollups of one historian up with its commits (see the module docs)."""
+
+    def __init__(self, db: Database, rollups: Rollups, interval_s: float | None = DEFAULT_INTERVAL_S,
+                 batch_rows: int = DEFAULT_BATCH_ROWS) -> None:
+        if interval_s is not None and interval_s < 0:
+            raise ValueError("the rollup interval must not be negative")
+        if batch_rows <= 0:
+            raise ValueError("rollup batch rows must be positive")
+        self.lock = threading.RLock()  # held by a catch-up; retention and rebuilds take it too
+        self._db = db
+        self._rollups = rollups
+        self._interval_s = interval_s
+        self._batch_rows = batch_rows
+        self._path = AppendPath()  # each series' newest sample that the rollups hold
+        self._path_mark: int | None = None  # the mark that cache belongs to
+        self._pending = 0  # sample rows committed since the last catch-up began (an upper bound)
+        self._count_lock = threading.Lock()
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    # ---- scheduling ------------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Count what is pending (after a restart) and start the thread, if ``interval_s > 0``."""
+        cur = self._db.cursor()
+        rows = cur.execute("SELECT count(*) FROM samples WHERE seq > (SELECT max(seq) FROM rollup_follow)").fetchall()
+        with self._count_lock:
+            self._pending = int(rows[0][0])
+        if self._interval_s:
+            self._thread = threading.Thread(target=self._run, name="rollup-follower", daemon=True)
+            self._thread.start()
+
+    def committed(self, rows: int) -> None:
+        """A commit of ``rows`` samples has returned (called outside the write lock)."""
+        with self._count_lock:
+            self._pending += rows
+            pending = self._pending
+        if self._interval_s == 0 or pending >= _BACKPRESSURE * self._batch_rows:
+            self._catch_up_logged()
+        elif pending >= self._batch_rows:
+            self._wake.set()
+
+    def stop(self) -> None:
+        """Stop the thread (a catch-up under way finishes first)."""
+        self._stop.set()
+        self._wake.set()
+        if self._thread is not None and self._thread is not threading.current_thread():
+            self._thread.join()
+        self._thread = None
+
+    def pending(self) -> int:
+        with self._count_lock:
+            return self._pending
+
+    def _run(self) -> None:
+        interval = self._interval_s or DEFAULT_INTERVAL_S
+        while not self._stop.is_set():
+            self._wake.wait(interval)
+            self._wake.clear()
+            if self._stop.is_set():
+                return
+            if self.pending() > 0:
+                try:
+                    self._catch_up_logged()
+                except Exception:  # a bug: say so, and keep the thread (the rows stay pending)
+                    log.exception("rollup catch-up failed")
+
+    def _catch_up_logged(self) -> None:
+        try:
+            self.catch_up()
+        except StoreUnavailable as exc:  # the rows stay pending; the next catch-up takes them
+            log.warning("rollup catch-up failed, retried later: %s", exc)
+
+    # ---- catching up -----------------------------------------------------------------------
+
+    def forget(self) -> None:
+        """Drop the cached newest samples (after retention or a rebuild); hold ``lock``."""
+        self._path.forget()
+        self._path_mark = None
+
+    def catch_up(self) -> int:
+        """Merge every committed sample not yet in the rollups; return how many."""
+        with self.lock:
+            with self._count_lock:
+                counted = self._pending
+            plan: Plan | None = None
+            rows: pa.Table | None = None
+            try:
+                with self._db.transaction() as cur:
+                    upto, plan, rows = self._merge(cur)
+            except duckdb.Error as exc:
+                self.forget()
+                raise StoreUnavailable(f"rollup catch-up failed: {exc}") from exc
+            except BaseException:
+                self.forget()
+                raise
+            if plan is not None:
+                self._path.committed(plan)
+            elif rows is not None:
+                self._path.after_recompute(rows)
+            self._path_mark = upto
+            with self._count_lock:
+                self._pending = max(0, self._pending - counted)
+            return 0 if rows is None else rows.num_rows
+
+    def _merge(self, cur: duckdb.DuckDBPyConnection) -> tuple[int, Plan | None, pa.Table | None]:
+        mark = int(cur.execute("SELECT max(seq) FROM rollup_follow").fetchall()[0][0])
+        upto = int(cur.execute("SELECT max(last_seq) FROM historian_seq").fetchall()[0][0])
+        if upto <= mark:
+            return mark, None, None
+        if self._path_mark != mark:
+            self.forget()
+        rows = cur.sql(_PENDING_SQL, params={"mark": mark, "upto": upto}).to_arrow_table()
+        plan: Plan | None = None
+        if rows.num_rows:
+            st = self._rollups.staleness_us
+            register(cur, "_sf_samples", rows)
+            try:
+                plan = self._path.plan(cur, self._rollups.marks, st, upto_seq=mark, rows=rows)
+                ranges = None if plan is not None else self._rollups.batch_ranges(cur)
+            finally:
+                cur.unregister("_sf_samples")
+            if plan is not None:
+                AppendPath.apply(cur, plan, st)
+            elif ranges is not None:
+                self._rollups.refresh(cur, ranges)
+        cur.execute("UPDATE rollup_follow SET seq = ?", [upto])
+        return upto, plan, rows
+
+    def set_mark(self, cur: duckdb.DuckDBPyConnection, seq: int) -> None:
+        """Record inside the caller's transaction that the rollups hold everything up to ``seq``
+        (a full rebuild under the write lock); hold ``lock``."""
+        cur.execute("UPDATE rollup_follow SET seq = ?", [seq])
+        self.forget()
+        with self._count_lock:
+            self._pending = 0
