@@ -30,6 +30,7 @@ import bisect
 import enum
 import gc
 import itertools
+import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -248,6 +249,21 @@ def assemble(sums: Sums, requests: Sequence[KpiRequest], p: KpiPlan) -> list[Per
     """
     return [_inputs(sums, requests[p.win["r"][gid]], p.win["w1"][gid] - p.win["w0"][gid], gid)
             for gid in range(p.groups)]
+
+
+class Lap:
+    """Adds the seconds since the previous lap to a step's entry of ``into`` (cleared at the start):
+    the per-step timings the KPI sources expose for benchmarks."""
+
+    def __init__(self, into: dict[str, float]) -> None:
+        into.clear()
+        self._into = into
+        self._t = time.perf_counter()
+
+    def __call__(self, step: str) -> None:
+        now = time.perf_counter()
+        self._into[step] = self._into.get(step, 0.0) + now - self._t
+        self._t = now
 
 
 @contextmanager

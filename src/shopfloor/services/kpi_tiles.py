@@ -18,7 +18,6 @@ import bisect
 import contextlib
 import hashlib
 import logging
-import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
@@ -28,7 +27,7 @@ from shopfloor.domain.errors import ShopfloorError
 from shopfloor.domain.kpi.models import PeriodInputs
 from shopfloor.domain.tenancy import Role, TenantContext
 from shopfloor.ports.clock import Clock
-from shopfloor.ports.kpi import EnergyKind, KpiRequest, KpiSource, LabelledSpan, Span, paused_gc
+from shopfloor.ports.kpi import EnergyKind, KpiRequest, KpiSource, LabelledSpan, Lap, Span, paused_gc
 from shopfloor.ports.kpi_tiles import KpiTileStore, ReadingProbe, Tile, TileKey
 from shopfloor.services.kpis import KpiService
 from shopfloor.services.registry import PLATFORM, RegistryService
@@ -66,7 +65,7 @@ class TiledKpiSource:
         self.last_hits = 0  # windows of the last call answered from tiles
 
     def period_inputs(self, tenant_id: int, requests: Sequence[KpiRequest]) -> list[PeriodInputs]:
-        lap = _Lap(self.timings)
+        lap = Lap(self.timings)
         self._tiles.refresh(tenant_id, self._last_seq())
         lap("refresh")
         flat = [(r, w) for r in requests for w in r.windows]
@@ -98,7 +97,7 @@ class TiledKpiSource:
         missing = [i for i, b in zip(closed, blobs, strict=True) if b is None]
         if missing:
             self._compute(tenant_id, flat, missing, set(closed), dict(zip(closed, keys, strict=True)),
-                          _Lap(self.timings))
+                          Lap(self.timings))
         return len(missing)
 
     # -- internals ---------------------------------------------------------------------------------
@@ -119,7 +118,7 @@ class TiledKpiSource:
         return closed, keys
 
     def _compute(self, tenant_id: int, flat: list[tuple[KpiRequest, Span]], missing: list[int], closed: set[int],
-                 keys: dict[int, TileKey], lap: _Lap) -> list[PeriodInputs]:
+                 keys: dict[int, TileKey], lap: Lap) -> list[PeriodInputs]:
         seq = self._last_seq()  # everything up to here is in what the store reads next
         subs: list[KpiRequest] = []
         order: list[int] = []
@@ -193,18 +192,6 @@ def _clip_labelled(spans: Sequence[LabelledSpan] | None, w0: int, w1: int) -> st
     if spans is None:
         return "standard"
     return ",".join(f"{max(s, w0)}-{min(e, w1)}:{label}" for s, e, label in spans if s < w1 and e > w0)
-
-
-class _Lap:
-    def __init__(self, into: dict[str, float]) -> None:
-        into.clear()
-        self._into = into
-        self._t = time.perf_counter()
-
-    def __call__(self, step: str) -> None:
-        now = time.perf_counter()
-        self._into[step] = self._into.get(step, 0.0) + now - self._t
-        self._t = now
 
 
 def keep_closed_shifts(registry: RegistryService, kpis: KpiService, tiled: TiledKpiSource, clock: Clock,

@@ -37,7 +37,6 @@ reference's exactly. Ties at one instant are broken like ``DuckDBHistorian.event
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
@@ -48,7 +47,7 @@ import pyarrow as pa
 
 from shopfloor.domain.errors import StoreUnavailable
 from shopfloor.domain.kpi.models import Counts, PeriodInputs
-from shopfloor.ports.kpi import FAR_FUTURE, FAR_PAST, KpiPlan, KpiRequest, Sums, assemble, paused_gc, plan
+from shopfloor.ports.kpi import FAR_FUTURE, FAR_PAST, KpiPlan, KpiRequest, Lap, Sums, assemble, paused_gc, plan
 from shopfloor.storage.duckdb.database import Database
 
 B = 3_600_000_000  # the bucket of the range joins: one hour
@@ -374,7 +373,7 @@ class DuckDBKpiSource:
 
     def _run(self, cur: duckdb.DuckDBPyConnection, tenant_id: int, requests: Sequence[KpiRequest],
              p: KpiPlan) -> list[PeriodInputs]:
-        lap = _Lap(self.timings)
+        lap = Lap(self.timings)
         _register(cur, "_k_req", pa.table(_req_columns(p.req, {}), schema=_REQ))
         _register(cur, "_k_win", pa.table(p.win, schema=_WIN))
         _register(cur, "_k_cal", pa.table(p.cal, schema=_CAL))
@@ -458,19 +457,6 @@ class DuckDBKpiSource:
         except duckdb.Error as exc:
             raise StoreUnavailable(f"KPI query failed: {exc}") from exc
 
-
-class _Lap:
-    """Records the seconds since the previous lap under a step's name."""
-
-    def __init__(self, into: dict[str, float]) -> None:
-        into.clear()
-        self._into = into
-        self._t = time.perf_counter()
-
-    def __call__(self, step: str) -> None:
-        now = time.perf_counter()
-        self._into[step] = now - self._t
-        self._t = now
 
 
 def _search(cur: duckdb.DuckDBPyConnection, tenant_id: int, p: KpiPlan, span: int | None, in_copy: bool,

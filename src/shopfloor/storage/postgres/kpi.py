@@ -33,7 +33,7 @@ import psycopg
 from shopfloor.domain.errors import StoreUnavailable
 from shopfloor.domain.kpi.models import Counts, PeriodInputs
 from shopfloor.domain.timeutil import MAX_US, MIN_US
-from shopfloor.ports.kpi import FAR_FUTURE, FAR_PAST, KpiPlan, KpiRequest, Sums, assemble, paused_gc, plan
+from shopfloor.ports.kpi import FAR_FUTURE, FAR_PAST, KpiPlan, KpiRequest, Lap, Sums, assemble, paused_gc, plan
 from shopfloor.storage.postgres.database import PgDatabase
 
 DEFAULT_LOOKBACK_US = 7 * 86_400_000_000
@@ -355,19 +355,6 @@ def _split(requests: Sequence[KpiRequest], parts: int) -> list[Sequence[KpiReque
     return [o for o in out if o]
 
 
-class _Lap:
-    """Records the seconds since the previous lap under a step's name."""
-
-    def __init__(self, into: dict[str, float]) -> None:
-        into.clear()
-        self._into = into
-        self._t = time.perf_counter()
-
-    def __call__(self, step: str) -> None:
-        now = time.perf_counter()
-        self._into[step] = now - self._t
-        self._t = now
-
 
 class PostgresKpiSource:
     """``shopfloor.ports.kpi.KpiSource`` over the PostgreSQL historian's tables (read only)."""
@@ -409,7 +396,7 @@ class PostgresKpiSource:
         cal = dict(p.cal, s0=[clamp.get(v, v) for v in p.cal["s0"]], s1=[clamp.get(v, v) for v in p.cal["s1"]])
         tar = dict(p.tar, t0=[clamp.get(v, v) for v in p.tar["t0"]], t1=[clamp.get(v, v) for v in p.tar["t1"]])
         params: dict[str, Any] = {"tenant": tenant_id, "lookback": self.lookback_us}
-        lap = _Lap(laps)
+        lap = Lap(laps)
         # JIT compiles these statements for seconds and gains nothing; sorts and hashes get memory
         # Every read of events and samples is a LATERAL index scan per request, so the joins left are
         # the ones with the cells, which must hash the cells (the planner misestimates the other
