@@ -160,14 +160,15 @@ class TileCases:
         world.ask(request())
         assert world.tiled.last_hits == 0  # the early shift, and the later ones (the reading is before their ends)
 
-    def test_a_counter_without_a_reading_after_the_window_is_kept_until_any_new_reading(self, world: World) -> None:
+    def test_a_counter_without_a_reading_after_the_window_is_kept_once_it_reports(self, world: World) -> None:
         day(world)
         late = [(DAY0 + 30 * H + 5 * MIN, DAY0 + 31 * H)]  # after the last reading
         world.ask(request(windows=late))
+        assert world.store.count(TENANT) == 0  # its energy is still open
+        power = EnergySeries(SERIES, EnergyKind.POWER, 15 * MIN)  # a power sample holds forward only: kept
+        world.ask(request(energy=power, windows=late))
         assert world.store.count(TENANT) == 1
-        world.ask(request(windows=late))
-        assert world.tiled.last_hits == 1
-        world.reading(DAY0 + 50 * H, 300.0)  # the meter reports again, long after: the window's energy changes
+        world.reading(DAY0 + 50 * H, 300.0)  # the meter reports again, long after
         got = world.ask(request(windows=late))
         assert world.tiled.last_hits == 0 and got[0].kwh > 0
         world.ask(request(windows=late))

@@ -8,8 +8,8 @@ could change it:
   or before it, where it may be the one in force at the window's start);
 - a sample of the machine's energy series with ``ts <= dep_hi``: for a kWh counter ``dep_hi`` is the
   first good reading at or after the window's end (the increment up to it is spread over the window's
-  last minutes), or "never" while there is none, so that any new sample drops the tile; for power
-  samples, ``w1 - 1``.
+  last minutes; a window whose counter has no reading after it yet is not kept); for power samples,
+  ``w1 - 1``.
 
 Rows committed later with larger timestamps cannot change the window, so live data never touches
 closed tiles; back-filled or late data drops exactly the tiles it could change (and perhaps a few

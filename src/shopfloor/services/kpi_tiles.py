@@ -34,7 +34,6 @@ from shopfloor.services.registry import PLATFORM, RegistryService
 
 log = logging.getLogger(__name__)
 
-NEVER = 2**62  # dep_hi of a counter with no reading after the window yet: any new sample drops the tile
 DAY_US = 86_400_000_000
 
 
@@ -66,11 +65,12 @@ class TiledKpiSource:
 
     def period_inputs(self, tenant_id: int, requests: Sequence[KpiRequest]) -> list[PeriodInputs]:
         lap = Lap(self.timings)
-        self._tiles.refresh(tenant_id, self._last_seq())
-        lap("refresh")
         flat = [(r, w) for r in requests for w in r.windows]
         out: list[PeriodInputs | None] = [None] * len(flat)
         closed, keys = self._keys(requests, self._clock.now_us())
+        if keys:  # only closed windows can come from tiles (the shift under way costs nothing here)
+            self._tiles.refresh(tenant_id, self._last_seq())
+        lap("refresh")
         blobs = self._tiles.lookup(tenant_id, keys)
         lap("lookup")
         decode = self._decoder.decode
@@ -146,9 +146,11 @@ class TiledKpiSource:
         encode = self._encoder.encode
         tiles = []
         for j, (key, _, inputs) in enumerate(done):
-            if j in dep:  # a counter: up to its first reading after the window (none yet: any new one)
+            if j in dep:  # a counter: up to its first reading after the window
                 found = dep[j]
-                dep_hi = NEVER if found is None else found
+                if found is None:  # none yet: the window's energy is still open; computed when asked
+                    continue
+                dep_hi = found
             else:
                 dep_hi = key.w1 - 1
             tiles.append(Tile(key, dep_hi, encode(inputs)))
@@ -216,7 +218,10 @@ def keep_closed_shifts(registry: RegistryService, kpis: KpiService, tiled: Tiled
 
 async def keep_periodically(work: Callable[[Callable[[], bool]], int], every_s: float, stop: asyncio.Event) -> None:
     """Run ``work`` (``keep_closed_shifts`` bound to a platform, given a "stopping?" test) in a thread
-    every ``every_s`` seconds until ``stop`` is set; a pass under way ends after its current day."""
+    every ``every_s`` seconds (the first a minute after the start at most) until ``stop`` is set; a
+    pass under way ends after its current day."""
+    with contextlib.suppress(TimeoutError):  # not at once: a starting server has other work first
+        await asyncio.wait_for(stop.wait(), timeout=min(every_s, 60))
     while not stop.is_set():
         try:
             kept = await asyncio.to_thread(work, stop.is_set)

@@ -1,12 +1,13 @@
 """``KpiTileStore`` on DuckDB: kept KPI inputs of closed windows (see ``ports/kpi_tiles.py``).
 
-Writes take the database's ``write_lock`` (DuckDB: one writer per process), so a refresh and a
-store never interleave. The tail of rows committed after a mark is found through the zone maps on
+Writes take this store's own lock, so a refresh and a store never interleave; they touch only the
+tile tables, so they do not wait for (or hold up) the historian's commits. The tail of rows committed after a mark is found through the zone maps on
 ``seq`` (rows are appended in commit order), aggregated per machine and per energy series.
 """
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Sequence
 from contextlib import suppress
 from typing import Any
@@ -51,9 +52,10 @@ _EVENT_TAIL = """
 SELECT asset_id, min(ts) AS m, max(seq) AS s FROM events
 WHERE tenant_id = $tenant AND seq > $lo AND seq <= $hi GROUP BY asset_id
 """
+# samples stamped after every tile's dep_hi change none of them (live data): the bound skips them
 _SAMPLE_TAIL = """
 SELECT series_id, min(ts) AS m, max(seq) AS s FROM samples
-WHERE seq > $lo AND seq <= $hi
+WHERE seq > $lo AND seq <= $hi AND ts <= $cap
   AND series_id IN (SELECT DISTINCT series_id FROM kpi_tiles WHERE tenant_id = $tenant AND series_id IS NOT NULL)
 GROUP BY series_id
 """
@@ -69,10 +71,11 @@ class DuckDBKpiTileStore:
 
     def __init__(self, db: Database) -> None:
         self._db = db
+        self._lock = threading.Lock()
         db.migrate("kpi_tiles", MIGRATIONS)
 
     def refresh(self, tenant_id: int, upto_seq: int) -> int:
-        with self._db.write_lock, self._tx() as cur:
+        with self._lock, self._tx() as cur:
             mark = _mark(cur, tenant_id)
             if mark is not None and mark >= upto_seq:
                 return 0
@@ -104,7 +107,7 @@ class DuckDBKpiTileStore:
     def store(self, tenant_id: int, tiles: Sequence[Tile], seq: int) -> int:
         if not tiles:
             return 0
-        with self._db.write_lock, self._tx() as cur:
+        with self._lock, self._tx() as cur:
             mark = _mark(cur, tenant_id)
             if mark is None:
                 _set_mark(cur, tenant_id, seq)
@@ -167,7 +170,7 @@ class DuckDBKpiTileStore:
         return out
 
     def clear(self, tenant_id: int) -> int:
-        with self._db.write_lock, self._tx() as cur:
+        with self._lock, self._tx() as cur:
             rows = cur.execute("DELETE FROM kpi_tiles WHERE tenant_id = ?", [tenant_id]).fetchall()
             return int(rows[0][0]) if rows else 0
 
@@ -230,7 +233,9 @@ def _drop_touched(cur: duckdb.DuckDBPyConnection, tenant_id: int, lo: int, hi: i
     """Drop the tenant's tiles (those stored at ``only_seq``, if given) that rows in (lo, hi] may change."""
     params = {"tenant": tenant_id, "lo": lo, "hi": hi}
     ev = cur.sql(_EVENT_TAIL, params=params).to_arrow_table()
-    sa = cur.sql(_SAMPLE_TAIL, params=params).to_arrow_table()
+    cap = cur.execute("SELECT max(dep_hi) FROM kpi_tiles WHERE tenant_id = ? AND series_id IS NOT NULL",
+                      [tenant_id]).fetchall()[0][0]
+    sa = cur.sql(_SAMPLE_TAIL, params={**params, "cap": int(cap) if cap is not None else -(2**62)}).to_arrow_table()
     if ev.num_rows == 0 and sa.num_rows == 0:
         return 0
     _register(cur, "_kt_ev", ev)

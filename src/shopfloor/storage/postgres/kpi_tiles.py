@@ -9,10 +9,12 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from datetime import UTC, datetime
 
 import psycopg
 
 from shopfloor.domain.errors import StoreUnavailable
+from shopfloor.domain.timeutil import from_us
 from shopfloor.ports.kpi_tiles import ReadingProbe, Tile, TileKey
 from shopfloor.storage.postgres.database import PgDatabase
 
@@ -31,6 +33,7 @@ MIGRATIONS: list[str] = [
         PRIMARY KEY (tenant_id, asset_id, w0, w1, fp)
     );
     CREATE INDEX kpi_tiles_series ON kpi_tiles (series_id) WHERE series_id IS NOT NULL;
+    CREATE INDEX kpi_tiles_dep ON kpi_tiles (tenant_id, dep_hi) WHERE series_id IS NOT NULL;
     COMMENT ON TABLE kpi_tiles IS 'KPI inputs of closed windows (msgpack PeriodInputs); dropped when late data touches them';
     CREATE TABLE kpi_tile_marks (
         tenant_id integer PRIMARY KEY,
@@ -40,24 +43,32 @@ MIGRATIONS: list[str] = [
     """,
 ]
 
+_LAST_US = 253_402_214_400_000_000  # 9999-12-31: later bounds are "no bound"
 # µs since the epoch of a timestamptz column, exactly
 _US = "(extract(epoch FROM {c}) * 1000000)::int8"
 
-# rows committed in (lo, hi] of the tenant's machines and of its tiles' energy series, and the tiles
-# (of one seq, when given) they may change
-_DROP_TOUCHED = f"""
-WITH ev AS (
+# rows committed in (lo, hi] of the tenant's machines (per machine: earliest ts, latest seq), and the
+# tiles (of one seq, when given) they may change; the same for its tiles' energy series. Two joins
+# against the aggregated tail (materialised: a few rows per machine), never a subquery per tile.
+_DROP_BY_EVENTS = f"""
+WITH ev AS MATERIALIZED (
     SELECT asset_id, {_US.format(c="min(ts)")} AS m, max(seq) AS s FROM events
     WHERE tenant_id = %(tenant)s AND seq > %(lo)s AND seq <= %(hi)s GROUP BY asset_id
-), sa AS (
+)
+DELETE FROM kpi_tiles t USING ev
+WHERE t.tenant_id = %(tenant)s AND (%(only)s::int8 IS NULL OR t.seq = %(only)s::int8)
+  AND ev.asset_id = t.asset_id AND ev.m < t.w1 AND ev.s > t.seq
+"""
+_DROP_BY_SAMPLES = f"""
+WITH sa AS MATERIALIZED (
     SELECT series_id, {_US.format(c="min(ts)")} AS m, max(seq) AS s FROM samples
-    WHERE seq > %(lo)s AND seq <= %(hi)s
+    WHERE seq > %(lo)s AND seq <= %(hi)s AND ts <= %(cap)s
       AND series_id IN (SELECT DISTINCT series_id FROM kpi_tiles WHERE tenant_id = %(tenant)s AND series_id IS NOT NULL)
     GROUP BY series_id
 )
-DELETE FROM kpi_tiles t WHERE t.tenant_id = %(tenant)s AND (%(only)s::int8 IS NULL OR t.seq = %(only)s::int8) AND (
-    EXISTS (SELECT 1 FROM ev WHERE ev.asset_id = t.asset_id AND ev.m < t.w1 AND ev.s > t.seq)
-    OR EXISTS (SELECT 1 FROM sa WHERE sa.series_id = t.series_id AND sa.m <= t.dep_hi AND sa.s > t.seq))
+DELETE FROM kpi_tiles t USING sa
+WHERE t.tenant_id = %(tenant)s AND (%(only)s::int8 IS NULL OR t.seq = %(only)s::int8)
+  AND sa.series_id = t.series_id AND sa.m <= t.dep_hi AND sa.s > t.seq
 """
 
 
@@ -170,4 +181,13 @@ def _staging(conn: psycopg.Connection) -> None:
 
 
 def _drop_touched(conn: psycopg.Connection, tenant_id: int, lo: int, hi: int, only: int | None) -> int:
-    return conn.execute(_DROP_TOUCHED, {"tenant": tenant_id, "lo": lo, "hi": hi, "only": only}).rowcount
+    params: dict[str, object] = {"tenant": tenant_id, "lo": lo, "hi": hi, "only": only}
+    dropped = conn.execute(_DROP_BY_EVENTS, params).rowcount
+    # samples stamped after every tile's dep_hi change none of them (live data): a bound on the
+    # partition key leaves all but the partitions that can matter out of the scan
+    row = conn.execute("SELECT max(dep_hi) FROM kpi_tiles WHERE tenant_id = %s AND series_id IS NOT NULL",
+                       [tenant_id]).fetchone()
+    if row is not None and row[0] is not None:
+        cap = from_us(int(row[0])) if row[0] < _LAST_US else datetime(9999, 12, 31, tzinfo=UTC)
+        dropped += conn.execute(_DROP_BY_SAMPLES, {**params, "cap": cap}).rowcount
+    return dropped
