@@ -326,7 +326,8 @@ def test_a_changed_file_sends_sighup_to_the_broker_from_the_pid_file(tmp_path: P
         pytest.skip("needs sleep and /proc")
     fake = tmp_path / "mosquitto"  # a process whose name is "mosquitto"; SIGHUP ends it
     shutil.copy(sleep, fake)
-    broker = subprocess.Popen([str(fake), "30"])
+    # SIGHUP as the default (a run under nohup would have the child ignore it)
+    broker = subprocess.Popen([str(fake), "30"], preexec_fn=lambda: signal.signal(signal.SIGHUP, signal.SIG_DFL))
     try:
         repo, _, _ = registry()
         (tmp_path / "run.pid").write_text(f"{broker.pid}\n")
