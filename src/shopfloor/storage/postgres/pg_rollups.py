@@ -9,17 +9,19 @@ The same rows and rules as the DuckDB rollups (storage/duckdb/rollups.py), in Po
   (Σ value x µs held in the bucket), ``twa_duration_us`` and ``twa_carried_in`` (a hold from before
   the bucket reaches into it). A twa over consecutive rollup buckets is Σ weighted / Σ duration
   with count Σ value_count + carried_in of the first one: what raw gives.
-* Maintenance runs inside the ingest transaction: a sample can change only the minutes from its
-  own to the end of its hold, so those minute ranges (merged per series) are deleted and
-  recomputed from raw in one statement, then the hours around them from the minutes.
+* Maintenance is the rollup follower's (``pg_follower.py``), behind the commits: a sample can
+  change only the minutes from its own to the end of its hold, so those minute ranges (merged per
+  series, over all the commits merged at once) are deleted and recomputed from raw in one
+  statement, then the hours around them from the minutes.
 * Retention marks (``rollup_marks``): ``delete_before`` and ``delete_rollups_before`` record their
   cutoffs. A minute is never recomputed before raw cutoff + staleness or the 1-minute cutoff, an
   hour not before either or the 1-hour cutoff; a query uses a level only for windows starting at or
   after its cutoff.
 
-Several processes: marks are written, and rollups rebuilt, under the ``historian_seq`` row lock
-that every commit takes first, so a commit always sees the marks of every retention run that
-started before it, and a raw cutoff is recorded before any raw row goes. Maintenance uses the
+Several processes: marks are written, and rollups maintained or rebuilt, under the lock of the
+follower's mark row (``rollup_follow``), so the follower always sees the marks of every retention
+run that started before it, and a raw cutoff is recorded before any raw row goes (retention first
+merges what is pending, under the ``historian_seq`` row lock too). Maintenance uses the
 staleness stored in ``rollup_state`` (set by the last full rebuild), so processes configured
 differently still write consistent rows; a process whose configured staleness differs rebuilds on
 start, and while a rebuild is pending queries answer from raw.
@@ -394,16 +396,28 @@ def _clip(ranges: Iterable[Range], width: int, guard: Any) -> list[Range]:
 
 
 def sources(buckets: Sequence[tuple[int, int]], agg: Agg, staleness_us: int, state: RollupState,
-            series_id: int) -> list[str | None]:
-    """Per bucket, the coarsest level whose buckets tile it and that still holds it (its retention
-    cutoff is not after the bucket's start); None: answer from raw. For twa only when the query's
-    staleness is the one the rollups were built with, and never while a rebuild is pending."""
-    if state.rebuild_pending or state.staleness_us is None or (
-            agg is Agg.TWA and staleness_us != state.staleness_us):
+            series_id: int, pending_from: int | None = None) -> list[str | None]:
+    """Per bucket, the coarsest level whose buckets tile it, that still holds it (its retention
+    cutoff is not after the bucket's start) and that is not dirty; None: answer from raw. For twa
+    only when the query's staleness is the one the rollups were built with, and never while a
+    rebuild is pending.
+
+    ``pending_from``: the oldest ts of the series' samples the follower has not merged yet. Such a
+    sample changes its own bucket and the holds from its ts on, never before, and nothing before a
+    level's retention guard is recomputed: a bucket is dirty for a level when it ends after both."""
+    st = state.staleness_us
+    if state.rebuild_pending or st is None or (agg is Agg.TWA and staleness_us != st):
         return [None] * len(buckets)
-    horizons = [(name, width, state.marks.horizon(name, series_id)) for name, width in LEVELS]
-    return [next((name for name, width, horizon in horizons
-                  if b0 % width == 0 and b1 % width == 0 and (horizon is None or b0 >= horizon)), None)
+    levels: list[tuple[str, int, int | None, int | None]] = []
+    for name, width in LEVELS:
+        dirty_after = None
+        if pending_from is not None:
+            guard = (state.marks.minute_guard if width == MINUTE_US else state.marks.hour_guard)(series_id, st)
+            dirty_after = pending_from if guard is None else max(pending_from, guard)
+        levels.append((name, width, state.marks.horizon(name, series_id), dirty_after))
+    return [next((name for name, width, horizon, dirty_after in levels
+                  if b0 % width == 0 and b1 % width == 0 and (horizon is None or b0 >= horizon)
+                  and (dirty_after is None or b1 <= dirty_after)), None)
             for b0, b1 in buckets]
 
 
