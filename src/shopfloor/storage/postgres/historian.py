@@ -42,7 +42,7 @@ sequence numbers, idempotence, which samples aggregates use, ``AggRow.count``, t
   data that is not JSON) raise ``InvalidInput``; either way nothing of the commit is stored. Text
   PostgreSQL cannot hold (NUL, unpaired surrogates) is stored with U+FFFD instead (``pg_rows.py``).
 * ``close()`` stops the follower and catches the rollups up; it leaves the ``PgDatabase`` open (its
-  creator owns it).
+  creator owns it; closing it first closes this historian).
 """
 
 from __future__ import annotations
@@ -63,9 +63,9 @@ from shopfloor.domain.timeutil import MAX_US, MIN_US, now_us, to_us
 from shopfloor.ports.clock import Clock
 from shopfloor.storage.postgres import changes, pg_copy, pg_follower, pg_rollups, pg_rows
 from shopfloor.storage.postgres.database import PgDatabase
-from shopfloor.storage.postgres.pg_follower import DEFAULT_BATCH_ROWS, DEFAULT_INTERVAL_S, PgRollupFollower
 from shopfloor.storage.postgres.historian_schema import MIGRATIONS
 from shopfloor.storage.postgres.partitions import SamplePartitions, parse_partition_interval, to_datetime
+from shopfloor.storage.postgres.pg_follower import DEFAULT_BATCH_ROWS, DEFAULT_INTERVAL_S, PgRollupFollower
 
 log = logging.getLogger(__name__)
 BAD = int(Quality.BAD)
@@ -143,6 +143,7 @@ class PostgresHistorian:
             self._follower.start()
         except psycopg.Error as exc:
             raise StoreUnavailable(f"could not start the rollup follower: {exc}") from exc
+        db.on_close(self.close)
 
     def _open_rollups(self) -> None:
         """Rebuild the rollups if migration 2 asked for it (an upgrade) or they were built with
