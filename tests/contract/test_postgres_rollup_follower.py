@@ -182,6 +182,25 @@ def test_retention_never_brings_back_what_it_cut(pg_db: PgDatabase) -> None:
     store.close()
 
 
+def test_a_bucket_raw_cannot_answer_waits_for_the_follower(pg_db: PgDatabase) -> None:
+    """A local day that straddles the raw cutoff and holds an unmerged sample: raw has lost its
+    start and the rollups lack the sample, so the query lets the follower catch up first."""
+    store = PostgresHistorian(pg_db, rollup_interval_s=None)
+    data = irregular_samples(1, D0, D0 + 50 * H, seed=1)
+    _commit_samples(store, data)
+    store.delete_before(D0 + 20 * H)
+    late = Sample(1, D0 + 22 * H + 7 * S, 5.0, None, 0)
+    assert late not in data
+    _commit_samples(store, [late])
+    assert _mark(pg_db) < store.last_seq()
+    days = ALIGNED_GRIDS["1d Europe/Berlin"]
+    assert days[0][0] < D0 + 20 * H < D0 + 22 * H < days[0][1]
+    for agg in Agg:
+        check_aggregates(store, 1, sorted([*data, late], key=lambda s: s.ts_us), days, agg, ST, "days")
+    assert _mark(pg_db) == store.last_seq()
+    store.close()
+
+
 _CRASHING_WRITER = """
 import os, sys
 from shopfloor.domain.records import IngestBatch

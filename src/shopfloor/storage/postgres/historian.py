@@ -405,12 +405,26 @@ class PostgresHistorian:
                   staleness_us: int) -> list[AggRow]:
         """One row per bucket, in the given order. Each bucket is answered by the coarsest rollup
         that tiles it, still holds it and that no sample not merged yet can change, else from raw
-        samples: one SQL statement per source, all in one snapshot."""
+        samples: one SQL statement per source, all in one snapshot.
+
+        A bucket that unmerged samples can change but that starts before the series' raw
+        retention cutoff (raw cannot answer all of it) waits for the follower: the rollups are
+        caught up and the query runs again."""
         agg = Agg(agg)
         if not buckets:
             return []
         if agg is Agg.TWA and staleness_us <= 0:
             raise InvalidInput("staleness must be a positive number of microseconds for a time-weighted average")
+        for attempt in (1, 2):
+            rows = self._aggregate_once(series_id, buckets, agg, staleness_us, may_wait=attempt == 1)
+            if rows is not None:
+                return rows
+            self._follower.catch_up()
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def _aggregate_once(self, series_id: int, buckets: Sequence[tuple[int, int]], agg: Agg, staleness_us: int,
+                        *, may_wait: bool) -> list[AggRow] | None:
+        """The rows, or None (``may_wait`` only) when the follower should catch up first."""
         out: list[tuple[float | None, int]] = [(None, 0)] * len(buckets)
         with self._conn() as conn:
             sources: list[str | None] = [None] * len(buckets)
@@ -418,8 +432,14 @@ class PostgresHistorian:
                 # the follower's mark, the pending commits, the rollups and raw: one snapshot
                 conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
                 state = pg_rollups.lock_and_read(conn, [series_id], lock=False)
-                sources = pg_rollups.sources(buckets, agg, staleness_us, state, series_id,
-                                             pg_follower.pending_from(conn, series_id))
+                pending_from = pg_follower.pending_from(conn, series_id)
+                sources = pg_rollups.sources(buckets, agg, staleness_us, state, series_id, pending_from)
+                raw_from = state.marks.horizon("raw", series_id)
+                if may_wait and pending_from is not None and raw_from is not None and any(
+                        src is None and clean is not None and b[0] < raw_from
+                        for b, src, clean in zip(buckets, sources, pg_rollups.sources(
+                            buckets, agg, staleness_us, state, series_id), strict=True)):
+                    return None
             conn.execute(f"SELECT {pg_rollups.SESSION_SETTINGS}")
             for source in sorted(set(sources), key=str):
                 picked = [i for i, src in enumerate(sources) if src == source]
