@@ -132,6 +132,8 @@ def record_pending(conn: psycopg.Connection, seq: int, rows: int,
 
 def pending_from(conn: psycopg.Connection, series_id: int) -> int | None:
     """The oldest ts of the series' samples that the rollups do not hold yet (None: none)."""
+    if not -(2**31) <= series_id < 2**31:  # no such series can be stored
+        return None
     row = conn.execute(PENDING_FROM_SQL, [series_id]).fetchone()
     return None if row is None or row[0] is None else int(row[0])
 
