@@ -220,7 +220,7 @@ class PgRollupFollower:
             counted = self._pending
         try:
             with self._db.connection() as conn:
-                conn.execute(f"SELECT {pg_rollups.SESSION_SETTINGS}")
+                conn.execute(f"SELECT {pg_rollups.FOLLOWER_SETTINGS}")
                 mark = lock_mark(conn, wait=wait)
                 merged = None if mark is None else self.merge(conn, mark)
         except psycopg.Error as exc:
