@@ -431,7 +431,7 @@ def test_the_sql_examples_of_the_schema_docs_run(pg_db: PgDatabase) -> None:
                          event(tenant.id, parent.id, now - H, "count", "delta", mode="delta", good=12, reject=1)])
     batch.dead_letters.append(dead(tenant.id, "press-3", Reason.WRONG_TYPE, now))
     store.commit(batch)
-    store.catch_up_rollups()  # the follower's thread would within half a second
+    store.catch_up_rollups()  # the follower's thread would within 5 s
 
     text = (Path(__file__).resolve().parents[2] / "docs" / "postgres-schema.md").read_text()
     blocks = re.findall(r"```sql\n(.*?)```", text, re.S)

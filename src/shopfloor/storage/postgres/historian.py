@@ -31,7 +31,7 @@ sequence numbers, idempotence, which samples aggregates use, ``AggRow.count``, t
 * Rollups (1 minute, 1 hour; ``pg_rollups.py``) have the same rows and rules as DuckDB's, and are
   not written by ``commit``: the rollup follower (``pg_follower.py``; one at a time per
   installation, whichever process gets its lock) merges the committed samples into them behind the
-  commits, within about ``rollup_interval_s`` (0.5 s), recomputing from raw the minutes they
+  commits, within about ``rollup_interval_s`` (5 s), recomputing from raw the minutes they
   touch. ``aggregate`` answers each bucket from the coarsest rollup that tiles it and still holds
   it, else from raw samples - and from raw every bucket that samples not merged yet can change,
   read in the same snapshot, so answers are exact whatever the lag: one SQL statement per source.
