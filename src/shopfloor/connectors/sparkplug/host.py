@@ -125,7 +125,7 @@ class SparkplugHost:
     def __init__(self, directory: SparkplugDirectory, sink: BatchSink, publisher: Publisher | None = None, *,
                  host_id: str = DEFAULT_HOST_ID, limits: Limits | None = None,
                  now_us: Callable[[], int] | None = None, rebirth_retry_s: float = 10.0,
-                 max_batch: int = 5000) -> None:
+                 max_batch: int = 5000, fast_data: bool = True) -> None:
         self.directory = directory
         self.host_id = host_id
         self.limits = limits or Limits()
@@ -137,6 +137,7 @@ class SparkplugHost:
         self._rebirth_retry_s = rebirth_retry_s
         self._max_batch = max_batch
         self._memo = _Memo()
+        self._fast_data = fast_data  # False: every message by the general path (to compare them)
         self._plans: dict[tuple[EdgeNode, str | None], DataPlan] = {}  # see host_fast
         self._queue: list[tuple[list[RawMessage], asyncio.Future[None]]] = []
         self._runner: asyncio.Task[None] | None = None
@@ -267,7 +268,7 @@ class SparkplugHost:
             reason = Reason.DEVICE_DISABLED if "disabled" in res.reason else Reason.UNKNOWN_DEVICE
             self._dead(work, msg, res.tenant_id, res.username or msg.device, reason, res.reason)
             return
-        if (binding is not None and binding.approved and topic.message_type in _DATA
+        if (self._fast_data and binding is not None and binding.approved and topic.message_type in _DATA
                 and self._memo.approved.get(node) is True and self._fast(topic, msg, binding, work)):
             return
         try:
