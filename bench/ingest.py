@@ -103,7 +103,7 @@ def messages(kind: str, count: int) -> tuple[list[tuple[str, bytes]], list[tuple
     if kind == "spb50":
         return setup.spb_messages("gw", count, base_ms())
     base = base_ms()
-    return setup.json_messages(kind, setup.MACHINES, base - 2_000), setup.json_messages(kind, count, base)
+    return setup.json_messages(kind, setup.MACHINES, base - 2_000, 1_000), setup.json_messages(kind, count, base)
 
 
 def prelude_points(kind: str) -> tuple[int, int]:
