@@ -129,6 +129,32 @@ def test_non_finite_floats_are_wrong_type_for_the_validator() -> None:
         assert out.samples.series_id == [RECIPE]
 
 
+def test_an_integer_beyond_any_double_is_a_dead_letter_not_a_crash() -> None:
+    big = b"1" + b"0" * 400
+    out = decode(Kind.TELEMETRY, b'{"values": {"temperature": ' + big + b', "recipe": "x"}}', raw=True)
+    assert reasons(out) == [Reason.WRONG_TYPE]
+    assert "not a finite number" in out.dead_letters[0].detail
+    assert out.samples.series_id == [RECIPE]
+
+
+@given(st.dictionaries(st.sampled_from(["temperature", "running", "recipe", "other"]),
+                       st.one_of(st.floats(), st.integers(), st.booleans(), st.text(max_size=3), st.none())))
+def test_the_fast_path_keeps_what_the_rules_say(values: dict[str, Any]) -> None:
+    """Finite floats of numeric measurements take a fast path; the result is the per-value rules'."""
+    from shopfloor.domain import payloads
+
+    out = IngestBatch()
+    ctx = payloads._Ctx(out, MACHINE, "d", "t", b"", NOW_US, Limits())
+    payloads._telemetry(ctx, [payloads._Telemetry(values=values, ts=NOW_MS)])
+    expect = IngestBatch()
+    ectx = payloads._Ctx(expect, MACHINE, "d", "t", b"", NOW_US, Limits())
+    for name, raw in values.items():
+        payloads._telemetry_value(ectx, name, raw, NOW_MS * 1000, 0)
+    assert out.samples == expect.samples
+    assert reasons(out) == reasons(expect)
+    assert all(type(q) is int for q in out.samples.quality)
+
+
 def test_bad_quality_rejects_that_record_only() -> None:
     out = decode(Kind.TELEMETRY, [{"values": {"temperature": 1}, "quality": "excellent"},
                                   {"values": {"temperature": 2}, "quality": True},

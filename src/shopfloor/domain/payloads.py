@@ -7,6 +7,7 @@ are kept, each bad one becomes a dead letter with its reason.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -14,7 +15,7 @@ import msgspec
 
 from shopfloor.domain.assets import MachineState, ValueType
 from shopfloor.domain.records import DeadLetter, EventRecord, IngestBatch, Quality, Reason
-from shopfloor.domain.timeutil import TimestampError, parse_ts
+from shopfloor.domain.timeutil import MAX_US, MIN_US, TimestampError, parse_ts
 from shopfloor.domain.topics import Kind
 
 STANDARD_EVENTS: dict[str, tuple[str, ...]] = {
@@ -69,6 +70,12 @@ class MachineInfo:
     asset_id: int
     measurements: dict[str, MeasurementSlot]
     events: frozenset[str] = frozenset()
+    #: measurement name -> series id of the numeric ones (the decoder's fast path)
+    numeric: dict[str, int] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "numeric", {name: slot.series_id for name, slot in self.measurements.items()
+                                             if slot.type is ValueType.NUMERIC})
 
 
 @dataclass(frozen=True, slots=True)
@@ -165,30 +172,49 @@ class _Ctx:
     def reject_message(self, reason: Reason, detail: str) -> None:
         self.dead(reason, detail)
 
-    def ts(self, raw: Any, what: str) -> int | None:
-        """Parse and range-check a record's timestamp; dead-letter ``what`` when it is bad."""
-        try:
-            ts = self.now_us if raw is None else parse_ts(raw)
-        except TimestampError as exc:
-            self.dead(Reason.BAD_TIMESTAMP, f"{what}: {exc}")
+    def ts(self, raw: Any, what: str | Callable[[], str]) -> int | None:
+        """Parse and range-check a record's timestamp; dead-letter ``what`` (or what it returns,
+        computed only then) when it is bad."""
+        if type(raw) is int and _MIN_MS <= raw <= _MAX_MS:  # epoch ms, the common case
+            ts = raw * 1000
+        else:
+            try:
+                ts = self.now_us if raw is None else parse_ts(raw)
+            except TimestampError as exc:
+                self.dead(Reason.BAD_TIMESTAMP, f"{_label(what)}: {exc}")
+                return None
+        if not self.now_us - self.limits.max_age_us <= ts <= self.now_us + self.limits.future_skew_us:
+            self._out_of_window(ts, what)
             return None
+        return ts
+
+    def _out_of_window(self, ts: int, what: str | Callable[[], str]) -> None:
+        what = _label(what)
         if ts > self.now_us + self.limits.future_skew_us:
             self.dead(Reason.FUTURE_TIMESTAMP, f"{what}: ts is {(ts - self.now_us) / 1e6:.0f} s in the future "
                       f"(limit {self.limits.future_skew_us / 1e6:.0f} s)")
-            return None
-        if ts < self.now_us - self.limits.max_age_us:
+        else:
             self.dead(Reason.TOO_OLD, f"{what}: ts is older than the retention of "
                       f"{self.limits.max_age_us / 86_400e6:.0f} days")
-            return None
-        return ts
 
     def event(self, ts: int, kind: str, type_: str, data: dict[str, Any]) -> None:
         self.out.events.append(EventRecord(self.machine.tenant_id, self.machine.asset_id, ts, kind, type_, data))
 
 
+_MIN_MS = -(-MIN_US // 1000)  # epoch milliseconds whose microseconds are inside MIN_US..MAX_US
+_MAX_MS = MAX_US // 1000
+
+
+def _label(what: str | Callable[[], str]) -> str:
+    return what if isinstance(what, str) else what()
+
+
+_GOOD = int(Quality.GOOD)
+
+
 def _quality(raw: Any) -> int:
     if raw is None:
-        return Quality.GOOD
+        return _GOOD
     if isinstance(raw, str) and raw.lower() in ("good", "uncertain", "bad"):
         return int(Quality[raw.upper()])
     if isinstance(raw, int) and not isinstance(raw, bool) and raw in (0, 1, 2):
@@ -198,8 +224,11 @@ def _quality(raw: Any) -> int:
 
 def _telemetry(ctx: _Ctx, records: list[_Telemetry]) -> None:
     samples = ctx.out.samples
+    numeric = ctx.machine.numeric
+    add_series, add_ts, add_value = samples.series_id.append, samples.ts_us.append, samples.value.append
+    add_text, add_quality = samples.text.append, samples.quality.append
     for rec in records:
-        ts = ctx.ts(rec.ts, f"telemetry with {len(rec.values)} value(s)")
+        ts = ctx.ts(rec.ts, lambda rec=rec: f"telemetry with {len(rec.values)} value(s)")  # type: ignore[misc]
         if ts is None:
             continue
         quality = _quality(rec.quality)
@@ -207,29 +236,47 @@ def _telemetry(ctx: _Ctx, records: list[_Telemetry]) -> None:
             ctx.dead(Reason.WRONG_TYPE, f"quality {rec.quality!r} is not good, uncertain, bad or 0-2")
             continue
         for name, raw in rec.values.items():
-            slot = ctx.machine.measurements.get(name)
-            if slot is None:
-                ctx.dead(Reason.UNKNOWN_MEASUREMENT, f"{name!r} is not a measurement of this machine's type")
-                continue
-            if slot.type is ValueType.NUMERIC:
-                if isinstance(raw, bool) or not isinstance(raw, int | float):
-                    ctx.dead(Reason.WRONG_TYPE, f"{name}: expected a number, got {type(raw).__name__}")
-                    continue
-                value = float(raw)
-                if value != value or value in (float("inf"), float("-inf")):
-                    ctx.dead(Reason.WRONG_TYPE, f"{name}: not a finite number")
-                    continue
-                samples.add(slot.series_id, ts, value, None, quality)
-            elif slot.type is ValueType.BOOLEAN:
-                if not isinstance(raw, bool):
-                    ctx.dead(Reason.WRONG_TYPE, f"{name}: expected true or false, got {type(raw).__name__}")
-                    continue
-                samples.add(slot.series_id, ts, 1.0 if raw else 0.0, None, quality)
+            series = numeric.get(name)
+            # a finite float for a numeric measurement: nothing to check (x - x is nan for nan and inf)
+            if series is not None and type(raw) is float and raw - raw == 0.0:
+                add_series(series)
+                add_ts(ts)
+                add_value(raw)
+                add_text(None)
+                add_quality(quality)
             else:
-                if not isinstance(raw, str):
-                    ctx.dead(Reason.WRONG_TYPE, f"{name}: expected a string, got {type(raw).__name__}")
-                    continue
-                samples.add(slot.series_id, ts, None, raw[:1024], quality)
+                _telemetry_value(ctx, name, raw, ts, quality)
+
+
+def _telemetry_value(ctx: _Ctx, name: str, raw: Any, ts: int, quality: int) -> None:
+    """One value, every case (the fast path in ``_telemetry`` takes finite floats of numeric measurements)."""
+    samples = ctx.out.samples
+    slot = ctx.machine.measurements.get(name)
+    if slot is None:
+        ctx.dead(Reason.UNKNOWN_MEASUREMENT, f"{name!r} is not a measurement of this machine's type")
+        return
+    if slot.type is ValueType.NUMERIC:
+        if isinstance(raw, bool) or not isinstance(raw, int | float):
+            ctx.dead(Reason.WRONG_TYPE, f"{name}: expected a number, got {type(raw).__name__}")
+            return
+        try:
+            value = float(raw)
+        except OverflowError:  # an integer literal beyond any double
+            value = float("inf")
+        if value != value or value in (float("inf"), float("-inf")):
+            ctx.dead(Reason.WRONG_TYPE, f"{name}: not a finite number")
+            return
+        samples.add(slot.series_id, ts, value, None, quality)
+    elif slot.type is ValueType.BOOLEAN:
+        if not isinstance(raw, bool):
+            ctx.dead(Reason.WRONG_TYPE, f"{name}: expected true or false, got {type(raw).__name__}")
+            return
+        samples.add(slot.series_id, ts, 1.0 if raw else 0.0, None, quality)
+    else:
+        if not isinstance(raw, str):
+            ctx.dead(Reason.WRONG_TYPE, f"{name}: expected a string, got {type(raw).__name__}")
+            return
+        samples.add(slot.series_id, ts, None, raw[:1024], quality)
 
 
 _STATES = frozenset(s.value for s in MachineState)

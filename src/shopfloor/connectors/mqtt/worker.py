@@ -9,7 +9,7 @@ external broker (Mosquitto) and each gets a share of the JSON uplink topics. Wha
   ``max_queued_messages``) together with the messages it had received but not acknowledged, and is
   delivered again when the worker comes back under the same id. A clean-session subscriber killed
   mid-stream would lose its in-flight QoS 1 messages.
-* **Acknowledge after commit.** paho-mqtt 2 with ``manual_ack=True``: a message is PUBACKed only
+* **Acknowledge after commit.** A message is PUBACKed only
   after the sink (``MessageSink.submit_messages``) returned, that is after the store committed it.
   If the sink raises (``StoreUnavailable`` when the database is away), the batch is kept and tried
   again with back-off; nothing is acknowledged and nothing is dropped.
@@ -23,11 +23,12 @@ external broker (Mosquitto) and each gets a share of the JSON uplink topics. Wha
   connection's generation, and an ack whose generation is stale is not sent (the broker delivers that
   message again and the store, being idempotent, keeps it once).
 
-QoS 2 is subscribed as QoS 1 (paho keeps its QoS 2 receive state only in memory, so a crash between
-PUBREC and commit would lose a message); the store's idempotence makes QoS 1 exactly-once in effect.
+QoS 2 is subscribed as QoS 1 (a QoS 2 receive state kept only in memory would lose a message to a
+crash between PUBREC and commit); the store's idempotence makes QoS 1 exactly-once in effect.
 
-Threads: paho's network loop runs in its own thread and only appends to a deque and wakes the event
-loop; batching, the sink and acks run on the asyncio loop of the worker process.
+One thread: the connection (``link.py``, an asyncio protocol over the ``mqtt5`` codec) hands every
+PUBLISH of a TCP read to this worker on the event loop that also batches, commits and acknowledges,
+so no message crosses a thread and the acks of a batch leave in one write.
 """
 
 from __future__ import annotations
@@ -38,18 +39,11 @@ import contextlib
 import logging
 import random
 import ssl
-import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
-import paho.mqtt.client as mqtt
-from paho.mqtt.enums import CallbackAPIVersion
-from paho.mqtt.packettypes import PacketTypes
-from paho.mqtt.properties import Properties
-from paho.mqtt.reasoncodes import ReasonCode
-from paho.mqtt.subscribeoptions import SubscribeOptions
-
+from shopfloor.connectors.mqtt.link import LinkClosed, LinkRefused, MqttLink, close_quietly
 from shopfloor.domain.errors import InvalidInput, ShopfloorError, StoreUnavailable
 from shopfloor.domain.topics import ROOT, UPLINK_KINDS
 from shopfloor.ports.ingest import MessageSink, RawMessage
@@ -65,17 +59,6 @@ DEFAULT_SESSION_EXPIRY_S = 7 * 86_400
 MAX_RECEIVE_MAXIMUM = 65_535
 _RETRY_MIN_S = 0.1
 _SUBSCRIBE_TIMEOUT_S = 30.0
-
-
-class _QuietReconnects(logging.Filter):
-    """paho 2.2 logs "Client is not connected" at ERROR on every reconnect attempt; we log those once."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        return not str(record.msg).startswith("Client is not connected")
-
-
-_PAHO_LOG = _log.getChild("paho")
-_PAHO_LOG.addFilter(_QuietReconnects())
 
 
 class WorkerError(ShopfloorError):
@@ -151,45 +134,26 @@ class IngestWorker:
         self._sink = sink
         self._on_subscribed = on_subscribed
 
+        self.username, self.password, self.tls = username, password, tls
+        self.reconnect_min_s = reconnect_min_s
+        self.reconnect_max_s = max(reconnect_min_s, reconnect_max_s)
+
         self._inbox: collections.deque[_Delivery] = collections.deque()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._arrived = asyncio.Event()
-        self._wake_pending = False
-        self._wake_at = 1  # inbox length at which the network thread wakes the consumer
+        self._wake_at = 1  # inbox length at which a delivery wakes the consumer
         self._stopping = asyncio.Event()
         self._failure: BaseException | None = None
-        # The connection generation: bumped when a connection ends (paho thread), read when acking.
+        # The connection generation: bumped when a connection ends, read when acking.
         self._gen = 0
-        self._gen_lock = threading.Lock()
+        self._link: MqttLink | None = None
         self._outstanding: collections.Counter[int] = collections.Counter()  # gen -> unacked deliveries
-        self._subscribe_mid: int | None = None
         self._retiring = False  # leave the share group, drain the session, then end it
         self._left_group = asyncio.Event()
         self._end_session = False
         self._last_delivery = time.monotonic()
         self._in_sink = 0  # batches handed to the sink and not yet settled
         self._unreachable = False  # the last connection attempt failed (logged once)
-
-        client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=self.client_id, protocol=mqtt.MQTTv5,
-                             manual_ack=True)
-        if username is not None:
-            client.username_pw_set(username, password)
-        if tls is not None:
-            client.tls_set_context(tls)
-        # Back in the share group quickly after a broker restart: Mosquitto 2.0 keeps a session's
-        # messages across a restart but not its shared subscriptions, so until a worker subscribes
-        # again, what devices publish matches nobody. paho sleeps these delays (floats work; its
-        # hints say int).
-        client.reconnect_delay_set(reconnect_min_s, max(reconnect_min_s, reconnect_max_s))  # type: ignore[arg-type]
-        client.enable_logger(_PAHO_LOG)  # packet traces at DEBUG, errors in our callbacks at ERROR
-        client.suppress_exceptions = True  # a bug in a callback is logged, it does not end the network thread
-        client.on_connect = self._on_connect
-        client.on_connect_fail = self._on_connect_fail
-        client.on_disconnect = self._on_disconnect
-        client.on_subscribe = self._on_subscribe
-        client.on_unsubscribe = self._on_unsubscribe
-        client.on_message = self._on_message
-        self._client = client
 
     # -- lifecycle ------------------------------------------------------------------------------
     async def run(self) -> None:
@@ -198,26 +162,18 @@ class IngestWorker:
         Raises ``WorkerError`` when the broker refuses the subscriptions.
         """
         self._loop = asyncio.get_running_loop()
-        connect = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
-        connect.SessionExpiryInterval = self.session_expiry_s
-        connect.ReceiveMaximum = self.receive_maximum
         _log.info("%s: connecting to %s:%d (group %s, batch %d, window %d)", self.client_id, self.host,
                   self.port, self.share_group, self.batch_max, self.receive_maximum)
-        self._client.connect_async(self.host, self.port, keepalive=self.keepalive_s, clean_start=False,
-                                   properties=connect)
-        self._client.loop_start()
+        connection = self._loop.create_task(self._connect_loop())
         try:
             await self._consume()
         finally:
             self._stopping.set()  # also when cancelled: the disconnect below is ours
-            end: Properties | None = None
-            if self._end_session:
-                end = Properties(PacketTypes.DISCONNECT)  # type: ignore[no-untyped-call]
-                end.SessionExpiryInterval = 0
-            with contextlib.suppress(Exception):
-                # a stop keeps the session (its expiry was set at CONNECT); a retirement ends it
-                self._client.disconnect(properties=end)
-            await asyncio.to_thread(self._client.loop_stop)
+            # a stop keeps the session (its expiry was set at CONNECT); a retirement ends it
+            await close_quietly(self._link, 0 if self._end_session else None)
+            connection.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await connection
             _log.info("%s: stopped; %s", self.client_id, self.describe())
         if self._failure is not None:
             raise self._failure
@@ -269,73 +225,87 @@ class IngestWorker:
                 f"{s.batches} batches ({s.committed / elapsed:,.0f} msg/s), acked {s.acked}, stale acks "
                 f"{s.stale_acks}, sink failures {s.sink_failures}, connects {s.connects}")
 
-    # -- paho thread ------------------------------------------------------------------------------
-    def _on_connect(self, client: mqtt.Client, _userdata: object, flags: mqtt.ConnectFlags,
-                    reason: ReasonCode, _props: Properties | None) -> None:
-        if reason.is_failure:
-            _log.error("%s: the broker refused the connection: %s", self.client_id, reason)
-            return
+    # -- the connection ---------------------------------------------------------------------------
+    async def _connect_loop(self) -> None:
+        """Connect, (un)subscribe, wait for the connection to end, reconnect with back-off.
+
+        Back in the share group quickly after a broker restart: Mosquitto 2.0 keeps a session's
+        messages across a restart but not its shared subscriptions, so until a worker subscribes
+        again, what devices publish matches nobody.
+        """
+        delay = self.reconnect_min_s
+        while not self._stopping.is_set():
+            try:
+                link, present = await MqttLink.open(
+                    self.host, self.port, client_id=self.client_id, on_publish=self._on_publish,
+                    username=self.username, password=self.password, clean_start=False,
+                    session_expiry_s=self.session_expiry_s, receive_maximum=self.receive_maximum,
+                    keepalive_s=self.keepalive_s, tls=self.tls)
+            except LinkRefused as exc:
+                _log.error("%s: %s; retrying", self.client_id, exc)
+            except (OSError, TimeoutError) as exc:
+                level = logging.DEBUG if self._unreachable else logging.WARNING
+                self._unreachable = True
+                _log.log(level, "%s: cannot reach the broker at %s:%d (%s); retrying", self.client_id,
+                         self.host, self.port, exc or type(exc).__name__)
+            else:
+                delay = self.reconnect_min_s
+                await self._connected(link, present)
+                continue
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stopping.wait(), delay)
+            delay = min(delay * 2, self.reconnect_max_s)
+
+    async def _connected(self, link: MqttLink, session_present: bool) -> None:
+        self._link = link
         self.stats.connects += 1
         self._unreachable = False
-        _log.info("%s: connected (session present: %s)", self.client_id, flags.session_present)
-        if self._retiring:
-            rc, mid = client.unsubscribe(self._filters())
-        else:
-            rc, mid = client.subscribe([(f, SubscribeOptions(qos=1)) for f in self._filters()])
-        if rc == mqtt.MQTT_ERR_SUCCESS:
-            self._subscribe_mid = mid
+        _log.info("%s: connected (session present: %s)", self.client_id, session_present)
+        try:
+            if self._retiring:
+                async with asyncio.timeout(_SUBSCRIBE_TIMEOUT_S):
+                    await link.unsubscribe(self._filters())
+                _log.info("%s: left share group %s; draining its session", self.client_id, self.share_group)
+                self._last_delivery = time.monotonic()  # the quiet period starts now
+                self._left_group.set()
+            else:
+                async with asyncio.timeout(_SUBSCRIBE_TIMEOUT_S):
+                    reasons = await link.subscribe(self._filters(), qos=1)
+                refused = [f"{t} (reason {r:#x})" for t, r in zip(self.topics, reasons, strict=False) if r >= 0x80]
+                if refused:
+                    self._fail(WorkerError(f"{self.client_id}: the broker refused the subscription to "
+                                           f"{', '.join(refused)}; the ingest user needs read access to them"))
+                    return
+                _log.info("%s: subscribed to %d filter(s) in share group %s", self.client_id, len(self.topics),
+                          self.share_group)
+                if self._on_subscribed is not None:
+                    self._on_subscribed()
+            await link.closed
+        except LinkClosed:
+            pass
+        except TimeoutError:
+            _log.warning("%s: no answer to (UN)SUBSCRIBE within %.0f s; reconnecting", self.client_id,
+                         _SUBSCRIBE_TIMEOUT_S)
+        finally:
+            link.abort()  # no-op when already closed
+            self._gen += 1  # from now on, acks for what this connection delivered are not sent
+            self._link = None
+            self.stats.disconnects += 1
+            if not self._stopping.is_set():
+                _log.warning("%s: disconnected; reconnecting", self.client_id)
 
     def _filters(self) -> list[str]:
         return [f"$share/{self.share_group}/{t}" for t in self.topics]
 
-    def _on_unsubscribe(self, _client: mqtt.Client, _userdata: object, mid: int, _reasons: list[ReasonCode],
-                        _props: Properties | None) -> None:
-        if mid == self._subscribe_mid and self._loop is not None:
-            _log.info("%s: left share group %s; draining its session", self.client_id, self.share_group)
-            self._last_delivery = time.monotonic()  # the quiet period starts now
-            self._loop.call_soon_threadsafe(self._left_group.set)
-
-    def _on_connect_fail(self, _client: mqtt.Client, _userdata: object) -> None:
-        level = logging.DEBUG if self._unreachable else logging.WARNING
-        self._unreachable = True
-        _log.log(level, "%s: cannot reach the broker at %s:%d; retrying", self.client_id, self.host, self.port)
-
-    def _on_subscribe(self, _client: mqtt.Client, _userdata: object, mid: int, reasons: list[ReasonCode],
-                      _props: Properties | None) -> None:
-        if mid != self._subscribe_mid:
-            return
-        refused = [f"{t} ({r})" for t, r in zip(self.topics, reasons, strict=False) if r.is_failure]
-        if refused:
-            self._fail(WorkerError(f"{self.client_id}: the broker refused the subscription to "
-                                   f"{', '.join(refused)}; the ingest user needs read access to them"))
-            return
-        _log.info("%s: subscribed to %d filter(s) in share group %s", self.client_id, len(self.topics),
-                  self.share_group)
-        if self._on_subscribed is not None and self._loop is not None:
-            self._loop.call_soon_threadsafe(self._on_subscribed)
-
-    def _on_disconnect(self, _client: mqtt.Client, _userdata: object, _flags: mqtt.DisconnectFlags,
-                       reason: ReasonCode, _props: Properties | None) -> None:
-        with self._gen_lock:
-            self._gen += 1  # from now on, acks for what this connection delivered are not sent
-        self.stats.disconnects += 1
-        if not self._stopping.is_set():
-            _log.warning("%s: disconnected (%s); reconnecting", self.client_id, reason)
-
-    def _on_message(self, _client: mqtt.Client, _userdata: object, msg: mqtt.MQTTMessage) -> None:
-        try:
-            topic = msg.topic
-        except UnicodeDecodeError:  # brokers refuse such topics; keep it for the dead-letter log anyway
-            topic = bytes(msg._topic).decode("utf-8", "replace")
-        raw = RawMessage("", topic, bytes(msg.payload), time.time_ns() // 1000)
+    def _on_publish(self, topic: str, payload: bytes, qos: int, packet_id: int, dup: bool) -> None:
+        """A delivery (on the event loop, from the connection's read)."""
         self._last_delivery = time.monotonic()
         self.stats.received += 1
-        if msg.dup:
+        if dup:
             self.stats.redelivered += 1
-        self._inbox.append(_Delivery(msg.mid, msg.qos, self._gen, raw))
-        if len(self._inbox) >= self._wake_at and not self._wake_pending and self._loop is not None:
-            self._wake_pending = True
-            self._loop.call_soon_threadsafe(self._wake)
+        self._inbox.append(_Delivery(packet_id, qos, self._gen, RawMessage("", topic, payload, time.time_ns() // 1000)))
+        if len(self._inbox) >= self._wake_at:
+            self._arrived.set()
 
     def _fail(self, exc: BaseException) -> None:
         if self._loop is None:
@@ -344,10 +314,6 @@ class IngestWorker:
         self.stop()
 
     # -- event loop -------------------------------------------------------------------------------
-    def _wake(self) -> None:
-        self._wake_pending = False  # cleared before the consumer drains, so no append goes unnoticed
-        self._arrived.set()
-
     def _drain_into(self, batch: list[_Delivery], limit: int) -> None:
         inbox = self._inbox
         while inbox and len(batch) < limit:
@@ -453,18 +419,12 @@ class IngestWorker:
             delay = min(delay * 2, self.retry_max_s)
 
     def _ack(self, batch: list[_Delivery]) -> None:
-        sent = 0
-        with self._gen_lock:  # the connection cannot end between the check and the queued PUBACK
-            gen = self._gen
-            for d in batch:
-                if d.qos == 0:
-                    continue
-                if d.gen == gen:
-                    self._client.ack(d.mid, d.qos)
-                    sent += 1
-                else:
-                    self.stats.stale_acks += 1
+        gen, link = self._gen, self._link
+        current = [d.mid for d in batch if d.qos and d.gen == gen]
+        self.stats.stale_acks += sum(1 for d in batch if d.qos and d.gen != gen)
+        sent = link.ack(current) if link is not None else 0
         self.stats.acked += sent
+        self.stats.stale_acks += len(current) - sent  # the connection ended before they could leave
         self._forget(batch)
 
     def _forget(self, batch: list[_Delivery]) -> None:
