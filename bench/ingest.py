@@ -103,7 +103,7 @@ def messages(kind: str, count: int) -> tuple[list[tuple[str, bytes]], list[tuple
     if kind == "spb50":
         return setup.spb_messages("gw", count, base_ms())
     base = base_ms()
-    return setup.json_messages(kind, setup.MACHINES, base - 2_000), setup.json_messages(kind, count, base)
+    return setup.json_messages(kind, setup.MACHINES, base - 2_000, 1_000), setup.json_messages(kind, count, base)
 
 
 def prelude_points(kind: str) -> tuple[int, int]:
@@ -408,7 +408,8 @@ def main() -> None:
     ap.add_argument("--payload", action="append", choices=setup.PAYLOADS, help="only these payloads (repeatable)")
     ap.add_argument("--doc", type=Path, default=ROOT / "docs" / "PERFORMANCE.md", help="the file to write")
     ap.add_argument("--no-doc", action="store_true", help="print only")
-    ap.add_argument("--limits", type=Path, help="a Markdown file whose text goes below the table (what limits it)")
+    ap.add_argument("--limits", type=Path, default=ROOT / "bench" / "ingest_limits.md",
+                    help="a Markdown file whose text goes below the table (what limits it)")
     ap.add_argument("--store", choices=("all", "duckdb"), default="all",
                     help="duckdb: only the DuckDB modes, their ceilings and the DuckDB store-only rows")
     args = ap.parse_args()

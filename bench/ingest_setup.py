@@ -69,12 +69,12 @@ def make_plant(registry: RegistryService, repo: RegistryRepository) -> Plant:
 
 # -- payloads ---------------------------------------------------------------------------------------
 
-def json_messages(kind: str, count: int, base_ms: int) -> list[tuple[str, bytes]]:
-    """``count`` telemetry messages round robin over the machines, timestamps spread over DATA_SPAN_MS."""
+def json_messages(kind: str, count: int, base_ms: int, span_ms: int = DATA_SPAN_MS) -> list[tuple[str, bytes]]:
+    """``count`` telemetry messages round robin over the machines, timestamps spread over ``span_ms``."""
     enc = msgspec.json.Encoder()
     out = []
     for i in range(count):
-        ts = base_ms + i * DATA_SPAN_MS // count
+        ts = base_ms + i * span_ms // count
         if kind == "json1":
             body = {"ts": ts, "values": {MEASUREMENTS[i % 50]: float(i % 997)}}
         else:

@@ -512,3 +512,26 @@ async def test_two_brokers_in_one_process_keep_their_own_devices_and_sinks(
     assert await on_b.wait_acked(1, within=5)
     assert sink_a.payloads() == [b"a"]
     assert sink_b.payloads() == [b"b"]
+
+
+async def test_messages_accepted_in_one_loop_turn_share_one_sink_call() -> None:
+    """The broker hands the sink what all connections read in one loop turn at once (in order); a
+    failing call fails every message of its group, and nothing of the next group."""
+    sink = RecordingSink(fail=lambda m: m.payload == b"bad")
+    broker = EmbeddedBroker(HOST, 0, sink, FakeAccess())
+
+    def raw(payload: bytes) -> RawMessage:
+        return RawMessage("dev1", f"{M1}/telemetry", payload, 0)
+
+    first = [broker._submit_gathered(raw(b"%d" % i)) for i in range(3)]
+    assert first[0] is first[1] is first[2]  # one group, one outcome
+    await first[0]
+    assert sink.calls == 1 and sink.payloads() == [b"0", b"1", b"2"]
+
+    failing = [broker._submit_gathered(raw(p)) for p in (b"x", b"bad")]
+    with pytest.raises(ShopfloorError, match="simulated store outage"):
+        await failing[0]
+    assert failing[1].exception() is failing[0].exception()
+    after = broker._submit_gathered(raw(b"y"))
+    await after
+    assert sink.calls == 3 and sink.payloads() == [b"0", b"1", b"2", b"y"]

@@ -6,9 +6,10 @@ What we add to amqtt, and where:
   queue. ``_IngestHandler`` replaces the inbound branch of the QoS 0/1/2 flows: the message goes to
   ``sink.submit_messages`` first, and only when that returns is it PUBACKed (QoS 1) or PUBRECed
   (QoS 2). If the sink raises, nothing is acknowledged and the connection is closed, so the client
-  sends the message again. Every PUBLISH already runs in its own task, so a client's in-flight
-  messages reach the sink concurrently (and in the order they were read); acknowledgements still
-  leave in that order (MQTT-4.6.0-2/3). Each submit is shielded: a dropped connection does not cancel
+  sends the message again. Every PUBLISH already runs in its own task; those that reach the sink
+  in one loop turn, from any connection, go to it in one call (in the order they were read: one
+  decode pass and one commit, not one per message); acknowledgements still leave in that order
+  (MQTT-4.6.0-2/3). Each submit is shielded: a dropped connection does not cancel
   a commit the sink has started.
 * **Who may connect and where they may write.** A gate reads the CONNECT before amqtt does, so a
   client with bad credentials never touches amqtt's session table; the auth plugin checks again
@@ -158,7 +159,7 @@ class _IngestHandler(BrokerProtocolHandler):  # type: ignore[misc]
         self.username: str | None = None  # set once the CONNACK accepted the connection
         self.client_id: str | None = None
         self._prefixes: tuple[str, ...] = ()
-        self._submissions: set[asyncio.Task[None]] = set()
+        self._submissions: set[asyncio.Future[None]] = set()
         self._ack_turn: asyncio.Future[None] | None = None  # done when the previous ack has gone out
         self._refused = False  # a submit failed: acknowledge nothing more on this connection
         self._closer: asyncio.Task[None] | None = None
@@ -277,11 +278,11 @@ class _IngestHandler(BrokerProtocolHandler):  # type: ignore[misc]
     async def _submit(self, app_message: Any, *, close_on_failure: bool = True) -> bool:
         raw = RawMessage(self.username or "", app_message.topic, bytes(app_message.data),
                          self._owner.now_us())
-        task = self._owner._submit([raw])
-        self._submissions.add(task)
-        task.add_done_callback(self._submissions.discard)
+        done = self._owner._submit_gathered(raw)
+        self._submissions.add(done)
+        done.add_done_callback(self._submissions.discard)
         try:
-            await asyncio.shield(task)
+            await asyncio.shield(done)
         except Exception as exc:
             _log.warning("sink did not take a message from %s on %s (%s); not acknowledged%s", self.username,
                          raw.topic, exc, ", closing the connection" if close_on_failure else "")
@@ -307,7 +308,7 @@ class _IngestHandler(BrokerProtocolHandler):  # type: ignore[misc]
                           self._owner.now_us())
         self._owner._track(self._submit_will(will, list(self._submissions)))
 
-    async def _submit_will(self, will: RawMessage, before: list[asyncio.Task[None]]) -> None:
+    async def _submit_will(self, will: RawMessage, before: list[asyncio.Future[None]]) -> None:
         if before:
             await asyncio.wait(before)
         try:
@@ -399,6 +400,12 @@ class _AmqttBroker(Broker):  # type: ignore[misc]
         await super()._handle_disconnect(client_session, handler, disconnect_waiter)
 
 
+def _retrieve(future: asyncio.Future[None]) -> None:
+    """Mark a group's failure as seen: its handlers report it, or are gone."""
+    if not future.cancelled():
+        future.exception()
+
+
 class _DropStartupTraceback(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         return record.getMessage() != "Broker startup failed"
@@ -424,6 +431,7 @@ class EmbeddedBroker:
         self._live: dict[str, set[_IngestHandler]] = {}
         self._client_owners: dict[str, str] = {}  # client id -> username of its live or stored session
         self._submissions: set[asyncio.Task[None]] = set()
+        self._group: tuple[list[RawMessage], asyncio.Future[None]] | None = None  # this loop turn's messages
         self.stopping = False
         for name in ("amqtt", "transitions"):
             logger = logging.getLogger(name)
@@ -520,6 +528,37 @@ class EmbeddedBroker:
 
     def _submit(self, messages: list[RawMessage]) -> asyncio.Task[None]:
         return self._track(self._sink.submit_messages(messages))
+
+    def _submit_gathered(self, raw: RawMessage) -> asyncio.Future[None]:
+        """Submit ``raw`` together with every other message accepted in this loop turn, from any
+        connection: one sink call (one decode pass, one commit) for all of them. The future, shared by
+        the group, completes when the sink has taken them all, or fails for all of them."""
+        group = self._group
+        if group is None:
+            loop = asyncio.get_running_loop()
+            group = self._group = ([], loop.create_future())
+            group[1].add_done_callback(_retrieve)
+            loop.call_soon(self._flush_group)
+        group[0].append(raw)
+        return group[1]
+
+    def _flush_group(self) -> None:
+        group, self._group = self._group, None
+        if group is None:
+            return
+        messages, done = group
+
+        def settle(task: asyncio.Task[None]) -> None:
+            if done.done():
+                return
+            if task.cancelled():
+                done.cancel()
+            elif (exc := task.exception()) is not None:
+                done.set_exception(exc)
+            else:
+                done.set_result(None)
+
+        self._submit(messages).add_done_callback(settle)
 
     def _track(self, work: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
         """Run ``work`` as a task that ``stop`` waits for."""

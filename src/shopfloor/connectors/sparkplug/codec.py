@@ -60,11 +60,26 @@ def decode_payload(data: bytes) -> Payload:
         raise SparkplugDecodeError(f"a Sparkplug payload is bytes, not {type(data).__name__}")
     try:
         message = pb.Payload.FromString(bytes(data))
+    except _DECODE_FAILURES as exc:
+        raise SparkplugDecodeError(f"not a Sparkplug B payload: {exc}") from exc
+    return decode_message(message)
+
+
+def decode_message(message: pb.Payload) -> Payload:
+    """The model of an already parsed protobuf payload (what :func:`decode_payload` returns for its bytes)."""
+    try:
         return _payload(message)
     except SparkplugDecodeError:
         raise
     except _DECODE_FAILURES as exc:
         raise SparkplugDecodeError(f"not a Sparkplug B payload: {exc}") from exc
+
+
+def typed_value(datatype: DataType, field: str, raw: Any) -> Value:
+    """The raw content of a metric's ``oneof`` value ``field`` read as ``datatype`` (a metric data type
+    other than DataSet and Template), as :func:`decode_payload` and :func:`retype` read it; raises
+    :class:`SparkplugDecodeError` for a value the type does not allow."""
+    return _typed(datatype, field, raw, "")
 
 
 def retype(metric: Metric, datatype: DataType | None) -> Metric:

@@ -32,11 +32,13 @@ import asyncio
 import logging
 import time
 from collections import defaultdict
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from math import isfinite
 
 from shopfloor.connectors.sparkplug.codec import decode_payload
 from shopfloor.connectors.sparkplug.errors import SparkplugDecodeError
+from shopfloor.connectors.sparkplug.host_fast import DataPlan, Row, make_plan, parse_message, read_rows
 from shopfloor.connectors.sparkplug.host_messages import (
     Outgoing,
     parse_state_payload,
@@ -64,6 +66,7 @@ from shopfloor.connectors.sparkplug.topics import (
     StateTopic,
     parse_topic,
 )
+from shopfloor.domain.assets import ValueType
 from shopfloor.domain.errors import StoreUnavailable
 from shopfloor.domain.payloads import DEAD_PAYLOAD_BYTES, MAX_DETAIL, Limits
 from shopfloor.domain.records import DeadLetter, EventRecord, IngestBatch, Quality, Reason
@@ -74,6 +77,10 @@ from shopfloor.ports.sparkplug import MachineTarget, NodeBinding, Publisher, Spa
 _log = logging.getLogger(__name__)
 
 DEFAULT_HOST_ID = "shopfloor"
+MAX_PLANS = 100_000
+_DATA = (MessageType.NDATA, MessageType.DDATA)
+_GOOD = sample_quality(None)
+_BAD = int(Quality.BAD)
 
 
 @dataclass(slots=True)
@@ -110,7 +117,6 @@ class _Work:
     batch: IngestBatch = field(default_factory=IngestBatch)
     outgoing: list[Outgoing] = field(default_factory=list)
     stale: set[tuple[int, int]] = field(default_factory=set)  # (series, ts) marked stale
-    valued: set[tuple[int, int]] = field(default_factory=set)  # (series, ts) given a value in this batch
 
 
 class SparkplugHost:
@@ -119,7 +125,7 @@ class SparkplugHost:
     def __init__(self, directory: SparkplugDirectory, sink: BatchSink, publisher: Publisher | None = None, *,
                  host_id: str = DEFAULT_HOST_ID, limits: Limits | None = None,
                  now_us: Callable[[], int] | None = None, rebirth_retry_s: float = 10.0,
-                 max_batch: int = 5000) -> None:
+                 max_batch: int = 5000, fast_data: bool = True) -> None:
         self.directory = directory
         self.host_id = host_id
         self.limits = limits or Limits()
@@ -131,6 +137,8 @@ class SparkplugHost:
         self._rebirth_retry_s = rebirth_retry_s
         self._max_batch = max_batch
         self._memo = _Memo()
+        self._fast_data = fast_data  # False: every message by the general path (to compare them)
+        self._plans: dict[tuple[EdgeNode, str | None], DataPlan] = {}  # see host_fast
         self._queue: list[tuple[list[RawMessage], asyncio.Future[None]]] = []
         self._runner: asyncio.Task[None] | None = None
         self.birth_timestamp_ms: int | None = None  # of the current STATE birth, once announced
@@ -260,6 +268,9 @@ class SparkplugHost:
             reason = Reason.DEVICE_DISABLED if "disabled" in res.reason else Reason.UNKNOWN_DEVICE
             self._dead(work, msg, res.tenant_id, res.username or msg.device, reason, res.reason)
             return
+        if (self._fast_data and binding is not None and binding.approved and topic.message_type in _DATA
+                and self._memo.approved.get(node) is True and self._fast(topic, msg, binding, work)):
+            return
         try:
             payload = decode_payload(msg.payload)
         except SparkplugDecodeError as exc:
@@ -279,6 +290,35 @@ class SparkplugHost:
             actions = [a for a in actions if not isinstance(a, Store)]
             actions += self.state.request_rebirth(node, "edge node approved")
         self._actions(actions, binding, work, msg, payload)
+
+    def _fast(self, topic: SparkplugTopic, msg: RawMessage, binding: NodeBinding, work: _Work) -> bool:
+        """A data message of an approved, online node by the fast path (``host_fast``); False when
+        the general path must take it (nothing is changed then)."""
+        target = self._target(binding, topic.device)
+        if target is None:
+            return False
+        message = parse_message(msg.payload)
+        if message is None or not message.HasField("seq"):
+            return False
+        scope = self.state.data_scope(topic, message.seq)
+        if scope is None:
+            return False
+        key = (topic.node, topic.device)
+        plan = self._plans.get(key)
+        if plan is None or plan.scope is not scope or plan.target is not target:
+            if len(self._plans) >= MAX_PLANS:
+                self._plans.clear()
+            plan = self._plans[key] = make_plan(scope, target)
+        rows = read_rows(message, plan)
+        if rows is None:
+            return False
+        self.state.accept_data(topic, message.seq)
+        if rows:
+            errors: dict[Reason, list[str]] = defaultdict(list)
+            self._emit(rows, target, topic.node, topic.device, work, msg.received_us, errors)
+            for reason, details in errors.items():
+                self._dead(work, msg, binding.tenant_id, binding.username, reason, "; ".join(details))
+        return True
 
     def _enrol(self, topic: SparkplugTopic, payload: Payload, may: bool) -> None:
         if not may or topic.message_type not in (MessageType.NBIRTH, MessageType.DBIRTH):
@@ -356,44 +396,61 @@ class SparkplugHost:
     def _store(self, action: Store, binding: NodeBinding, work: _Work, msg: RawMessage,
                errors: dict[Reason, list[str]]) -> None:
         target = self._target(binding, action.device)
-        what = f"Sparkplug device {action.device!r}" if action.device is not None else "the edge node's own metrics"
-        now = msg.received_us
         if target is None:
             names = [m.name for m in action.metrics if m.name not in binding.ignored]
             if names:
-                errors[Reason.UNKNOWN_ASSET].append(f"no machine for {what} of {action.node} ({_names(names)})")
+                errors[Reason.UNKNOWN_ASSET].append(f"no machine for {_what(action.device)} of {action.node} "
+                                                    f"({_names(names)})")
             return
+        known = target.metrics
+        rows = [(m.name, m.name in known, known.get(m.name), m.value, m.timestamp, m.is_null, m.quality)
+                for m in action.metrics]
+        self._emit(rows, target, action.node, action.device, work, msg.received_us, errors)
+
+    def _emit(self, rows: Iterable[Row], target: MachineTarget, node: EdgeNode, device: str | None, work: _Work,
+              now: int, errors: dict[Reason, list[str]]) -> None:
+        """The samples of one message's kept metrics (both paths): mapped, in time, of the right type."""
         samples = work.batch.samples
-        series = self._memo.series.setdefault((action.node, action.device), set())
+        series_ids, times, values, texts, qualities = (samples.series_id, samples.ts_us, samples.value,
+                                                       samples.text, samples.quality)
+        series = self._memo.series.setdefault((node, device), set())
+        latest, earliest = now + self.limits.future_skew_us, now - self.limits.max_age_us
         unmapped: list[str] = []
-        for metric in action.metrics:
-            if metric.name not in target.metrics:
-                unmapped.append(metric.name)
+        for name, mapped, t, raw, ts_ms, is_null, sparkplug_quality in rows:
+            if not mapped:
+                unmapped.append(name)
                 continue
-            t = target.metrics[metric.name]
             if t is None:
                 continue  # left out on purpose
-            ts = metric.timestamp * 1000 if metric.timestamp is not None else now
-            if ts > now + self.limits.future_skew_us:
-                errors[Reason.FUTURE_TIMESTAMP].append(f"{metric.name}: ts is {(ts - now) / 1e6:.0f} s in the future")
+            ts = ts_ms * 1000 if ts_ms is not None else now
+            if ts > latest:
+                errors[Reason.FUTURE_TIMESTAMP].append(f"{name}: ts is {(ts - now) / 1e6:.0f} s in the future")
                 continue
-            if ts < now - self.limits.max_age_us:
-                errors[Reason.TOO_OLD].append(f"{metric.name}: ts is older than the retention")
+            if ts < earliest:
+                errors[Reason.TOO_OLD].append(f"{name}: ts is older than the retention")
                 continue
-            if metric.is_null or metric.value is None:
-                samples.add(t.series_id, ts, None, None, Quality.BAD)
+            if is_null or raw is None:
+                value, text, quality = None, None, _BAD
+            elif (type(raw) is float and t.value_type is ValueType.NUMERIC
+                  and isfinite(value := raw * t.mapping.scale + t.mapping.offset)):
+                text = None  # what sample_value gives a finite float, without the call
+                quality = _GOOD if sparkplug_quality is None else sample_quality(sparkplug_quality)
             else:
-                converted = sample_value(t.value_type, metric.value, t.mapping)
+                converted = sample_value(t.value_type, raw, t.mapping)
                 if isinstance(converted, str):
-                    errors[Reason.WRONG_TYPE].append(f"{metric.name}: {converted}")
+                    errors[Reason.WRONG_TYPE].append(f"{name}: {converted}")
                     continue
                 value, text = converted
-                samples.add(t.series_id, ts, value, text, sample_quality(metric.quality))
-            work.valued.add((t.series_id, ts))
+                quality = _GOOD if sparkplug_quality is None else sample_quality(sparkplug_quality)
+            series_ids.append(t.series_id)
+            times.append(ts)
+            values.append(value)
+            texts.append(text)
+            qualities.append(quality)
             series.add(t.series_id)
         if unmapped:
             errors[Reason.UNKNOWN_MEASUREMENT].append(
-                f"not measurements of {target.path} ({what}): {_names(unmapped)}")
+                f"not measurements of {target.path} ({_what(device)}): {_names(unmapped)}")
 
     def _status(self, binding: NodeBinding | None, device: str | None, status: str, ts: int, work: _Work,
                 reason: str) -> None:
@@ -413,9 +470,13 @@ class SparkplugHost:
 
     def _finish(self, work: _Work) -> None:
         """Stale marks go in last, and never over a value the same batch gives that series and time."""
+        if not work.stale:
+            return
+        samples = work.batch.samples
+        valued = set(zip(samples.series_id, samples.ts_us, strict=True))  # all from _emit so far
         for series_id, ts in sorted(work.stale):
-            if (series_id, ts) not in work.valued:
-                work.batch.samples.add(series_id, ts, None, None, Quality.BAD)
+            if (series_id, ts) not in valued:
+                samples.add(series_id, ts, None, None, Quality.BAD)
         work.stale.clear()
 
     def _dead(self, work: _Work, msg: RawMessage, tenant_id: int | None, device: str, reason: Reason,
@@ -423,6 +484,10 @@ class SparkplugHost:
         text = detail if len(detail) <= MAX_DETAIL else detail[: MAX_DETAIL - 1] + "…"
         work.batch.dead_letters.append(DeadLetter(tenant_id, device, msg.topic[:512], reason, text,
                                                   msg.payload[:DEAD_PAYLOAD_BYTES], msg.received_us))
+
+
+def _what(device: str | None) -> str:
+    return f"Sparkplug device {device!r}" if device is not None else "the edge node's own metrics"
 
 
 def _names(names: list[str], most: int = 10) -> str:

@@ -135,8 +135,9 @@ Action = Store | Rebirth | MarkOnline | MarkOffline | MarkStale | Ignored
 
 
 @dataclass
-class _Scope:
-    """The metrics one birth declared (the node's NBIRTH or a device's DBIRTH)."""
+class BirthScope:
+    """The metrics one birth declared (the node's NBIRTH or a device's DBIRTH). Never changed once
+    built: a new birth makes a new scope, so callers may memoise what they derive from one by identity."""
 
     by_alias: dict[int, MetricInfo] = field(default_factory=dict)
     by_name: dict[str, MetricInfo] = field(default_factory=dict)
@@ -147,8 +148,8 @@ class _Node:
     status: NodeStatus
     bd_seq: int | None = None
     seq: int | None = None
-    metrics: _Scope = field(default_factory=_Scope)
-    devices: dict[str, _Scope] = field(default_factory=dict)  # born and not dead
+    metrics: BirthScope = field(default_factory=BirthScope)
+    devices: dict[str, BirthScope] = field(default_factory=dict)  # born and not dead
     refused_devices: set[str] = field(default_factory=set)  # malformed DBIRTH: ignored, not rebirthed
 
 
@@ -223,6 +224,27 @@ class HostState:
             self._nodes[node].status = NodeStatus.STALE
             actions.append(MarkStale(node, None, "host lost its broker connection"))
         return actions
+
+    def data_scope(self, topic: SparkplugTopic, seq: int | None) -> BirthScope | None:
+        """For a data message (NDATA, DDATA) carrying ``seq``: the birth it is read against, when the
+        node is online, ``seq`` is the next one and the device (for DDATA) is born; else None.
+
+        Changes nothing. A caller that finds every metric of the message in the scope, with a value
+        its data type allows, records it with :meth:`accept_data`, which has the effect
+        :meth:`handle` would have; for anything else it calls :meth:`handle`.
+        """
+        state = self._nodes.get(topic.node)
+        if state is None or state.status is not NodeStatus.ONLINE or state.seq is None:
+            return None
+        if seq != (state.seq + 1) % _SEQ_MODULO:
+            return None
+        if topic.device is None:
+            return state.metrics if topic.message_type is MessageType.NDATA else None
+        return state.devices.get(topic.device) if topic.message_type is MessageType.DDATA else None
+
+    def accept_data(self, topic: SparkplugTopic, seq: int) -> None:
+        """Apply a data message :meth:`data_scope` found valid: its sequence number is the node's last."""
+        self._nodes[topic.node].seq = seq
 
     def handle(self, topic: SparkplugTopic, payload: Payload) -> list[Action]:
         """Apply one message; return what to do about it."""
@@ -358,8 +380,8 @@ def _bd_seq(payload: Payload) -> int | None:
     return metric.value
 
 
-def _scope(payload: Payload, what: str) -> _Scope:
-    scope = _Scope()
+def _scope(payload: Payload, what: str) -> BirthScope:
+    scope = BirthScope()
     for metric in payload.metrics:
         if metric.name is None:
             raise _Refused(f"{what} metric {_describe(metric)} has no name")
@@ -373,7 +395,7 @@ def _scope(payload: Payload, what: str) -> _Scope:
     return scope
 
 
-def _lookup(scope: _Scope, metric: Metric) -> MetricInfo | None:
+def _lookup(scope: BirthScope, metric: Metric) -> MetricInfo | None:
     if metric.alias is not None:
         return scope.by_alias.get(metric.alias)
     if metric.name is not None:
@@ -392,7 +414,7 @@ def _describe(metric: Metric) -> str:
 
 
 def _store(topic: SparkplugTopic, payload: Payload, metrics: Sequence[Metric], *, birth: bool,
-           scope: _Scope) -> list[Action]:
+           scope: BirthScope) -> list[Action]:
     kept = []
     for metric in metrics:
         if metric.name is None or not is_measurement(metric.name) or metric.is_transient:

@@ -136,6 +136,7 @@ class SparkplugWorker:
         self._inbox: collections.deque[_Delivery] = collections.deque()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._arrived = asyncio.Event()
+        self._wake_pending = False  # a wake-up of the loop is on its way (paho thread sets, loop clears)
         self._stopping = asyncio.Event()
         self._gen = 0
         self._gen_lock = threading.Lock()
@@ -307,8 +308,13 @@ class SparkplugWorker:
                 return
         self._inbox.append(_Delivery(msg.mid, msg.qos, self._gen, RawMessage("", topic, bytes(msg.payload),
                                                                              time.time_ns() // 1000)))
-        if self._loop is not None:
-            self._loop.call_soon_threadsafe(self._arrived.set)
+        if self._loop is not None and not self._wake_pending:  # one wake-up per loop turn, not per message
+            self._wake_pending = True
+            self._loop.call_soon_threadsafe(self._wake)
+
+    def _wake(self) -> None:
+        self._wake_pending = False  # cleared before the consumer drains, so no append goes unnoticed
+        self._arrived.set()
 
     # -- event loop -------------------------------------------------------------------------------
     async def _consume(self) -> None:
