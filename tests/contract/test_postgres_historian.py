@@ -53,9 +53,16 @@ def rollup_staleness_us() -> int:
     return 5 * MIN
 
 
-@pytest.fixture
-def historian(pg_db: PgDatabase, rollup_staleness_us: int) -> Iterator[PostgresHistorian]:
-    store = PostgresHistorian(pg_db, rollup_staleness_us=rollup_staleness_us)
+# the rollup follower: after every commit, on its thread, or only before retention and rebuilds
+# (lagging: queries answer the buckets unmerged samples can change from raw)
+_FOLLOW = {"every-commit": 0.0, "thread": 0.5, "lagging": None}
+
+
+@pytest.fixture(params=list(_FOLLOW))
+def historian(request: pytest.FixtureRequest, pg_db: PgDatabase,
+              rollup_staleness_us: int) -> Iterator[PostgresHistorian]:
+    store = PostgresHistorian(pg_db, rollup_staleness_us=rollup_staleness_us,
+                              rollup_interval_s=_FOLLOW[request.param])
     yield store
     store.close()
 
@@ -335,7 +342,7 @@ def test_a_database_of_schema_version_1_is_upgraded_and_keeps_its_data(pg_db: Pg
     assert pg_db.version("historian") == 1
 
     store = PostgresHistorian(pg_db)
-    assert pg_db.version("historian") == len(MIGRATIONS) == 3
+    assert pg_db.version("historian") == len(MIGRATIONS) == 4
     assert store.last_seq() == 2
     assert store.count_samples() == 180 and store.raw(1, T0, T0 + 1)[0].value == 0.0
     assert store.events(1)[0].data == {"by": "v1"}
@@ -367,6 +374,7 @@ def test_huge_values_never_make_a_commit_fail(historian: PostgresHistorian) -> N
     big = 1.5e308
     historian.commit(sample_batch((1, T0, big, G), (1, T0 + S, big, G), (1, T0 + 2 * S, -big, G)))
     assert historian.count_samples() == 3
+    historian.catch_up_rollups()  # merging them does not fail either
     hour = [(T0, T0 + H)]
     assert historian.aggregate(1, hour, Agg.MAX, MIN)[0].value == big
     # from the rollups, summed in numeric where double precision overflowed on the way
@@ -423,6 +431,7 @@ def test_the_sql_examples_of_the_schema_docs_run(pg_db: PgDatabase) -> None:
                          event(tenant.id, parent.id, now - H, "count", "delta", mode="delta", good=12, reject=1)])
     batch.dead_letters.append(dead(tenant.id, "press-3", Reason.WRONG_TYPE, now))
     store.commit(batch)
+    store.catch_up_rollups()  # the follower's thread would within 5 s
 
     text = (Path(__file__).resolve().parents[2] / "docs" / "postgres-schema.md").read_text()
     blocks = re.findall(r"```sql\n(.*?)```", text, re.S)

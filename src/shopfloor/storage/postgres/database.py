@@ -8,7 +8,7 @@ processes starting at once migrate once.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 
 import psycopg
@@ -27,6 +27,7 @@ class PgDatabase:
             raise InvalidInput(f"schema {schema!r} must be a lower-case SQL identifier")
         self.dsn = dsn
         self.schema = schema
+        self._on_close: list[Callable[[], None]] = []
         try:
             with psycopg.connect(dsn, connect_timeout=10) as conn:
                 # several processes may start at once: IF NOT EXISTS alone races in the catalogue
@@ -78,7 +79,15 @@ class PgDatabase:
         with psycopg.connect(self.dsn, autocommit=True) as conn:
             conn.execute(f'DROP SCHEMA IF EXISTS "{self.schema}" CASCADE')
 
+    def on_close(self, hook: Callable[[], None]) -> None:
+        """Call ``hook`` when this database closes, before its pool goes (a component's
+        background thread stops there)."""
+        self._on_close.append(hook)
+
     def close(self) -> None:
+        hooks, self._on_close = self._on_close, []
+        for hook in hooks:
+            hook()
         if not self.pool.closed:
             self.pool.close()
 

@@ -24,19 +24,25 @@ sequence numbers, idempotence, which samples aggregates use, ``AggRow.count``, t
   therefore get distinct numbers that are gapless and **in commit order**: when a reader sees seq N,
   every commit numbered below N is visible too, so a consumer that replays "seq > last processed"
   from the store never skips one (a PostgreSQL SEQUENCE would hand out numbers in start order and
-  leave that hole open). The price is that commits serialise on that row: batches should be large
-  (thousands of samples) - see docs/postgres-schema.md for what that costs. A failed commit rolls its
-  number back with everything else.
-* Rollups (1 minute, 1 hour; ``pg_rollups.py``) are kept in the commit's transaction, with the
-  same rows and rules as DuckDB's. ``aggregate`` answers each bucket from the coarsest rollup that
-  tiles it and still holds it, else from raw samples: one SQL statement per source. Buckets go in
-  as two ``timestamptz[]`` arrays (``unnest .. WITH ORDINALITY``) and each reads its own index
-  range (LATERAL), so they may come in any order, with gaps, or overlapping.
+  leave that hole open). The price is that commits serialise on that row, for the COPY and one
+  small row of bookkeeping: batches should be large (thousands of samples) - see
+  docs/postgres-schema.md for what that costs. A failed commit rolls its number back with
+  everything else.
+* Rollups (1 minute, 1 hour; ``pg_rollups.py``) have the same rows and rules as DuckDB's, and are
+  not written by ``commit``: the rollup follower (``pg_follower.py``; one at a time per
+  installation, whichever process gets its lock) merges the committed samples into them behind the
+  commits, within about ``rollup_interval_s`` (5 s), recomputing from raw the minutes they
+  touch. ``aggregate`` answers each bucket from the coarsest rollup that tiles it and still holds
+  it, else from raw samples - and from raw every bucket that samples not merged yet can change,
+  read in the same snapshot, so answers are exact whatever the lag: one SQL statement per source.
+  Buckets go in as two ``timestamptz[]`` arrays (``unnest .. WITH ORDINALITY``) and each reads its
+  own index range (LATERAL), so they may come in any order, with gaps, or overlapping.
 * Errors: connection and server failures raise ``StoreUnavailable``; values PostgreSQL would refuse
   or truncate (integers too wide for their column, timestamps outside the years 1 to 9999, event
   data that is not JSON) raise ``InvalidInput``; either way nothing of the commit is stored. Text
   PostgreSQL cannot hold (NUL, unpaired surrogates) is stored with U+FFFD instead (``pg_rows.py``).
-  ``close()`` leaves the ``PgDatabase`` open (its creator owns it).
+* ``close()`` stops the follower and catches the rollups up; it leaves the ``PgDatabase`` open (its
+  creator owns it; closing it first closes this historian).
 """
 
 from __future__ import annotations
@@ -55,10 +61,11 @@ from shopfloor.domain.query import Agg, AggRow, SampleChanges, StoredDeadLetter,
 from shopfloor.domain.records import IngestBatch, Quality, Sample
 from shopfloor.domain.timeutil import MAX_US, MIN_US, now_us, to_us
 from shopfloor.ports.clock import Clock
-from shopfloor.storage.postgres import changes, pg_copy, pg_rollups, pg_rows
+from shopfloor.storage.postgres import changes, pg_copy, pg_follower, pg_rollups, pg_rows
 from shopfloor.storage.postgres.database import PgDatabase
 from shopfloor.storage.postgres.historian_schema import MIGRATIONS
 from shopfloor.storage.postgres.partitions import SamplePartitions, parse_partition_interval, to_datetime
+from shopfloor.storage.postgres.pg_follower import DEFAULT_BATCH_ROWS, DEFAULT_INTERVAL_S, PgRollupFollower
 
 log = logging.getLogger(__name__)
 BAD = int(Quality.BAD)
@@ -112,7 +119,12 @@ class PostgresHistorian:
     """``shopfloor.ports.store.Historian`` on a shared :class:`PgDatabase` (component "historian")."""
 
     def __init__(self, db: PgDatabase, *, partition_interval: str = "1 day", partitions_ahead: int = 3,
-                 rollup_staleness_us: int = 300_000_000, clock: Clock | None = None) -> None:
+                 rollup_staleness_us: int = 300_000_000, clock: Clock | None = None,
+                 rollup_interval_s: float | None = DEFAULT_INTERVAL_S,
+                 rollup_batch_rows: int = DEFAULT_BATCH_ROWS) -> None:
+        """``rollup_interval_s``: how often the rollup follower catches up (0: after every commit;
+        None: only when asked, see ``catch_up_rollups``); ``rollup_batch_rows``: rows committed by
+        this process that wake it early."""
         self._db = db
         self._closed = False
         self._now: Callable[[], int] = clock.now_us if clock is not None else now_us
@@ -125,7 +137,13 @@ class PostgresHistorian:
         self._ahead_lock = threading.Lock()
         self._next_ahead_us = 0
         self._keep_ahead()
+        self._follower = PgRollupFollower(db, self.rollup_staleness_us, rollup_interval_s, rollup_batch_rows)
         self._open_rollups()
+        try:
+            self._follower.start()
+        except psycopg.Error as exc:
+            raise StoreUnavailable(f"could not start the rollup follower: {exc}") from exc
+        db.on_close(self.close)
 
     def _open_rollups(self) -> None:
         """Rebuild the rollups if migration 2 asked for it (an upgrade) or they were built with
@@ -152,8 +170,14 @@ class PostgresHistorian:
         events = pg_rows.event_columns(batch.events) if batch.events else None
         dead = pg_rows.dead_letter_columns(batch.dead_letters) if batch.dead_letters else None
         self._keep_ahead()
+        pending: tuple[list[int], list[int], list[int]] = ([], [], [])
         if samples is not None:
             self.partitions.ensure_timestamps(batch.samples.ts_us)
+            try:
+                pending = pg_follower.pending_row(batch.samples.series_id, batch.samples.ts_us)
+            except (TypeError, ValueError, OverflowError) as exc:
+                raise InvalidInput(f"malformed ingest batch: {exc}") from exc
+        stored_rows = 0
         for attempt in (1, 2):
             try:
                 with self._db.connection() as conn:
@@ -166,17 +190,19 @@ class PostgresHistorian:
                         stored = pg_copy.write_idempotent(
                             conn, "samples", pg_copy.SAMPLE_COLUMNS, pg_copy.SAMPLE_TYPES, samples, seq,
                             _SAMPLE_KEY, returning="series_id, (extract(epoch FROM ts) * 1000000)::int8")
-                        if stored is None:  # all of the batch is new
-                            self._refresh_rollups(conn, batch.samples.series_id, batch.samples.ts_us)
-                        elif stored:  # only what the staging path stored can change a rollup
-                            self._refresh_rollups(conn, [int(r[0]) for r in stored], [int(r[1]) for r in stored])
+                        # what the follower has to merge: the batch, or what the staging path stored
+                        stored_rows = len(batch.samples) if stored is None else len(stored)
+                        if stored_rows:
+                            pg_follower.record_pending(conn, seq, stored_rows, pending if stored is None else
+                                                       pg_follower.pending_row([int(r[0]) for r in stored],
+                                                                               [int(r[1]) for r in stored]))
                     if events is not None:
                         pg_copy.write_idempotent(conn, "events", pg_copy.EVENT_COLUMNS, pg_copy.EVENT_TYPES,
                                                  events, seq, _EVENT_KEY)
                     if dead is not None:
                         pg_copy.write_all(conn, "dead_letters", pg_copy.DEAD_LETTER_COLUMNS,
                                           pg_copy.DEAD_LETTER_TYPES, dead, seq)
-                return seq
+                break
             except psycopg.errors.CheckViolation as exc:
                 # "no partition for row": retention dropped a partition this process still knew
                 if attempt == 2 or samples is None:
@@ -189,14 +215,9 @@ class PostgresHistorian:
                 raise InvalidInput(f"malformed ingest batch: {exc}") from exc
             except psycopg.Error as exc:
                 raise StoreUnavailable(f"could not commit ingest batch: {exc}") from exc
-        raise AssertionError("unreachable")  # pragma: no cover
-
-    def _refresh_rollups(self, conn: psycopg.Connection, series_ids: list[int], ts_us: list[int]) -> None:
-        """Rollup maintenance for the samples a commit stored, inside its transaction (the seq row
-        is locked)."""
-        state = pg_rollups.lock_and_read(conn, sorted(set(series_ids)), lock=False)
-        st = state.staleness_us or self.rollup_staleness_us
-        pg_rollups.refresh(conn, pg_rollups.batch_ranges(series_ids, ts_us, st), state, st)
+        if stored_rows:
+            self._follower.committed(stored_rows)
+        return seq
 
     def last_seq(self) -> int:
         with self._conn() as conn:
@@ -217,18 +238,17 @@ class PostgresHistorian:
         """Drop raw samples older than ``cutoff_us``: whole partitions where possible, a DELETE for
         the rest.
 
-        The cutoff is recorded first (its own transaction, under the seq row lock): from then on no
-        commit recomputes a rollup bucket whose raw data may be going, so rollups keep what they
-        know about the deleted samples. Those marks also say when a partition may go although the
+        The cutoff is recorded first, in its own transaction, after the rollup follower has merged
+        every commit so far (under its lock and the seq row lock): from then on the follower
+        recomputes no rollup bucket whose raw data may be going, so rollups keep what they know
+        about the deleted samples. Those marks also say when a partition may go although the
         call names only some series: when every series with rows in it has been cut at or after
         its end (a retention run over several tenants or policies drops it with the last group).
         """
         self._check_open()
         if series_ids is not None and not series_ids:
             return 0
-        with self._conn() as conn:
-            pg_rollups.lock_and_read(conn, [], lock=True)
-            pg_rollups.raise_mark(conn, "raw", cutoff_us, series_ids)
+        self._settled("raw", cutoff_us, series_ids)
         dropped = self.partitions.drop_before(cutoff_us, self._all_series_cut)
         if series_ids is not None:
             return dropped + self._delete("DELETE FROM samples WHERE ts < %s AND series_id = ANY(%s::int8[])",
@@ -242,10 +262,11 @@ class PostgresHistorian:
 
         def mark_all(conn: psycopg.Connection, _name: str, end_us: int) -> bool:
             with conn.transaction():
-                pg_rollups.lock_and_read(conn, [], lock=True)
+                self._follower.settle(conn)
                 pg_rollups.raise_mark(conn, "raw", end_us, None)
             return True
 
+        self._catch_up_before_retention()
         return self.partitions.drop_before(cutoff_us, mark_all)
 
     def _all_series_cut(self, conn: psycopg.Connection, name: str, end_us: int) -> bool:
@@ -263,10 +284,25 @@ class PostgresHistorian:
         pg_rollups.check_level(level)
         if series_ids is not None and not series_ids:
             return 0
+        self._catch_up_before_retention()
         with self._conn() as conn:
-            pg_rollups.lock_and_read(conn, [], lock=True)
+            self._follower.settle(conn)
             pg_rollups.raise_mark(conn, level, cutoff_us, series_ids)
             return pg_rollups.delete_before(conn, level, cutoff_us, series_ids)
+
+    def _catch_up_before_retention(self) -> None:
+        """Merge what is pending without holding commits up, so that the merge under the seq row
+        lock that follows (``settle``) has little left to do."""
+        self._check_open()
+        self._follower.catch_up()
+
+    def _settled(self, kind: str, cutoff_us: int, series_ids: Sequence[int] | None) -> None:
+        """Record a retention cutoff once every commit so far is in the rollups (one transaction,
+        holding the follower's lock and the seq row lock)."""
+        self._catch_up_before_retention()
+        with self._conn() as conn:
+            self._follower.settle(conn)
+            pg_rollups.raise_mark(conn, kind, cutoff_us, series_ids)
 
     def rebuild_rollups(self, series_ids: Sequence[int] | None = None, start_us: int | None = None,
                         end_us: int | None = None) -> None:
@@ -275,15 +311,17 @@ class PostgresHistorian:
         removed keep what they hold. To repair a change of raw data in [a, b), pass end = b +
         rollup staleness, since a sample's hold reaches that far.
 
-        Runs in chunks (a day of up to 500 series per transaction), each under the seq row lock, so
-        ingest goes on in between; a full rebuild flags the rollups pending meanwhile, and queries
-        answer from raw until it has finished.
+        Runs in chunks (a day of up to 500 series per transaction), each under the rollup
+        follower's lock (ingest goes on; what it commits meanwhile the follower merges as ever); a
+        full rebuild flags the rollups pending meanwhile, and queries answer from raw until it has
+        finished.
         """
         if series_ids is not None and not series_ids:
             return
         full = series_ids is None and start_us is None and end_us is None
         with self._conn() as conn:
-            state = pg_rollups.lock_and_read(conn, [], lock=True)
+            pg_follower.lock_mark(conn, wait=True)
+            state = pg_rollups.lock_and_read(conn, [], lock=False)
             if full:
                 conn.execute("UPDATE rollup_state SET rebuild_pending = true, staleness_us = %s",
                              [self.rollup_staleness_us])
@@ -291,20 +329,42 @@ class PostgresHistorian:
             ranges = pg_rollups.all_ranges(conn, series_ids, start_us, end_us, st)
         for chunk in pg_rollups.rebuild_chunks(ranges):
             with self._conn() as conn:
-                state = pg_rollups.lock_and_read(conn, sorted({r[0] for r in chunk}), lock=True)
+                conn.execute(f"SELECT {pg_rollups.SESSION_SETTINGS}")
+                pg_follower.lock_mark(conn, wait=True)
+                state = pg_rollups.lock_and_read(conn, sorted({r[0] for r in chunk}), lock=False)
                 st = state.staleness_us or self.rollup_staleness_us
                 pg_rollups.refresh(conn, chunk, state, st)
         if full:
             with self._conn() as conn:
-                pg_rollups.lock_and_read(conn, [], lock=True)
+                pg_follower.lock_mark(conn, wait=True)
                 conn.execute("UPDATE rollup_state SET rebuild_pending = false WHERE staleness_us = %s",
                              [self.rollup_staleness_us])
 
     def delete_events_before(self, cutoff_us: int) -> int:
         return self._delete("DELETE FROM events WHERE ts < %s", [to_datetime(cutoff_us)])
 
+    def catch_up_rollups(self) -> int:
+        """Merge every committed sample not yet in the rollups now (waiting for a catch-up another
+        process runs); return how many samples the merged commits stored. (The follower does this
+        by itself; tests, benches and shutdown call it.)"""
+        self._check_open()
+        return self._follower.catch_up()
+
+    def rollups_pending(self) -> int:
+        """Samples this process committed since the follower's last catch-up began (an upper bound)."""
+        return self._follower.pending()
+
     def close(self) -> None:
-        """Mark the historian closed; the ``PgDatabase`` stays open (its creator closes it)."""
+        """Stop the rollup follower, catch the rollups up and mark the historian closed; the
+        ``PgDatabase`` stays open (its creator closes it)."""
+        if self._closed:
+            return
+        self._follower.stop()
+        if not self._db.pool.closed:
+            try:
+                self._follower.catch_up()
+            except StoreUnavailable as exc:  # the mark is stored: the next catch-up takes the rest
+                log.warning("closing the historian: %s", exc)
         self._closed = True
 
     # ---- time series -----------------------------------------------------------------------
@@ -344,19 +404,43 @@ class PostgresHistorian:
     def aggregate(self, series_id: int, buckets: Sequence[tuple[int, int]], agg: Agg,
                   staleness_us: int) -> list[AggRow]:
         """One row per bucket, in the given order. Each bucket is answered by the coarsest rollup
-        that tiles it and still holds it, else from raw samples: one SQL statement per source."""
+        that tiles it, still holds it and that no sample not merged yet can change, else from raw
+        samples: one SQL statement per source, all in one snapshot.
+
+        A bucket that unmerged samples can change but that starts before the series' raw
+        retention cutoff (raw cannot answer all of it) waits for the follower: the rollups are
+        caught up and the query runs again."""
         agg = Agg(agg)
         if not buckets:
             return []
         if agg is Agg.TWA and staleness_us <= 0:
             raise InvalidInput("staleness must be a positive number of microseconds for a time-weighted average")
+        for attempt in (1, 2):
+            rows = self._aggregate_once(series_id, buckets, agg, staleness_us, may_wait=attempt == 1)
+            if rows is not None:
+                return rows
+            self._follower.catch_up()
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def _aggregate_once(self, series_id: int, buckets: Sequence[tuple[int, int]], agg: Agg, staleness_us: int,
+                        *, may_wait: bool) -> list[AggRow] | None:
+        """The rows, or None (``may_wait`` only) when the follower should catch up first."""
         out: list[tuple[float | None, int]] = [(None, 0)] * len(buckets)
         with self._conn() as conn:
-            conn.execute(f"SELECT {pg_rollups.SESSION_SETTINGS}")
             sources: list[str | None] = [None] * len(buckets)
             if pg_rollups.tiles_any(buckets):
+                # the follower's mark, the pending commits, the rollups and raw: one snapshot
+                conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
                 state = pg_rollups.lock_and_read(conn, [series_id], lock=False)
-                sources = pg_rollups.sources(buckets, agg, staleness_us, state, series_id)
+                pending_from = pg_follower.pending_from(conn, series_id)
+                sources = pg_rollups.sources(buckets, agg, staleness_us, state, series_id, pending_from)
+                raw_from = state.marks.horizon("raw", series_id)
+                if may_wait and pending_from is not None and raw_from is not None and any(
+                        src is None and clean is not None and b[0] < raw_from
+                        for b, src, clean in zip(buckets, sources, pg_rollups.sources(
+                            buckets, agg, staleness_us, state, series_id), strict=True)):
+                    return None
+            conn.execute(f"SELECT {pg_rollups.SESSION_SETTINGS}")
             for source in sorted(set(sources), key=str):
                 picked = [i for i, src in enumerate(sources) if src == source]
                 part = [buckets[i] for i in picked]

@@ -8,6 +8,7 @@ described for SQL readers (Grafana, psql) in docs/postgres-schema.md.
 from __future__ import annotations
 
 from shopfloor.storage.postgres.changes import MIGRATION as V3_SEQ_INDEXES
+from shopfloor.storage.postgres.pg_follower import MIGRATION as V4_ROLLUP_FOLLOWER
 from shopfloor.storage.postgres.pg_rollups import MIGRATION as V2_ROLLUPS
 
 V1_BASE = """
@@ -60,4 +61,6 @@ INSERT INTO historian_seq (last_seq) VALUES (0);
 COMMENT ON TABLE historian_seq IS 'The last ingest sequence number; its row lock orders commits';
 """
 
-MIGRATIONS: list[str] = [V1_BASE, V2_ROLLUPS, V3_SEQ_INDEXES]
+# V4: the rollup follower's mark (at the last seq: an existing install's rollups are complete,
+# kept by its commits until now) and its table of pending commits (empty).
+MIGRATIONS: list[str] = [V1_BASE, V2_ROLLUPS, V3_SEQ_INDEXES, V4_ROLLUP_FOLLOWER]

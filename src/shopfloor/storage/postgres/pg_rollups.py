@@ -9,17 +9,19 @@ The same rows and rules as the DuckDB rollups (storage/duckdb/rollups.py), in Po
   (Σ value x µs held in the bucket), ``twa_duration_us`` and ``twa_carried_in`` (a hold from before
   the bucket reaches into it). A twa over consecutive rollup buckets is Σ weighted / Σ duration
   with count Σ value_count + carried_in of the first one: what raw gives.
-* Maintenance runs inside the ingest transaction: a sample can change only the minutes from its
-  own to the end of its hold, so those minute ranges (merged per series) are deleted and
-  recomputed from raw in one statement, then the hours around them from the minutes.
+* Maintenance is the rollup follower's (``pg_follower.py``), behind the commits: a sample can
+  change only the minutes from its own to the end of its hold, so those minute ranges (merged per
+  series, over all the commits merged at once) are deleted and recomputed from raw in one
+  statement, then the hours around them from the minutes.
 * Retention marks (``rollup_marks``): ``delete_before`` and ``delete_rollups_before`` record their
   cutoffs. A minute is never recomputed before raw cutoff + staleness or the 1-minute cutoff, an
   hour not before either or the 1-hour cutoff; a query uses a level only for windows starting at or
   after its cutoff.
 
-Several processes: marks are written, and rollups rebuilt, under the ``historian_seq`` row lock
-that every commit takes first, so a commit always sees the marks of every retention run that
-started before it, and a raw cutoff is recorded before any raw row goes. Maintenance uses the
+Several processes: marks are written, and rollups maintained or rebuilt, under the lock of the
+follower's mark row (``rollup_follow``), so the follower always sees the marks of every retention
+run that started before it, and a raw cutoff is recorded before any raw row goes (retention first
+merges what is pending, under the ``historian_seq`` row lock too). Maintenance uses the
 staleness stored in ``rollup_state`` (set by the last full rebuild), so processes configured
 differently still write consistent rows; a process whose configured staleness differs rebuilds on
 start, and while a rebuild is pending queries answer from raw.
@@ -95,7 +97,9 @@ COMMENT ON FUNCTION rollup_float8(numeric) IS 'numeric to double precision, out 
 """
 
 _ST = "(%(st_s)s::int8 * interval '1 second' + %(st_us)s::int8 * interval '1 microsecond')"
-_US = "(extract(epoch FROM {}) * 1000000)::int8"
+# µs of an interval of at most a year: date_part's double precision (extract's numeric is several
+# times slower per row) holds it to far below a microsecond, and the cast rounds to the nearest
+_US = "(date_part('epoch', {}) * 1000000)::int8"
 _RANGES = ("unnest(%(sid)s::int4[], %(lo)s::timestamptz[], %(hi)s::timestamptz[], %(back)s::timestamptz[])"
            " AS r(series_id, lo, hi, back)")
 _COLUMNS = ("series_id, bucket, sample_count, value_count, value_sum, value_min, value_max, first_ts, first_value,"
@@ -105,60 +109,55 @@ _DELETE_SQL = ("DELETE FROM {table} m USING " + _RANGES +
                " WHERE m.series_id = r.series_id AND m.bucket >= r.lo AND m.bucket < r.hi")
 
 # Per range: the sample in force at its start (only the newest before it can be), then its
-# samples; each holds until the next one or its staleness. A hold's first piece lies in its own
-# minute; only holds crossing into later minutes need a generate_series.
+# samples; each holds until the next one or its staleness. One sorted pass (the window) gives each
+# sample its hold's end and its rank; then every good sample yields a piece per minute its hold
+# touches in the range (its own minute first; a text sample only its own), and one hash
+# aggregation per (series, minute) takes the statistics from the own-minute pieces (first and last
+# by rank, no sort per minute) and the time-weighted sums from all of them.
 _MINUTE = "interval '1 minute'"
 _MINUTES_FROM_RAW = f"""
 INSERT INTO rollup_1m ({_COLUMNS})
-WITH r AS (
-    SELECT * FROM {_RANGES}
-), pts AS (
-    SELECT r.series_id, r.lo, r.hi, c.ts, c.value, c.quality FROM r CROSS JOIN LATERAL (
-        SELECT s.ts, s.value, s.quality FROM samples s
-        WHERE s.series_id = r.series_id AND s.ts < r.lo AND s.ts >= r.back ORDER BY s.ts DESC LIMIT 1
-    ) c
-    UNION ALL
-    SELECT r.series_id, r.lo, r.hi, s.ts, s.value, s.quality
-    FROM r JOIN samples s ON s.series_id = r.series_id AND s.ts >= r.lo AND s.ts < r.hi
-), holds AS (
-    SELECT series_id, lo, hi, ts, value, quality, date_bin({_MINUTE}, ts, timestamptz 'epoch') AS m0,
-           least(lead(ts) OVER (PARTITION BY series_id, lo ORDER BY ts), ts + {_ST}) AS h1
-    FROM pts
-), stats AS (
-    SELECT series_id, m0 AS bucket, count(*) AS n,
-           count(value) AS nv, {{sum_value}} AS vsum, min(value) AS vmin, max(value) AS vmax,
-           min(ts) AS t_first, (array_agg(value ORDER BY ts))[1] AS v_first,
-           max(ts) AS t_last, (array_agg(value ORDER BY ts DESC))[1] AS v_last
-    FROM holds WHERE quality < {_BAD} AND ts >= lo
-    GROUP BY 1, 2
-), pieces AS (
-    SELECT series_id, m0 AS bucket, value, false AS carried,
-           {_US.format(f"least(h1, m0 + {_MINUTE}) - ts")} AS dt
-    FROM holds WHERE quality < {_BAD} AND value IS NOT NULL AND ts >= lo
-    UNION ALL
-    SELECT h.series_id, b.bucket, h.value, true,
-           {_US.format(f"least(h.h1, b.bucket + {_MINUTE}) - b.bucket")}
-    FROM holds h CROSS JOIN LATERAL generate_series(
-        greatest(h.m0 + {_MINUTE}, h.lo), least(h.h1, h.hi) - interval '1 microsecond', {_MINUTE}) AS b(bucket)
-    WHERE h.quality < {_BAD} AND h.value IS NOT NULL AND h.h1 > h.m0 + {_MINUTE}
-), twa AS (
-    SELECT series_id, bucket, {{sum_weighted}} AS num, sum(dt) AS den, bool_or(carried) AS carried
-    FROM pieces GROUP BY 1, 2
-)
-SELECT series_id, bucket, coalesce(s.n, 0), coalesce(s.nv, 0), s.vsum, s.vmin, s.vmax,
-       s.t_first, s.v_first, s.t_last, s.v_last,
-       coalesce(t.num, 0), coalesce(t.den, 0), coalesce(t.carried, false)
-FROM stats s FULL JOIN twa t USING (series_id, bucket)
+SELECT series_id, bucket, count(*) FILTER (WHERE NOT carried), count(value) FILTER (WHERE NOT carried),
+       {{sum_value}}, min(value) FILTER (WHERE NOT carried), max(value) FILTER (WHERE NOT carried),
+       min(ts) FILTER (WHERE NOT carried), (min(ARRAY[rn, value]) FILTER (WHERE NOT carried))[2],
+       max(ts) FILTER (WHERE NOT carried), (max(ARRAY[rn, value]) FILTER (WHERE NOT carried))[2],
+       coalesce({{sum_weighted}}, 0), coalesce(sum(dt) FILTER (WHERE value IS NOT NULL), 0), bool_or(carried)
+FROM (
+    SELECT series_id, bucket, ts, value, rn, bucket > m0 AS carried,
+           {_US.format(f"least(h1, bucket + {_MINUTE}) - greatest(ts, bucket)")} AS dt
+    FROM (
+    SELECT h.series_id, h.ts, h.value, h.rn, h.m0, h.h1, generate_series(
+        greatest(h.m0, h.lo), CASE WHEN h.value IS NULL THEN h.m0 ELSE least(h.h1, h.hi) - interval '1 microsecond' END,
+        {_MINUTE}) AS bucket
+    FROM (
+        SELECT series_id, lo, hi, ts, value, quality, date_bin({_MINUTE}, ts, timestamptz 'epoch') AS m0,
+               least(lead(ts) OVER w, ts + {_ST}) AS h1, (row_number() OVER w)::float8 AS rn
+        FROM (
+            SELECT r.series_id, r.lo, r.hi, c.ts, c.value, c.quality FROM {_RANGES} CROSS JOIN LATERAL (
+                SELECT s.ts, s.value, s.quality FROM samples s
+                WHERE s.series_id = r.series_id AND s.ts < r.lo AND s.ts >= r.back ORDER BY s.ts DESC LIMIT 1
+            ) c
+            UNION ALL
+            SELECT r.series_id, r.lo, r.hi, s.ts, s.value, s.quality
+            FROM {_RANGES} JOIN samples s ON s.series_id = r.series_id AND s.ts >= r.lo AND s.ts < r.hi
+        ) pts
+        WINDOW w AS (PARTITION BY series_id, lo ORDER BY ts)
+    ) h WHERE h.quality < {_BAD}
+    ) b
+) p
+GROUP BY series_id, bucket
 """
 
 
 def _merge(start: str, sum_value: str = "sum(m.value_sum)",
            sum_weighted: str = "sum(m.twa_weighted_sum)") -> str:
-    """Aggregates merging rows ``m`` of a finer level; ``start`` is the coarser bucket's start."""
+    """Aggregates merging rows ``m`` of a finer level; ``start`` is the coarser bucket's start. The
+    first and last values are those of the first and last row with samples, by bucket (a row's
+    samples lie in its bucket; whole seconds since the epoch are exact in double precision)."""
     return f"""coalesce(sum(m.sample_count), 0), coalesce(sum(m.value_count), 0),
         {sum_value}, min(m.value_min), max(m.value_max),
-        min(m.first_ts), (array_agg(m.first_value ORDER BY m.first_ts) FILTER (WHERE m.sample_count > 0))[1],
-        max(m.last_ts), (array_agg(m.last_value ORDER BY m.last_ts DESC) FILTER (WHERE m.sample_count > 0))[1],
+        min(m.first_ts), (min(ARRAY[date_part('epoch', m.bucket), m.first_value]) FILTER (WHERE m.sample_count > 0))[2],
+        max(m.last_ts), (max(ARRAY[date_part('epoch', m.bucket), m.last_value]) FILTER (WHERE m.sample_count > 0))[2],
         coalesce({sum_weighted}, 0), coalesce(sum(m.twa_duration_us), 0),
         coalesce(bool_or(m.twa_carried_in) FILTER (WHERE m.bucket = {start}), false)"""
 
@@ -175,8 +174,8 @@ GROUP BY m.series_id, {_HOUR}
 # overflow (finite values near 1e308), numeric sums turned into +-Infinity where out of range, so
 # that no finite value can make a commit fail.
 _MINUTES_FROM_RAW_SQL = (
-    _MINUTES_FROM_RAW.format(sum_value="sum(value)", sum_weighted="sum(value * dt)"),
-    _MINUTES_FROM_RAW.format(sum_value="rollup_float8(sum(value::numeric))",
+    _MINUTES_FROM_RAW.format(sum_value="sum(value) FILTER (WHERE NOT carried)", sum_weighted="sum(value * dt)"),
+    _MINUTES_FROM_RAW.format(sum_value="rollup_float8(sum(value::numeric) FILTER (WHERE NOT carried))",
                              sum_weighted="rollup_float8(sum(value::numeric * dt))"),
 )
 _HOURS_FROM_MINUTES_SQL = (
@@ -248,6 +247,8 @@ class RollupState:
 # on these short statements (the planner's row estimates for unnest/generate_series are far too
 # high), and the window sort of a 50k-sample batch should stay in memory.
 SESSION_SETTINGS = "set_config('jit', 'off', true), set_config('work_mem', '64MB', true)"
+# the rollup follower's catch-ups sort up to a few hundred thousand samples at once
+FOLLOWER_SETTINGS = "set_config('jit', 'off', true), set_config('work_mem', '256MB', true)"
 
 
 def lock_and_read(conn: psycopg.Connection, series_ids: Sequence[int] | None, *, lock: bool) -> RollupState:
@@ -394,16 +395,28 @@ def _clip(ranges: Iterable[Range], width: int, guard: Any) -> list[Range]:
 
 
 def sources(buckets: Sequence[tuple[int, int]], agg: Agg, staleness_us: int, state: RollupState,
-            series_id: int) -> list[str | None]:
-    """Per bucket, the coarsest level whose buckets tile it and that still holds it (its retention
-    cutoff is not after the bucket's start); None: answer from raw. For twa only when the query's
-    staleness is the one the rollups were built with, and never while a rebuild is pending."""
-    if state.rebuild_pending or state.staleness_us is None or (
-            agg is Agg.TWA and staleness_us != state.staleness_us):
+            series_id: int, pending_from: int | None = None) -> list[str | None]:
+    """Per bucket, the coarsest level whose buckets tile it, that still holds it (its retention
+    cutoff is not after the bucket's start) and that is not dirty; None: answer from raw. For twa
+    only when the query's staleness is the one the rollups were built with, and never while a
+    rebuild is pending.
+
+    ``pending_from``: the oldest ts of the series' samples the follower has not merged yet. Such a
+    sample changes its own bucket and the holds from its ts on, never before, and nothing before a
+    level's retention guard is recomputed: a bucket is dirty for a level when it ends after both."""
+    st = state.staleness_us
+    if state.rebuild_pending or st is None or (agg is Agg.TWA and staleness_us != st):
         return [None] * len(buckets)
-    horizons = [(name, width, state.marks.horizon(name, series_id)) for name, width in LEVELS]
-    return [next((name for name, width, horizon in horizons
-                  if b0 % width == 0 and b1 % width == 0 and (horizon is None or b0 >= horizon)), None)
+    levels: list[tuple[str, int, int | None, int | None]] = []
+    for name, width in LEVELS:
+        dirty_after = None
+        if pending_from is not None:
+            guard = (state.marks.minute_guard if width == MINUTE_US else state.marks.hour_guard)(series_id, st)
+            dirty_after = pending_from if guard is None else max(pending_from, guard)
+        levels.append((name, width, state.marks.horizon(name, series_id), dirty_after))
+    return [next((name for name, width, horizon, dirty_after in levels
+                  if b0 % width == 0 and b1 % width == 0 and (horizon is None or b0 >= horizon)
+                  and (dirty_after is None or b1 <= dirty_after)), None)
             for b0, b1 in buckets]
 
 
