@@ -9,7 +9,8 @@ Cases:
 * plain COPY: binary COPY into one unpartitioned table with PRIMARY KEY (series_id, ts) - the
   floor of what any PostgreSQL store with a unique key can do;
 * historian COPY only: the historian's fast path alone (partitioned table, no rollups);
-* historian commit: ``PostgresHistorian.commit`` - seq row lock, COPY, 1m/1h rollup maintenance;
+* historian commit: ``PostgresHistorian.commit`` - seq row lock, COPY, the rollup_pending row (the rollup
+  follower runs on its own thread beside it, as in production);
 * historian redelivery: the same batches committed again (COPY fails, staging + ON CONFLICT);
 * two committers: two threads, each with its own pool, committing alternate batches;
 * small batches: 500 samples (one second of the 500 series) per commit, 200 commits.
@@ -164,7 +165,7 @@ def main() -> None:
     print(f"| historian fast path alone (partitioned, COPY, no rollups) | "
           f"{rate(historian_copy_only(args.dsn, batches))} |")
     first, again = historian_commit(args.dsn, batches)
-    print(f"| historian commit (seq lock, COPY, 1m/1h rollups) | {rate(first)} |")
+    print(f"| historian commit (seq lock, COPY, pending row; follower beside it) | {rate(first)} |")
     print(f"| historian commit of a redelivered batch (staging, ON CONFLICT) | {rate(again)} |")
     print(f"| two committers, separate pools (total) | {two_committers(args.dsn, batches):,.0f} | |")
     small = small_batches(args.dsn)
