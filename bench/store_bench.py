@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import time
 import uuid
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import duckdb
 import pyarrow as pa
@@ -70,22 +72,7 @@ def duckdb_pair(directory: Path, rows: int) -> tuple[float, float, float]:
         con.unregister("batch")
         con.execute("COMMIT")
 
-    spent = {"bare": 0.0, "commit": 0.0, "follow": 0.0}
-    since = 0
-    for seq, b in enumerate(work, 1):
-        for which in (("bare", "commit") if seq % 2 else ("commit", "bare")):
-            t = time.perf_counter()
-            if which == "bare":
-                bare_append(seq, b)
-            else:
-                historian.commit(b)
-            spent[which] += time.perf_counter() - t
-        since += len(b.samples)
-        if since >= 200_000 or seq == len(work):
-            t = time.perf_counter()
-            historian.catch_up_rollups()
-            spent["follow"] += time.perf_counter() - t
-            since = 0
+    spent = _alternate(work, bare_append, historian)
     con.close()
     historian.close()
     db.close()
@@ -120,24 +107,31 @@ def postgres_pair(dsn: str, rows: int) -> tuple[float, float, float]:
                                    strict=True):
                         cp.write_row(row)
 
-        spent = {"bare": 0.0, "commit": 0.0, "follow": 0.0}
-        since = 0
-        for seq, b in enumerate(work, 1):
-            for which in (("bare", "commit") if seq % 2 else ("commit", "bare")):
-                t = time.perf_counter()
-                if which == "bare":
-                    bare_copy(seq, b)
-                else:
-                    historian.commit(b)
-                spent[which] += time.perf_counter() - t
-            since += len(b.samples)
-            if since >= 200_000 or seq == len(work):
-                t = time.perf_counter()
-                historian.catch_up_rollups()
-                spent["follow"] += time.perf_counter() - t
-                since = 0
+        spent = _alternate(work, bare_copy, historian)
         historian.close()
     finally:
         db.drop_schema()
         db.close()
     return n / spent["bare"], n / spent["commit"], n / (spent["commit"] + spent["follow"])
+
+
+def _alternate(work: list[IngestBatch], bare: Callable[[int, IngestBatch], None], historian: Any) -> dict[str, float]:
+    """Seconds spent in the bare write, the historian's commit and its rollup catch-ups: batch by
+    batch in turn, the order alternating, a catch-up after every 200,000 rows and at the end."""
+    spent = {"bare": 0.0, "commit": 0.0, "follow": 0.0}
+    since = 0
+    for seq, b in enumerate(work, 1):
+        for which in (("bare", "commit") if seq % 2 else ("commit", "bare")):
+            t = time.perf_counter()
+            if which == "bare":
+                bare(seq, b)
+            else:
+                historian.commit(b)
+            spent[which] += time.perf_counter() - t
+        since += len(b.samples)
+        if since >= 200_000 or seq == len(work):
+            t = time.perf_counter()
+            historian.catch_up_rollups()
+            spent["follow"] += time.perf_counter() - t
+            since = 0
+    return spent
