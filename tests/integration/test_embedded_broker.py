@@ -535,3 +535,22 @@ async def test_messages_accepted_in_one_loop_turn_share_one_sink_call() -> None:
     after = broker._submit_gathered(raw(b"y"))
     await after
     assert sink.calls == 3 and sink.payloads() == [b"0", b"1", b"2", b"y"]
+
+
+async def test_the_gil_switch_interval_is_short_while_a_broker_runs() -> None:
+    """The commit thread and the broker's loop share the GIL: a 5 ms switch interval makes each of
+    the commit's hand-backs wait behind the loop. Lowered while any broker runs, then put back."""
+    import sys
+
+    from shopfloor.connectors.mqtt.embedded_broker import SWITCH_INTERVAL_S
+
+    before = sys.getswitchinterval()
+    assert before > SWITCH_INTERVAL_S  # the interpreter's default
+    first, second = (EmbeddedBroker(HOST, 0, RecordingSink(), FakeAccess()) for _ in range(2))
+    await first.start()
+    await second.start()
+    assert sys.getswitchinterval() <= SWITCH_INTERVAL_S + 1e-9
+    await first.stop()
+    assert sys.getswitchinterval() <= SWITCH_INTERVAL_S + 1e-9  # the other one still runs
+    await second.stop()
+    assert sys.getswitchinterval() == before

@@ -546,11 +546,21 @@ def _samples_table(s: SampleBatch) -> pa.Table:
             "series_id": pa.array(s.series_id, pa.int32()),
             "ts": pa.array(s.ts_us, pa.int64()),
             "value": pa.array(s.value, pa.float64()),
-            "text": pa.array(s.text, pa.string()),
-            "quality": pa.array(s.quality, pa.int16()),
+            "text": _column(s.text, pa.string()),
+            "quality": _column(s.quality, pa.int16()),
         })
     except (pa.ArrowException, TypeError, ValueError, OverflowError) as exc:
         raise InvalidInput(f"malformed sample batch (columns must be parallel and typed): {exc}") from exc
+
+
+def _column(values: Sequence[Any], type_: pa.DataType) -> pa.Array:
+    """``values`` as an array of ``type_``; one value repeated (no texts, all good) without
+    converting each: the batch's columns are built holding the GIL, which the broker's loop wants."""
+    n = len(values)
+    first = values[0] if n else None
+    if n and (first is None or type(first) is int) and values.count(first) == n:
+        return pa.nulls(n, type_) if first is None else pa.repeat(pa.scalar(first, type_), n)
+    return pa.array(values, type_)
 
 
 def _insert_samples(cur: duckdb.DuckDBPyConnection, table: pa.Table, seq: int) -> None:
