@@ -542,7 +542,7 @@ async def test_the_gil_switch_interval_is_short_while_a_broker_runs() -> None:
     the commit's hand-backs wait behind the loop. Lowered while any broker runs, then put back."""
     import sys
 
-    from shopfloor.connectors.mqtt.embedded_broker import SWITCH_INTERVAL_S
+    from shopfloor.connectors.gil import SWITCH_INTERVAL_S
 
     before = sys.getswitchinterval()
     assert before > SWITCH_INTERVAL_S  # the interpreter's default

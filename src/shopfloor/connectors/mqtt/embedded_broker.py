@@ -23,8 +23,8 @@ What we add to amqtt, and where:
 * **The GIL.** The broker's event loop is busy with Python work for every packet, and the store
   commits in another thread that gives the GIL back at each call into the database; with the
   interpreter's default switch interval (5 ms) every one of those hand-backs waits up to 5 ms
-  behind the loop, which made a commit several times slower than alone (bench/ingest.py, embedded
-  rows). While a broker runs, the switch interval is at most ``SWITCH_INTERVAL_S``.
+  behind the loop, which made a commit several times slower than alone. While a broker runs, the
+  switch interval is short (``connectors/gil.py``).
 * An expired keep-alive closes the connection (amqtt ignores it), so a device that loses power
   without a FIN still gets its Will published; a disconnect that arrives while amqtt is still
   starting the handler is kept instead of dropped.
@@ -36,7 +36,6 @@ import asyncio
 import contextlib
 import errno
 import logging
-import sys
 import time
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
@@ -64,6 +63,7 @@ from amqtt.mqtt.pubrec import PubrecPacket
 from amqtt.plugins.base import BaseAuthPlugin, BaseTopicPlugin
 from amqtt.session import INCOMING, Session
 
+from shopfloor.connectors import gil
 from shopfloor.domain.errors import ShopfloorError
 from shopfloor.domain.sparkplug import publish_allowed, receive_allowed, subscribe_allowed
 from shopfloor.ports.ingest import DeviceAccess, MessageSink, RawMessage
@@ -74,7 +74,6 @@ _CONNECT_TIMEOUT_S = 10.0  # a TCP connection must send CONNECT within this
 _CUT_TIMEOUT_S = 5.0
 _STOP_DRAIN_S = 5.0
 _PREFIXES = "shopfloor.prefixes"  # Session.attributes key
-SWITCH_INTERVAL_S = 0.0002  # the GIL switch interval while a broker runs (see the module docs)
 
 _log = logging.getLogger(__name__)
 
@@ -418,28 +417,6 @@ class _DropStartupTraceback(logging.Filter):
         return record.getMessage() != "Broker startup failed"
 
 
-class _SwitchInterval:
-    """Lowers the interpreter's GIL switch interval while at least one broker runs, then puts back
-    what it was (unless someone else changed it meanwhile)."""
-
-    users = 0
-    saved = 0.0
-
-    @classmethod
-    def acquire(cls) -> None:
-        if cls.users == 0:
-            cls.saved = sys.getswitchinterval()
-            if cls.saved > SWITCH_INTERVAL_S:
-                sys.setswitchinterval(SWITCH_INTERVAL_S)
-        cls.users += 1
-
-    @classmethod
-    def release(cls) -> None:
-        cls.users -= 1
-        if cls.users == 0 and cls.saved > SWITCH_INTERVAL_S and abs(sys.getswitchinterval() - SWITCH_INTERVAL_S) < 1e-6:
-            sys.setswitchinterval(cls.saved)
-
-
 class EmbeddedBroker:
     """An MQTT 3.1.1 broker in this process that commits every accepted message through ``sink``.
 
@@ -500,7 +477,7 @@ class EmbeddedBroker:
         finally:
             amqtt_log.removeFilter(quiet)
         self._broker = broker
-        _SwitchInterval.acquire()
+        gil.acquire()
         _log.info("embedded MQTT broker listening on %s:%d", self.host, self.bound_port)
 
     def _start_error(self, exc: BrokerError) -> BrokerStartError:
@@ -526,7 +503,7 @@ class EmbeddedBroker:
                 del self._live[username]
                 self._notify(username, False)
             self.stopping = False
-            _SwitchInterval.release()
+            gil.release()
 
     # --- BrokerControl ---
 
