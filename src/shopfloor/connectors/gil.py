@@ -1,12 +1,15 @@
-"""A short GIL switch interval while an ingest loop and a commit thread share one process.
+"""A short GIL switch interval while the embedded broker and its commit thread share one process.
 
-An MQTT event loop is busy with Python work for every packet; the store commits in another thread
-that gives the GIL back at each call into the database (DuckDB, psycopg). With the interpreter's
-default switch interval (5 ms) every one of those hand-backs waits up to 5 ms behind the loop:
-a 50,000-row DuckDB commit took 87 ms alone and ~400 ms beside a busy thread (bench/ingest.py,
-embedded rows; docs/PERFORMANCE.md). While ``short_switch_interval`` is held by anyone, the
-interval is at most ``SWITCH_INTERVAL_S``; when the last holder leaves, the earlier value comes back
-(unless someone else changed it meanwhile).
+The broker's event loop (amqtt) is busy with Python work for every packet; the store commits in
+another thread that gives the GIL back at each call into DuckDB. With the interpreter's default
+switch interval (5 ms) every one of those hand-backs waits up to 5 ms behind the loop: a
+50,000-row DuckDB commit took 87 ms alone and ~400 ms beside a busy thread, and the embedded mode's
+throughput was bound by it. With 0.2 ms it went up ~1.6x (bench/ingest.py, embedded rows;
+docs/PERFORMANCE.md). The ingest workers do not use it: their loop is far less busy, and in the
+same runs a short interval made the Mosquitto + DuckDB worker ~20% slower.
+
+While ``short_switch_interval`` is held by anyone, the interval is at most ``SWITCH_INTERVAL_S``;
+when the last holder leaves, the earlier value comes back (unless someone else changed it meanwhile).
 """
 
 from __future__ import annotations

@@ -43,7 +43,6 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
-from shopfloor.connectors import gil
 from shopfloor.connectors.mqtt.link import LinkClosed, LinkRefused, MqttLink, close_quietly
 from shopfloor.domain.errors import InvalidInput, ShopfloorError, StoreUnavailable
 from shopfloor.domain.topics import ROOT, UPLINK_KINDS
@@ -166,11 +165,9 @@ class IngestWorker:
         _log.info("%s: connecting to %s:%d (group %s, batch %d, window %d)", self.client_id, self.host,
                   self.port, self.share_group, self.batch_max, self.receive_maximum)
         connection = self._loop.create_task(self._connect_loop())
-        gil.acquire()  # the loop and the commit thread share the GIL (connectors/gil.py)
         try:
             await self._consume()
         finally:
-            gil.release()
             self._stopping.set()  # also when cancelled: the disconnect below is ours
             # a stop keeps the session (its expiry was set at CONNECT); a retirement ends it
             await close_quietly(self._link, 0 if self._end_session else None)

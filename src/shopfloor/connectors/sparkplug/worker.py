@@ -43,7 +43,6 @@ from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 from paho.mqtt.subscribeoptions import SubscribeOptions
 
-from shopfloor.connectors import gil
 from shopfloor.connectors.sparkplug.host import SparkplugHost
 from shopfloor.connectors.sparkplug.topics import NAMESPACE, state_topic
 from shopfloor.domain.errors import InvalidInput, ShopfloorError, StoreUnavailable
@@ -183,11 +182,9 @@ class SparkplugWorker:
                                    properties=props)
         self._client.loop_start()
         refresher = self._loop.create_task(self._refresh())
-        gil.acquire()  # the loop and the commit thread share the GIL (connectors/gil.py)
         try:
             await self._consume()
         finally:
-            gil.release()
             self._stopping.set()
             refresher.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
