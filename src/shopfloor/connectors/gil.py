@@ -8,7 +8,7 @@ throughput was bound by it. With 0.2 ms it went up ~1.6x (bench/ingest.py, embed
 docs/PERFORMANCE.md). The ingest workers do not use it: their loop is far less busy, and in the
 same runs a short interval made the Mosquitto + DuckDB worker ~20% slower.
 
-While ``short_switch_interval`` is held by anyone, the interval is at most ``SWITCH_INTERVAL_S``;
+While anyone holds it (``acquire`` until ``release``), the interval is at most ``SWITCH_INTERVAL_S``;
 when the last holder leaves, the earlier value comes back (unless someone else changed it meanwhile).
 """
 
@@ -16,8 +16,6 @@ from __future__ import annotations
 
 import sys
 import threading
-from collections.abc import Iterator
-from contextlib import contextmanager
 
 SWITCH_INTERVAL_S = 0.0002
 
@@ -43,11 +41,3 @@ def release() -> None:
         if _holders == 0 and _saved > SWITCH_INTERVAL_S and abs(sys.getswitchinterval() - SWITCH_INTERVAL_S) < 1e-6:
             sys.setswitchinterval(_saved)
 
-
-@contextmanager
-def short_switch_interval() -> Iterator[None]:
-    acquire()
-    try:
-        yield
-    finally:
-        release()

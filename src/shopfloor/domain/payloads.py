@@ -251,8 +251,7 @@ def _telemetry(ctx: _Ctx, records: list[_Telemetry]) -> None:
             samples.text.extend([None] * n)
             samples.quality.extend([quality] * n)
             continue
-        for name, raw in values.items():
-            series = numeric.get(name)
+        for name, raw, series in zip(values, floats, series_ids, strict=True):
             # a finite float for a numeric measurement: nothing to check (x - x is nan for nan and inf)
             if series is not None and type(raw) is float and raw - raw == 0.0:
                 add_series(series)
