@@ -49,6 +49,7 @@ import ingest_procs as procs
 import ingest_setup as setup
 from shopfloor.bootstrap import build_platform, embedded_broker
 from shopfloor.config import Settings
+from shopfloor.connectors.mqtt.broker_process import BrokerProcess
 from shopfloor.connectors.mqtt.embedded_broker import EmbeddedBroker
 from shopfloor.ports.ingest import RawMessage
 from shopfloor.services.devices import DeviceAccessService
@@ -214,8 +215,9 @@ async def embedded(run: Run, plant: setup.Plant, kind: str, ceiling: bool) -> tu
         count = run.counts[kind]
         prelude, extra = prelude_points(kind)
         if ceiling:
-            sink = CountingSink()
-            broker = EmbeddedBroker("127.0.0.1", p.settings.mqtt_port, sink, DeviceAccessService(p.cache, p.stats))
+            sink = CountingSink()  # the same broker as below (in a child process, unless set off)
+            kind_of_broker = BrokerProcess if p.settings.mqtt_broker_process else EmbeddedBroker
+            broker = kind_of_broker("127.0.0.1", p.settings.mqtt_port, sink, DeviceAccessService(p.cache, p.stats))
             await broker.start()
             try:
                 return await asyncio.to_thread(

@@ -21,6 +21,7 @@ from fastapi import FastAPI
 from shopfloor.api.app import create_app
 from shopfloor.api.deps import ApiServices
 from shopfloor.config import Settings
+from shopfloor.connectors.mqtt.broker_process import BrokerProcess
 from shopfloor.connectors.mqtt.embedded_broker import EmbeddedBroker
 from shopfloor.connectors.sparkplug.commands import SparkplugCommander
 from shopfloor.connectors.sparkplug.host import SparkplugHost, SparkplugRouter
@@ -72,6 +73,7 @@ from shopfloor.storage.postgres.database import PgDatabase
 from shopfloor.web import pages as dashboard
 
 log = logging.getLogger(__name__)
+LocalBroker = EmbeddedBroker | BrokerProcess  # the embedded broker, in this process or in a child of its own
 
 
 @dataclass
@@ -147,7 +149,7 @@ class Platform:
     retention: RetentionService
     kpis: KpiService
     _ingest: IngestService | None = None
-    broker: EmbeddedBroker | None = None
+    broker: LocalBroker | None = None
     broker_connected: Callable[[], bool] | None = None
     broker_rejects: Callable[[], dict[str, int]] | None = None
     sparkplug_commands: SparkplugCommandService | None = None
@@ -304,8 +306,9 @@ BrokerRunner = Callable[["Platform"], contextlib.AbstractAsyncContextManager[obj
 
 
 @contextlib.asynccontextmanager
-async def embedded_broker(platform: Platform) -> AsyncIterator[EmbeddedBroker]:
-    """The MQTT broker inside this process, committing through ingest before it acknowledges."""
+async def embedded_broker(platform: Platform) -> AsyncIterator[LocalBroker]:
+    """The embedded MQTT broker (in a child process unless ``mqtt_broker_process`` is off), committing
+    through ingest before it acknowledges."""
     s = platform.settings
     loop = asyncio.get_running_loop()
     offline_tasks: set[asyncio.Task[None]] = set()
@@ -330,8 +333,11 @@ async def embedded_broker(platform: Platform) -> AsyncIterator[EmbeddedBroker]:
     access = DeviceAccessService(platform.cache, platform.stats, on_offline=mark_offline)
     host = SparkplugHost(SparkplugDirectoryService(platform.repo, platform.cache, platform.clock), platform.ingest,
                          limits=platform.ingest.decoder.limits)
-    broker = EmbeddedBroker(s.mqtt_host, s.mqtt_port, SparkplugRouter(platform.ingest, host), access,
-                            max_payload=s.max_payload_bytes)
+    sink = SparkplugRouter(platform.ingest, host)
+    broker: LocalBroker = (
+        BrokerProcess(s.mqtt_host, s.mqtt_port, sink, access, max_payload=s.max_payload_bytes)
+        if s.mqtt_broker_process else EmbeddedBroker(s.mqtt_host, s.mqtt_port, sink, access,
+                                                     max_payload=s.max_payload_bytes))
     await broker.start()
     platform.broker = broker
     host.set_publisher(broker)

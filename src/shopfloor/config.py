@@ -25,6 +25,9 @@ class Settings(BaseSettings):
     mqtt_port: int = Field(11883, ge=0, le=65535,
                            description="Port of the embedded MQTT broker (not 1883, which a system "
                                        "Mosquitto often holds).")
+    mqtt_broker_process: bool = Field(
+        True, description="Run the embedded MQTT broker in a child process of its own, so it works on another "
+                          "CPU core than decoding and commits (false: in this process, one core for both).")
     future_skew_s: int = Field(300, ge=0, description="Reject values whose ts is further in the future.")
     raw_retention_days: int = Field(30, ge=1, description="Keep raw samples this long; older ts are rejected.")
     max_payload_bytes: int = Field(256 * 1024, ge=256, description="Largest MQTT message accepted.")

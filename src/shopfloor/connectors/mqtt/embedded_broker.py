@@ -98,7 +98,7 @@ class DeviceAuthPlugin(BaseAuthPlugin):  # type: ignore[misc]
 
     async def authenticate(self, *, session: Session) -> bool:
         owner = cast(EmbeddedBroker, self.config.owner)
-        code, prefixes = owner._verdict(session.username, session.password, session.client_id,
+        code, prefixes = await owner._verdict(session.username, session.password, session.client_id,
                                         session.will_topic if session.will_flag else None)
         if code != CONNECTION_ACCEPTED:
             return False
@@ -347,7 +347,7 @@ class _AmqttBroker(Broker):  # type: ignore[misc]
                 await out.close()
             return
         if connect.proto_name == "MQTT" and connect.proto_level == 4:  # amqtt answers the other cases
-            code, _ = self._owner._verdict(connect.username, connect.password, connect.client_id,
+            code, _ = await self._owner._verdict(connect.username, connect.password, connect.client_id,
                                            connect.will_topic if connect.will_flag else None)
             if code != CONNECTION_ACCEPTED:
                 _log.info("refused MQTT connection of %r from %s (CONNACK %d)", connect.username,
@@ -580,18 +580,25 @@ class EmbeddedBroker:
         if not task.cancelled():
             task.exception()  # retrieved; whoever awaited it reports it
 
-    def _verdict(self, username: str | None, password: str | None, client_id: str | None,
-                 will_topic: str | None) -> tuple[int, tuple[str, ...]]:
+    async def _credentials(self, username: str, password: str) -> tuple[str, ...] | None:
+        """The user's topic prefixes if the credentials are good, else None; raises if it cannot tell."""
+        if not self._access.authenticate(username, password):
+            return None
+        return tuple(self._access.publish_prefixes(username))
+
+    async def _verdict(self, username: str | None, password: str | None, client_id: str | None,
+                       will_topic: str | None) -> tuple[int, tuple[str, ...]]:
         """CONNACK return code for a CONNECT, and the user's prefixes when accepted."""
         if not username:
             return NOT_AUTHORIZED, ()
         try:
-            if not self._access.authenticate(username, password or ""):
-                return BAD_USERNAME_PASSWORD, ()
-            prefixes = tuple(self._access.publish_prefixes(username))
+            granted = await self._credentials(username, password or "")
         except Exception:
             _log.exception("device access check failed for %r", username)
             return SERVER_UNAVAILABLE, ()
+        if granted is None:
+            return BAD_USERNAME_PASSWORD, ()
+        prefixes = granted
         owner = self._client_owners.get(client_id) if client_id else None
         if owner is not None and owner != username:
             _log.warning("user %r tried to take over client id %r of user %r", username, client_id, owner)
