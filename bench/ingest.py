@@ -209,8 +209,12 @@ def fresh_dir(run: Run, what: str) -> Path:
     return directory
 
 
-async def embedded(run: Run, plant: setup.Plant, kind: str, ceiling: bool) -> tuple[float, bool]:
-    p = build_platform(Settings(data_dir=fresh_dir(run, f"embedded-{kind}"), mqtt_port=setup.free_port()))
+async def embedded(run: Run, plant: setup.Plant, kind: str, ceiling: bool,
+                   in_process: bool = False) -> tuple[float, bool]:
+    """The embedded mode (broker in a child process, or with ``in_process`` in this one), or its
+    ceiling: the same broker with a sink that only counts."""
+    p = build_platform(Settings(data_dir=fresh_dir(run, f"embedded-{kind}"), mqtt_port=setup.free_port(),
+                                mqtt_broker_process=not in_process))
     try:
         count = run.counts[kind]
         prelude, extra = prelude_points(kind)
@@ -253,7 +257,7 @@ def run_payload(run: Run, plant: setup.Plant, schema: str, kind: str) -> None:
     prelude, extra = prelude_points(kind)
     # the ceilings first
     rate, partial = asyncio.run(embedded(run, plant, kind, ceiling=True))
-    run.add(f"embedded broker {kind}", Row("embedded broker, counting sink (ceiling)", "-", kind, rate,
+    run.add(f"embedded broker {kind}", Row("embedded broker in a child process, counting sink (ceiling)", "-", kind, rate,
                                            partial=partial))
     if run.postgres:  # the PostgreSQL rows' ceiling
         rate, partial = through_mosquitto(run, kind, lambda port: [(procs.bare_subscriber, (port,))], per,
@@ -267,7 +271,15 @@ def run_payload(run: Run, plant: setup.Plant, schema: str, kind: str) -> None:
                                          partial=partial))
     # the real thing
     rate, partial = asyncio.run(embedded(run, plant, kind, ceiling=False))
-    run.add(f"embedded {kind}", Row("embedded", "DuckDB", kind, rate, f"embedded broker {kind}", partial))
+    run.add(f"embedded {kind}", Row("embedded (broker in a child process)", "DuckDB", kind, rate,
+                                    f"embedded broker {kind}", partial))
+    # the same with the broker inside the platform's process, against that broker's own ceiling
+    rate, partial = asyncio.run(embedded(run, plant, kind, ceiling=True, in_process=True))
+    run.add(f"in-process broker {kind}", Row("embedded broker in this process, counting sink (ceiling)", "-",
+                                             kind, rate, partial=partial))
+    rate, partial = asyncio.run(embedded(run, plant, kind, ceiling=False, in_process=True))
+    run.add(f"embedded in-process {kind}", Row("embedded, broker in the same process (mqtt_broker_process = false)",
+                                               "DuckDB", kind, rate, f"in-process broker {kind}", partial))
     directory = str(fresh_dir(run, f"worker-{kind}"))
     rate, partial = through_mosquitto(
         run, kind, lambda port: [(procs.duckdb_ingest, (directory, port, kind))], 1, extra)

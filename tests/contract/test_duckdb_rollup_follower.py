@@ -186,3 +186,54 @@ def test_the_thread_keeps_up_and_close_catches_up(tmp_path: Path) -> None:
     assert store.rollups_pending() == 0
     _equal_to_a_rebuild(db, store)
     db.close()
+
+
+def test_the_follower_merges_the_rows_commits_hand_over_without_reading_them_back(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """In-order commits hand their rows over; a commit on the anti-join path (late samples) or a
+    restart means reading by seq again. Either way the rollups equal a rebuild from raw."""
+    from shopfloor.storage.duckdb import rollup_follower
+
+    db = Database(tmp_path / "h.duckdb")
+    store = DuckDBHistorian(db, rollup_interval_s=None)
+    rows = _stream(8, 3, 900)
+    real_sql = rollup_follower._PENDING_SQL
+    monkeypatch.setattr(rollup_follower, "_PENDING_SQL", "SELECT error('read back ' || $mark || '-' || $upto)")
+    for k in range(0, 600, 50):
+        _commit(store, rows[k:k + 50])
+    assert store.catch_up_rollups() == 600  # the failing read-back was never run
+    _commit(store, rows[600:])
+    _commit(store, rows[100:150])  # already stored: the anti-join path, rows stored not known
+    with pytest.raises(StoreUnavailable, match="read back"):
+        store.catch_up_rollups()
+    monkeypatch.setattr(rollup_follower, "_PENDING_SQL", real_sql)
+    assert store.catch_up_rollups() == 300  # read back: the repeated 50 were not stored again
+    _equal_to_a_rebuild(db, store)
+    db.close()
+
+
+def test_a_failed_commit_hands_nothing_over(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A commit whose transaction fails after its samples went in: none of them reaches the rollups."""
+    from shopfloor.domain.records import EventRecord, IngestBatch
+    from shopfloor.storage.duckdb import historian
+
+    db = Database(tmp_path / "h.duckdb")
+    store = DuckDBHistorian(db, rollup_interval_s=None)
+    rows = _stream(9, 3, 300)
+    _commit(store, rows[:100])
+
+    def fail(*_: object) -> None:
+        raise historian.duckdb.IOException("disk full (simulated)")
+
+    monkeypatch.setattr(historian, "_insert_events", fail)
+    batch = IngestBatch()
+    for sid, ts, value, text, quality in rows[100:200]:
+        batch.samples.add(sid, ts, value, text, quality)
+    batch.events.append(EventRecord(1, 1, D0, "event", "note", {}))
+    with pytest.raises(StoreUnavailable):
+        store.commit(batch)
+    monkeypatch.undo()
+    _commit(store, rows[200:])  # takes the failed commit's seq
+    assert store.catch_up_rollups() == 200
+    _equal_to_a_rebuild(db, store)
+    db.close()

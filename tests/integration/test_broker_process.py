@@ -68,7 +68,7 @@ async def test_a_killed_child_is_replaced_on_the_same_port_and_devices_send_agai
         await asyncio.to_thread(dev.close)
 
 
-async def test_the_child_ends_when_its_parent_dies() -> None:
+def test_the_child_ends_when_its_parent_dies() -> None:
     """A parent killed without a word: the child sees its socket close, stops acknowledging, exits."""
     script = textwrap.dedent(f"""
         import asyncio, sys, time
@@ -88,13 +88,13 @@ async def test_the_child_ends_when_its_parent_dies() -> None:
                               cwd=os.path.dirname(os.path.dirname(os.path.dirname(__file__))))
     try:
         assert parent.stdout is not None
-        child = int(await asyncio.to_thread(parent.stdout.readline))
+        child = int(parent.stdout.readline())
         assert _alive(child)
         parent.kill()
         parent.wait(10)
         deadline = time.monotonic() + 15
         while _alive(child) and time.monotonic() < deadline:
-            await asyncio.sleep(0.05)
+            time.sleep(0.05)
         assert not _alive(child), "the broker process outlived its parent"
     finally:
         if parent.poll() is None:

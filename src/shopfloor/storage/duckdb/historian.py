@@ -197,13 +197,18 @@ class DuckDBHistorian:
                 with self._db.transaction() as cur:
                     if samples is not None:
                         forward = self._write_samples(cur, samples, seq)
+                        # what the follower will merge: all of them on the append path
+                        self._follower.expect(seq, samples if forward is not None else None)
                     if events is not None:
                         _insert_events(cur, events, seq)
                     if dead is not None:
                         _insert_dead_letters(cur, dead, seq)
                     cur.execute("UPDATE historian_seq SET last_seq = ?", [seq])
-            except duckdb.Error as exc:
-                raise StoreUnavailable(f"could not commit ingest batch {seq}: {exc}") from exc
+            except BaseException as exc:
+                self._follower.withdraw(seq)
+                if isinstance(exc, duckdb.Error):
+                    raise StoreUnavailable(f"could not commit ingest batch {seq}: {exc}") from exc
+                raise
             self._seq = seq
             self._dead_letter_id += len(batch.dead_letters)
             if forward is not None:

@@ -25,6 +25,12 @@ When it runs (``interval_s``):
 * ``None``: only when asked (``catch_up``), plus the backpressure above, and before retention,
   rebuilds and ``close`` (tests and benches use it).
 
+What it reads: the commits hand their appended rows over (``expect``, inside their transaction,
+so a seq the follower can see has always been handed over); when every commit in (mark, upto] is
+known that way since the follower last forgot, it merges those tables and reads nothing back.
+Otherwise (after a restart, a retention pass or a failed catch-up, or a commit that took the
+anti-join path, whose stored rows are not known without reading) it reads the rows by seq.
+
 The follower has its own lock, not the database's write lock: its transaction writes only the
 rollup tables and the mark, which commits never touch, so commits carry on while it runs (DuckDB
 runs both; MVCC keeps the follower's view at the seq it read). Retention and rebuilds hold both.
@@ -74,6 +80,8 @@ class RollupFollower:
         self._path = AppendPath()  # each series' newest sample that the rollups hold
         self._path_mark: int | None = None  # the mark that cache belongs to
         self._pending = 0  # sample rows committed since the last catch-up began (an upper bound)
+        self._handed: dict[int, pa.Table | None] = {}  # seq -> the rows its commit appended (None: unknown)
+        self._handed_from: int | None = None  # every commit from this seq on is in _handed (if it stored samples)
         self._count_lock = threading.Lock()
         self._wake = threading.Event()
         self._stop = threading.Event()
@@ -100,6 +108,34 @@ class RollupFollower:
             self._catch_up_logged()
         elif pending >= self._batch_rows:
             self._wake.set()
+
+    def expect(self, seq: int, appended: pa.Table | None) -> None:
+        """Commit ``seq``, in its transaction, appends exactly ``appended`` (None: rows not known).
+        Call before the transaction commits; ``withdraw`` if it does not."""
+        with self._count_lock:
+            if self._handed_from is None:
+                self._handed_from = seq
+            self._handed[seq] = appended
+
+    def withdraw(self, seq: int) -> None:
+        """The transaction of ``seq`` failed: nothing of it was stored."""
+        with self._count_lock:
+            self._handed.pop(seq, None)
+
+    def _handed_rows(self, mark: int, upto: int) -> pa.Table | None:
+        """The rows of the commits in (mark, upto], if every one of them was handed over."""
+        with self._count_lock:
+            if self._handed_from is None or self._handed_from > mark + 1:
+                return None
+            tables = [t for s, t in self._handed.items() if mark < s <= upto]
+        if any(t is None for t in tables):
+            return None
+        return pa.concat_tables(tables) if len(tables) > 1 else tables[0] if tables else None
+
+    def _merged_upto(self, upto: int) -> None:
+        with self._count_lock:
+            for seq in [s for s in self._handed if s <= upto]:
+                del self._handed[seq]
 
     def stop(self) -> None:
         """Stop the thread (a catch-up under way finishes first)."""
@@ -135,9 +171,12 @@ class RollupFollower:
     # ---- catching up -----------------------------------------------------------------------
 
     def forget(self) -> None:
-        """Drop the cached newest samples (after retention or a rebuild); hold ``lock``."""
+        """Drop the cached newest samples and handed-over rows (after retention or a rebuild); hold ``lock``."""
         self._path.forget()
         self._path_mark = None
+        with self._count_lock:
+            self._handed.clear()
+            self._handed_from = None
 
     def catch_up(self) -> int:
         """Merge every committed sample not yet in the rollups; return how many."""
@@ -160,6 +199,7 @@ class RollupFollower:
             elif rows is not None:
                 self._path.after_recompute(rows)
             self._path_mark = upto
+            self._merged_upto(upto)
             with self._count_lock:
                 self._pending = max(0, self._pending - counted)
             return 0 if rows is None else rows.num_rows
@@ -169,9 +209,12 @@ class RollupFollower:
         upto = int(cur.execute("SELECT max(last_seq) FROM historian_seq").fetchall()[0][0])
         if upto <= mark:
             return mark, None, None
-        if self._path_mark != mark:
-            self.forget()
-        rows = cur.sql(_PENDING_SQL, params={"mark": mark, "upto": upto}).to_arrow_table()
+        if self._path_mark != mark:  # the cache of newest samples belongs to another mark
+            self._path.forget()
+            self._path_mark = None
+        rows = self._handed_rows(mark, upto)
+        if rows is None:
+            rows = cur.sql(_PENDING_SQL, params={"mark": mark, "upto": upto}).to_arrow_table()
         plan: Plan | None = None
         if rows.num_rows:
             st = self._rollups.staleness_us
