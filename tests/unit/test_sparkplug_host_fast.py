@@ -13,7 +13,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from shopfloor.connectors.sparkplug.host import SparkplugHost
-from shopfloor.connectors.sparkplug.host_fast import make_plan, parse_message, read_rows
+from shopfloor.connectors.sparkplug.host_fast import make_plan, parse_message, read_floats, read_rows
 from shopfloor.connectors.sparkplug.host_state import HostState
 from shopfloor.connectors.sparkplug.model import DataType
 from shopfloor.connectors.sparkplug.topics import parse_topic
@@ -40,6 +40,7 @@ DEVICE_METRICS = {"force": MetricDef(10, DataType.DOUBLE), "running": MetricDef(
                   "mode": MetricDef(12, DataType.STRING), "temperature": MetricDef(13, DataType.FLOAT),
                   "count": MetricDef(14, DataType.INT64), "raw": MetricDef(15, DataType.UNKNOWN),
                   "Properties/Serial": MetricDef(16, DataType.STRING)}
+FLOATS = {name: DEVICE_METRICS[name] for name in ("force", "temperature")}  # messages read_floats takes whole
 ODD_ALIASES = [0, 1, 10, 99]
 ODD_NAMES = ["", "nope", "Oil/Temp", "force"]
 
@@ -191,7 +192,7 @@ def data_messages(draw: st.DrawFn) -> list[tuple[str, bytes, str]]:
             out.append(("", b"", "rebirth"))
         device = "Ghost" if _odd(draw) else draw(st.sampled_from([None, "Press2", "Press2"]))
         topic = "spBv1.0/acme/NDATA/gw-1" if device is None else f"spBv1.0/acme/DDATA/gw-1/{device}"
-        defs = NODE_METRICS if device is None else DEVICE_METRICS
+        defs = NODE_METRICS if device is None else draw(st.sampled_from([DEVICE_METRICS, DEVICE_METRICS, FLOATS]))
         body = b"".join(draw(st.lists(metrics(defs), max_size=6)))
         if draw(st.booleans()):
             body = w.uint(w.P_TIMESTAMP, draw(st.sampled_from([NOW_MS, NOW_MS + 3_600_000, 0]))) + body
@@ -284,3 +285,27 @@ def test_the_fast_path_takes_plain_data_and_leaves_the_rest_to_the_general_path(
     unknown_alias = w.payload(w.uint(w.P_SEQ, 3), w.metric(w.uint(w.M_ALIAS, 99), w.f64(w.M_DOUBLE, 1.0)))
     assert read_rows(parse_message(unknown_alias), plan) is None  # the general path asks for a rebirth
     assert parse_message(b"\x0a") is None
+
+    # all Float/Double measurements: straight into columns; anything else is left to read_rows
+    now = NOW_MS * 1000
+    force, temperature = (target.metrics[n] for n in ("force", "temperature"))
+    assert force is not None and temperature is not None
+
+    def floats(*metrics: bytes, payload_ts: int | None = NOW_MS) -> object:
+        head = w.uint(w.P_SEQ, 3) + (w.uint(w.P_TIMESTAMP, payload_ts) if payload_ts is not None else b"")
+        return read_floats(parse_message(w.payload(head, *metrics)), plan, now, now + 300_000_000,
+                           now - 86_400_000_000)
+
+    plain = (w.metric(w.uint(w.M_ALIAS, 10), w.f64(w.M_DOUBLE, 2.5)),
+             w.metric(w.uint(w.M_ALIAS, 13), w.f32(w.M_FLOAT, 0.0), w.uint(w.M_TIMESTAMP, NOW_MS - 1000)))
+    assert floats(*plain) == ([force.series_id, temperature.series_id], [now, now - 1_000_000], [2.5, 0.0])
+    assert floats(*plain, payload_ts=None) == ([force.series_id, temperature.series_id],
+                                               [now, now - 1_000_000], [2.5, 0.0])  # no ts: received
+    assert floats(w.metric(w.uint(w.M_ALIAS, 10), w.f64(w.M_DOUBLE, 1.0), w.boolean(w.M_IS_TRANSIENT, True))) == (
+        [], [], [])  # transient: read, not stored
+    assert floats(plain[0], w.metric(w.uint(w.M_ALIAS, 11), w.boolean(w.M_BOOLEAN, True))) is None  # a Boolean
+    assert floats(w.metric(w.uint(w.M_ALIAS, 10), w.f64(w.M_DOUBLE, math.nan))) is None  # a dead letter
+    assert floats(w.metric(w.uint(w.M_ALIAS, 10), w.f64(w.M_DOUBLE, 1.0),
+                           w.uint(w.M_TIMESTAMP, NOW_MS + 3_600_000))) is None  # in the future: a dead letter
+    assert floats(w.metric(w.uint(w.M_ALIAS, 10), w.boolean(w.M_IS_NULL, True))) is None  # null: a bad sample
+    assert floats(w.metric(w.uint(w.M_ALIAS, 99), w.f64(w.M_DOUBLE, 1.0))) is None  # unknown alias

@@ -38,7 +38,7 @@ from math import isfinite
 
 from shopfloor.connectors.sparkplug.codec import decode_payload
 from shopfloor.connectors.sparkplug.errors import SparkplugDecodeError
-from shopfloor.connectors.sparkplug.host_fast import DataPlan, Row, make_plan, parse_message, read_rows
+from shopfloor.connectors.sparkplug.host_fast import DataPlan, Row, make_plan, parse_message, read_floats, read_rows
 from shopfloor.connectors.sparkplug.host_messages import (
     Outgoing,
     parse_state_payload,
@@ -309,6 +309,20 @@ class SparkplugHost:
             if len(self._plans) >= MAX_PLANS:
                 self._plans.clear()
             plan = self._plans[key] = make_plan(scope, target)
+        now = msg.received_us
+        columns = read_floats(message, plan, now, now + self.limits.future_skew_us, now - self.limits.max_age_us)
+        if columns is not None:
+            self.state.accept_data(topic, message.seq)
+            sids, times, values = columns
+            if sids:
+                samples, n = work.batch.samples, len(sids)
+                samples.series_id.extend(sids)
+                samples.ts_us.extend(times)
+                samples.value.extend(values)
+                samples.text.extend([None] * n)
+                samples.quality.extend([_GOOD] * n)
+                self._memo.series.setdefault((topic.node, topic.device), set()).update(sids)
+            return True
         rows = read_rows(message, plan)
         if rows is None:
             return False

@@ -16,12 +16,19 @@ metadata (which can change the quality or fail to decode), nothing a data messag
 Anything else (:func:`read_rows` returns None) goes through the general path, from the start,
 which finds and reports what is wrong exactly as before. What the host then checks per value
 (mapping, timestamp limits, value types) is shared by both paths.
+
+Most data messages carry nothing but Float/Double measurements mapped to numeric series, with
+timestamps in range. :func:`read_floats` takes those in one pass straight into three columns
+(series, ts, value) without a row per metric; at the first metric that is anything else, or a
+value or timestamp that would need a dead letter, it gives up (None) and :func:`read_rows` reads
+the message from the start.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
+from math import isfinite
 from typing import Any, TypeAlias
 
 from shopfloor.connectors.sparkplug import sparkplug_b_pb2 as pb
@@ -29,6 +36,7 @@ from shopfloor.connectors.sparkplug.codec import typed_value
 from shopfloor.connectors.sparkplug.errors import SparkplugDecodeError
 from shopfloor.connectors.sparkplug.host_state import BirthScope, MetricInfo, is_measurement
 from shopfloor.connectors.sparkplug.model import METRIC_TYPES, DataType, Value
+from shopfloor.domain.assets import ValueType
 from shopfloor.ports.sparkplug import MachineTarget, MetricTarget
 
 #: A value to map: name, whether the machine takes the name, its target (None: left out on
@@ -54,12 +62,18 @@ class PlanEntry:
     target: MetricTarget | None  # None: left out on purpose (or not mapped)
 
 
+#: A Float/Double measurement that goes to a numeric series: (series id, scale, offset).
+FloatEntry: TypeAlias = tuple[int, float, float]
+
+
 @dataclass(frozen=True, slots=True)
 class DataPlan:
     scope: BirthScope
     target: MachineTarget
     by_alias: Mapping[int, PlanEntry]
     by_name: Mapping[str, PlanEntry]
+    floats_by_alias: Mapping[int, FloatEntry]  # the entries read_floats takes
+    floats_by_name: Mapping[str, FloatEntry]
 
 
 def make_plan(scope: BirthScope, target: MachineTarget) -> DataPlan:
@@ -68,8 +82,65 @@ def make_plan(scope: BirthScope, target: MachineTarget) -> DataPlan:
         return PlanEntry(info.name, info.datatype, info.datatype in _FLOATS, is_measurement(info.name), mapped,
                          target.metrics[info.name] if mapped else None)
 
-    return DataPlan(scope, target, {alias: entry(info) for alias, info in scope.by_alias.items()},
-                    {name: entry(info) for name, info in scope.by_name.items()})
+    def floats(entries: Mapping[Any, PlanEntry]) -> dict[Any, FloatEntry]:
+        return {key: (e.target.series_id, float(e.target.mapping.scale), float(e.target.mapping.offset))
+                for key, e in entries.items()
+                if e.floats and e.keep and e.target is not None and e.target.value_type is ValueType.NUMERIC}
+
+    by_alias = {alias: entry(info) for alias, info in scope.by_alias.items()}
+    by_name = {name: entry(info) for name, info in scope.by_name.items()}
+    return DataPlan(scope, target, by_alias, by_name, floats(by_alias), floats(by_name))
+
+
+def read_floats(message: Any, plan: DataPlan, now_us: int, latest_us: int,
+                earliest_us: int) -> tuple[list[int], list[int], list[float]] | None:
+    """The (series ids, timestamps in µs, values) of a parsed NDATA/DDATA ``message`` whose metrics
+    are all Float/Double measurements of numeric series, finite after scaling, within
+    [earliest_us, latest_us]; None for any other message (then :func:`read_rows` reads it). What it
+    returns is what ``read_rows`` and the host's per-value checks would store for it."""
+    if message.HasField("uuid") and not isinstance(message.uuid, str):
+        return None
+    payload_ts: int | None = message.timestamp if message.HasField("timestamp") else None
+    by_alias, by_name = plan.floats_by_alias, plan.floats_by_name
+    sids: list[int] = []
+    times: list[int] = []
+    values: list[float] = []
+    for m in message.metrics:
+        name = m.name
+        if not isinstance(name, str):
+            return None
+        alias = m.alias
+        if alias or m.HasField("alias"):
+            entry = by_alias.get(alias)
+        elif name or m.HasField("name"):
+            entry = by_name.get(name)
+        else:
+            return None
+        if entry is None or m.HasField("properties") or m.HasField("metadata") or m.is_null:
+            return None
+        code = m.datatype
+        if code and code not in _FLOAT_CODES:
+            return None
+        raw = m.double_value
+        if not raw:
+            field = m.WhichOneof("value")
+            if field not in _FLOAT_FIELDS:
+                return None
+            raw = float(getattr(m, field))
+        if m.is_transient:
+            continue  # checked, and not stored (as read_rows)
+        ts_ms = m.timestamp
+        if not ts_ms and not m.HasField("timestamp"):
+            ts_ms = payload_ts
+        ts = ts_ms * 1000 if ts_ms is not None else now_us
+        series_id, scale, offset = entry
+        value = raw * scale + offset
+        if ts > latest_us or ts < earliest_us or not isfinite(value):
+            return None
+        sids.append(series_id)
+        times.append(ts)
+        values.append(value)
+    return sids, times, values
 
 
 def read_rows(message: Any, plan: DataPlan) -> list[Row] | None:

@@ -63,37 +63,38 @@ SELECT s.series_id, s.ts, s.value, s.quality FROM samples s JOIN newest USING (s
 
 # Per (series, minute): what the batch adds (statistics, hold pieces) and what the previous newest
 # sample no longer holds; ``carried`` NULL means the minute's carried-in flag stays as it is.
+# A new sample holds until the next one of its series (of any quality) or for the staleness; the
+# previous newest sample (one per series, older than every new one) now holds only until the
+# batch's first sample of its series (``next_ts``). ``holds`` has one reader, so it is not
+# materialised; the window runs over the new rows alone.
 _DELTA_SQL = f"""
-WITH pts AS (
-    SELECT series_id, ts, value, quality, false AS old FROM _sf_new
-    UNION ALL
-    SELECT series_id, ts, value, quality, true FROM _sf_prev
-), holds AS (
-    SELECT series_id, ts, value, quality, old,
+WITH holds AS (
+    SELECT series_id, ts, value, quality,
            least(coalesce(lead(ts) OVER (PARTITION BY series_id ORDER BY ts), ts + $st), ts + $st) AS h1
-    FROM pts
+    FROM _sf_new
+), prev AS (
+    SELECT series_id, ts, value, least(next_ts, ts + $st) AS h1, quality < {_BAD} AND value IS NOT NULL AS holds
+    FROM _sf_prev
 ), stats AS (
     SELECT series_id, ts - ts % {_M} AS b, count(*) AS n, count(value) AS nv, sum(value) AS vsum,
            min(value) AS vmin, max(value) AS vmax, min(ts) AS t_first, first(value ORDER BY ts) AS v_first,
            max(ts) AS t_last, last(value ORDER BY ts) AS v_last
-    FROM holds WHERE NOT old AND quality < {_BAD}
+    FROM _sf_new WHERE quality < {_BAD}
     GROUP BY ALL
 ), pieces AS (
     SELECT h.series_id, r.b, least(h.h1, r.b + {_M}) - greatest(h.ts, r.b) AS dt, h.value, h.ts < r.b AS carried
     FROM holds h, range(h.ts - h.ts % {_M}, h.h1, {_M}) r(b)
-    WHERE NOT h.old AND h.quality < {_BAD} AND h.value IS NOT NULL
+    WHERE h.quality < {_BAD} AND h.value IS NOT NULL
     UNION ALL
-    SELECT h.series_id, r.b, -(least(h.ts + $st, r.b + {_M}) - greatest(h.h1, r.b)), h.value, false
-    FROM holds h, range(h.h1 - h.h1 % {_M}, h.ts + $st, {_M}) r(b)
-    WHERE h.old AND h.quality < {_BAD} AND h.value IS NOT NULL AND h.h1 < h.ts + $st
+    SELECT p.series_id, r.b, -(least(p.ts + $st, r.b + {_M}) - greatest(p.h1, r.b)), p.value, false
+    FROM prev p, range(p.h1 - p.h1 % {_M}, p.ts + $st, {_M}) r(b)
+    WHERE p.holds AND p.h1 < p.ts + $st
 ), twa AS (
     SELECT series_id, b, sum(value * dt) AS w, sum(dt) AS dt,
            coalesce(bool_or(carried) FILTER (WHERE dt > 0), false) AS carried
     FROM pieces GROUP BY ALL
 ), keys AS (
     SELECT series_id, b FROM stats UNION SELECT series_id, b FROM twa
-), prev AS (
-    SELECT series_id, ts, h1, quality < {_BAD} AND value IS NOT NULL AS holds FROM holds WHERE old
 )
 SELECT k.series_id, k.b AS bucket_us, coalesce(s.n, 0) AS n, coalesce(s.nv, 0) AS nv, s.vsum, s.vmin, s.vmax,
        s.t_first, s.v_first, s.t_last, s.v_last, coalesce(t.w, 0) AS w, coalesce(t.dt, 0) AS dt,
@@ -147,11 +148,12 @@ class Plan:
 
     new: pa.Table  # series_id, ts, value, text, quality: the rows to insert
     newest: dict[int, Newest]  # per series, its newest sample once this batch is committed
-    prev: pa.Table  # series_id, ts, value, quality: the newest stored sample of series that have one
+    prev: pa.Table  # series_id, ts, value, quality, next_ts: the newest stored sample of series that have
+    # one, and the ts of the batch's first sample of that series
 
 
 _PREV_SCHEMA = pa.schema([("series_id", pa.int32()), ("ts", pa.int64()), ("value", pa.float64()),
-                          ("quality", pa.int16())])
+                          ("quality", pa.int16()), ("next_ts", pa.int64())])
 
 
 class AppendPath:
@@ -182,14 +184,14 @@ class AppendPath:
         every_m, per_m = marks.guards(MINUTE_US, staleness_us)
         every_h, per_h = marks.guards(HOUR_US, staleness_us)
         newest: dict[int, Newest] = {}
-        prev_rows: list[tuple[int, int, float | None, int]] = []
+        prev_rows: list[tuple[int, int, float | None, int, int]] = []
         for sid, lo, hi, value, quality in summary:
             sid, lo = int(sid), int(lo)
             known = self._newest[sid]
             if known is not None:
                 if lo <= known[0]:
                     return None  # late data, or a redelivery: recompute from raw
-                prev_rows.append((sid, *known))
+                prev_rows.append((sid, *known, lo))
             minute, hour = lo - lo % MINUTE_US, lo - lo % HOUR_US
             for guard in (every_m, per_m.get(sid)):
                 if guard is not None and minute < guard:
@@ -198,7 +200,7 @@ class AppendPath:
                 if guard is not None and hour < guard:
                     return None
             newest[sid] = (int(hi), value, int(quality))
-        cols: list[Sequence[object]] = [[r[k] for r in prev_rows] for k in range(4)]
+        cols: list[Sequence[object]] = [[r[k] for r in prev_rows] for k in range(5)]
         prev = pa.table([pa.array(c, f.type) for c, f in zip(cols, _PREV_SCHEMA, strict=True)], schema=_PREV_SCHEMA)
         return Plan(new, newest, prev)
 
