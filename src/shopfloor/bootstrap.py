@@ -336,7 +336,7 @@ async def embedded_broker(platform: Platform) -> AsyncIterator[LocalBroker]:
     sink = SparkplugRouter(platform.ingest, host)
     broker: LocalBroker = (
         BrokerProcess(s.mqtt_host, s.mqtt_port, sink, access, max_payload=s.max_payload_bytes)
-        if s.mqtt_broker_process else EmbeddedBroker(s.mqtt_host, s.mqtt_port, sink, access,
+        if s.mqtt_broker_process and os.name == "posix" else EmbeddedBroker(s.mqtt_host, s.mqtt_port, sink, access,
                                                      max_payload=s.max_payload_bytes))
     await broker.start()
     platform.broker = broker

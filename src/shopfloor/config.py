@@ -27,7 +27,7 @@ class Settings(BaseSettings):
                                        "Mosquitto often holds).")
     mqtt_broker_process: bool = Field(
         True, description="Run the embedded MQTT broker in a child process of its own, so it works on another "
-                          "CPU core than decoding and commits (false: in this process, one core for both).")
+                          "CPU core than decoding and commits (false, and always on Windows: in this process).")
     future_skew_s: int = Field(300, ge=0, description="Reject values whose ts is further in the future.")
     raw_retention_days: int = Field(30, ge=1, description="Keep raw samples this long; older ts are rejected.")
     max_payload_bytes: int = Field(256 * 1024, ge=256, description="Largest MQTT message accepted.")
