@@ -40,9 +40,11 @@ def test_quick_run_writes_a_row_per_figure(tmp_path: Path) -> None:
     figures = {(cells[0], cells[1], cells[2]): cells for cells in
                ([c.strip() for c in line.strip("|").split("|")] for line in rows)}
     for payload in ("json1", "json50", "spb50"):
-        for mode in ("embedded broker, counting sink (ceiling)", "Mosquitto, bare subscriber (ceiling)",
-                     "bare paho → decode → Arrow → DuckDB (ceiling)", "embedded", "Mosquitto + 1 ingest process",
-                     "Mosquitto + 1 ingest worker(s)"):
+        for mode in ("embedded broker in a child process, counting sink (ceiling)",
+                     "Mosquitto, bare subscriber (ceiling)", "bare paho → decode → Arrow → DuckDB (ceiling)",
+                     "embedded (broker in a child process)", "Mosquitto + 1 ingest process",
+                     "Mosquitto + 1 ingest worker(s)", "embedded broker in this process, counting sink (ceiling)",
+                     "embedded, broker in the same process (mqtt_broker_process = false)"):
             assert any(k[0] == mode and k[2] == payload for k in figures), (mode, payload, section)
     assert ("Mosquitto + 2 ingest worker(s)", "PostgreSQL", "json50") in figures
     for store in ("DuckDB", "PostgreSQL"):
