@@ -21,7 +21,7 @@ Decisions, in one place:
   in from before it). Empty buckets have value None and count 0, also for ``count``.
 * Rollups (1 minute, 1 hour) are not written by ``commit``: the rollup follower
   (``rollup_follower.py``) merges the committed samples into them behind the commits, within about
-  ``rollup_interval_s`` (0.5 s), and keeps the seq up to which they are complete. ``aggregate``
+  ``rollup_interval_s`` (2 s), and keeps the seq up to which they are complete. ``aggregate``
   answers from the coarsest level that tiles the requested buckets (see ``rollups.py``), except
   buckets that samples not yet merged can change (every bucket ending after the oldest such
   sample of the series, past the retention guards): those come from raw, in the same snapshot, so

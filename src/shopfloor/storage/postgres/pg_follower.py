@@ -60,7 +60,7 @@ from shopfloor.storage.postgres.database import PgDatabase
 
 log = logging.getLogger(__name__)
 
-# Longer than DuckDB's 0.5 s: a catch-up recomputes whole minutes from raw, so one that runs every
+# Longer than DuckDB's 2 s: a catch-up recomputes whole minutes from raw, so one that runs every
 # 0.5 s reads each series' current minute again and again (with samples every second, about 60
 # times what it merges); every 5 s that is about 6 times. Queries are exact whatever the lag.
 DEFAULT_INTERVAL_S = 5.0
