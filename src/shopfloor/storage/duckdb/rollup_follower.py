@@ -55,7 +55,9 @@ log = logging.getLogger(__name__)
 # a fixed cost of one to twenty ms); every 0.5 s that was a fifth of a core at a trickle. Queries
 # stay exact meanwhile (unmerged buckets come from raw), so the lag only costs them a little speed.
 DEFAULT_INTERVAL_S = 2.0
-DEFAULT_BATCH_ROWS = 200_000
+# Merging a million rows costs less than half as much CPU per row as merging 200,000 (the fixed
+# cost above); the rows handed over meanwhile take ~22 bytes each in memory.
+DEFAULT_BATCH_ROWS = 1_000_000
 _BACKPRESSURE = 4  # x batch_rows pending: the committing thread catches up itself
 
 MIGRATION = """
