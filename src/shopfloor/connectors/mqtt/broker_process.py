@@ -185,6 +185,9 @@ class BrokerProcess:
                 sys.executable, "-m", __name__, "--fd", str(theirs.fileno()), "--host", self.host,
                 "--port", str(port), "--max-payload", str(self.max_payload), "--log-level",
                 str(logging.getLogger("amqtt").getEffectiveLevel()), pass_fds=(theirs.fileno(),))
+        except BaseException:
+            mine.close()
+            raise
         finally:
             theirs.close()
         reader, writer = await asyncio.open_unix_connection(sock=mine)
