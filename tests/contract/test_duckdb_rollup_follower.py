@@ -15,8 +15,8 @@ import pytest
 
 from shopfloor.domain.errors import StoreUnavailable
 from shopfloor.domain.query import Agg
-from shopfloor.domain.records import Sample
-from shopfloor.storage.duckdb import rollup_append
+from shopfloor.domain.records import EventRecord, IngestBatch, Sample
+from shopfloor.storage.duckdb import historian, rollup_append, rollup_follower
 from shopfloor.storage.duckdb.database import Database
 from shopfloor.storage.duckdb.historian import DEFAULT_ROLLUP_STALENESS_US, DuckDBHistorian
 from shopfloor.testing.aggregate_reference import irregular_samples
@@ -192,8 +192,6 @@ def test_the_follower_merges_the_rows_commits_hand_over_without_reading_them_bac
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """In-order commits hand their rows over; a commit on the anti-join path (late samples) or a
     restart means reading by seq again. Either way the rollups equal a rebuild from raw."""
-    from shopfloor.storage.duckdb import rollup_follower
-
     db = Database(tmp_path / "h.duckdb")
     store = DuckDBHistorian(db, rollup_interval_s=None)
     rows = _stream(8, 3, 900)
@@ -214,9 +212,6 @@ def test_the_follower_merges_the_rows_commits_hand_over_without_reading_them_bac
 
 def test_a_failed_commit_hands_nothing_over(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """A commit whose transaction fails after its samples went in: none of them reaches the rollups."""
-    from shopfloor.domain.records import EventRecord, IngestBatch
-    from shopfloor.storage.duckdb import historian
-
     db = Database(tmp_path / "h.duckdb")
     store = DuckDBHistorian(db, rollup_interval_s=None)
     rows = _stream(9, 3, 300)

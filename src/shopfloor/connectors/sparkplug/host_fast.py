@@ -29,7 +29,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 from math import isfinite
-from typing import Any, TypeAlias
+from typing import Any, TypeAlias, TypeVar
 
 from shopfloor.connectors.sparkplug import sparkplug_b_pb2 as pb
 from shopfloor.connectors.sparkplug.codec import typed_value
@@ -64,6 +64,7 @@ class PlanEntry:
 
 #: A Float/Double measurement that goes to a numeric series: (series id, scale, offset).
 FloatEntry: TypeAlias = tuple[int, float, float]
+_E = TypeVar("_E", PlanEntry, FloatEntry)
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,6 +93,20 @@ def make_plan(scope: BirthScope, target: MachineTarget) -> DataPlan:
     return DataPlan(scope, target, by_alias, by_name, floats(by_alias), floats(by_name))
 
 
+def _entry(metric: Any, by_alias: Mapping[int, _E], by_name: Mapping[str, _E]) -> _E | None:
+    """What a plan holds for ``metric``: found by its alias if it has one, else by its name; None
+    when neither finds it (or its name is not valid UTF-8, which comes back as bytes)."""
+    name = metric.name
+    if not isinstance(name, str):
+        return None
+    alias = metric.alias
+    if alias or metric.HasField("alias"):
+        return by_alias.get(alias)
+    if name or metric.HasField("name"):
+        return by_name.get(name)
+    return None
+
+
 def read_floats(message: Any, plan: DataPlan, now_us: int, latest_us: int,
                 earliest_us: int) -> tuple[list[int], list[int], list[float]] | None:
     """The (series ids, timestamps in µs, values) of a parsed NDATA/DDATA ``message`` whose metrics
@@ -106,16 +121,7 @@ def read_floats(message: Any, plan: DataPlan, now_us: int, latest_us: int,
     times: list[int] = []
     values: list[float] = []
     for m in message.metrics:
-        name = m.name
-        if not isinstance(name, str):
-            return None
-        alias = m.alias
-        if alias or m.HasField("alias"):
-            entry = by_alias.get(alias)
-        elif name or m.HasField("name"):
-            entry = by_name.get(name)
-        else:
-            return None
+        entry = _entry(m, by_alias, by_name)
         if entry is None or m.HasField("properties") or m.HasField("metadata") or m.is_null:
             return None
         code = m.datatype
@@ -156,16 +162,7 @@ def read_rows(message: Any, plan: DataPlan) -> list[Row] | None:
     # An absent scalar field reads as its default (0, "", False), so HasField is asked only when a
     # default is read back: absent and present-but-default differ for alias, name and timestamp.
     for m in message.metrics:
-        name = m.name
-        if not isinstance(name, str):  # invalid UTF-8 comes back as bytes
-            return None
-        alias = m.alias
-        if alias or m.HasField("alias"):
-            entry = by_alias.get(alias)
-        elif name or m.HasField("name"):
-            entry = by_name.get(name)
-        else:
-            return None
+        entry = _entry(m, by_alias, by_name)
         if entry is None or m.HasField("properties") or m.HasField("metadata"):
             return None
         code = m.datatype  # 0: absent or Unknown, the same to the codec
