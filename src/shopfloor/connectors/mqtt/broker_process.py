@@ -49,6 +49,7 @@ _REPLY, _ERROR = 21, 22  # either way
 _START_TIMEOUT_S = 30.0
 _STOP_TIMEOUT_S = 15.0
 _RESTART_DELAY_S = (0.5, 1.0, 2.0, 5.0)
+_STABLE_S = 60.0  # a child that ran this long resets the restart delay
 
 _log = logging.getLogger(__name__)
 _encode = msgspec.msgpack.Encoder().encode
@@ -207,9 +208,12 @@ class BrokerProcess:
             self._started = None
 
     async def _supervise(self) -> None:
-        """Start a new child, on the same port, whenever one ends unasked."""
-        for attempt in itertools.count():
-            proc = self._proc
+        """Start a new child, on the same port, whenever one ends unasked (waiting longer after
+        each failure in a row; a child that ran for a minute resets that)."""
+        loop = asyncio.get_running_loop()
+        attempt = 0
+        while True:
+            proc, born = self._proc, loop.time()
             if proc is not None:
                 code = await proc.wait()
                 if self._channel is not None:
@@ -218,7 +222,10 @@ class BrokerProcess:
                 if self._stopping:
                     return
                 _log.error("the embedded MQTT broker process ended (exit %s); starting a new one", code)
+                if loop.time() - born > _STABLE_S:
+                    attempt = 0
             await asyncio.sleep(_RESTART_DELAY_S[min(attempt, len(_RESTART_DELAY_S) - 1)])
+            attempt += 1
             if self._stopping:
                 return
             try:
@@ -235,7 +242,7 @@ class BrokerProcess:
         self._stopping = True
         channel = self._channel
         if channel is not None and not channel.closed:
-            with contextlib.suppress(ChildGone):
+            with contextlib.suppress(ChildGone, TimeoutError):  # then _end_child kills it
                 await asyncio.wait_for(channel.request(_STOP), _STOP_TIMEOUT_S)
         await self._end_child()
         supervisor.cancel()
