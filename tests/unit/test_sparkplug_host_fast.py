@@ -1,5 +1,5 @@
-"""The host's fast path for NDATA/DDATA (``host_fast``) against its general path: for any data message,
-well-formed or not, both give the same commits (samples, events, dead letters with their reasons and
+"""The host's fast path for NDATA/DDATA (``host_fast``, with the compiled reader of ``host_wire``)
+against its general path: for any data message, well-formed or not, both give the same commits (samples, events, dead letters with their reasons and
 details), the same rebirth requests and the same state; and the fast path takes the plain messages."""
 
 from __future__ import annotations
@@ -9,12 +9,14 @@ import functools
 import math
 from dataclasses import dataclass
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from shopfloor.connectors.sparkplug.host import SparkplugHost
 from shopfloor.connectors.sparkplug.host_fast import make_plan, parse_message, read_floats, read_rows
 from shopfloor.connectors.sparkplug.host_state import HostState
+from shopfloor.connectors.sparkplug.host_wire import WIRE
 from shopfloor.connectors.sparkplug.model import DataType
 from shopfloor.connectors.sparkplug.topics import parse_topic
 from shopfloor.domain.assets import Level, MeasurementDef, ValueType
@@ -43,6 +45,12 @@ DEVICE_METRICS = {"force": MetricDef(10, DataType.DOUBLE), "running": MetricDef(
 FLOATS = {name: DEVICE_METRICS[name] for name in ("force", "temperature")}  # messages read_floats takes whole
 ODD_ALIASES = [0, 1, 10, 99]
 ODD_NAMES = ["", "nope", "Oil/Temp", "force"]
+
+
+@pytest.fixture(scope="module", autouse=True)
+def compiled_reader() -> None:
+    """The fast path as it runs once the wire reader is compiled (host_wire)."""
+    WIRE.start(wait=True)
 
 
 class Sink:

@@ -47,6 +47,7 @@ from shopfloor.connectors.sparkplug.host_messages import (
 )
 from shopfloor.connectors.sparkplug.host_state import (
     Action,
+    BirthScope,
     HostState,
     Ignored,
     MarkOffline,
@@ -57,6 +58,7 @@ from shopfloor.connectors.sparkplug.host_state import (
     Store,
     is_measurement,
 )
+from shopfloor.connectors.sparkplug.host_wire import WIRE
 from shopfloor.connectors.sparkplug.model import Payload
 from shopfloor.connectors.sparkplug.topics import (
     NAMESPACE,
@@ -139,6 +141,8 @@ class SparkplugHost:
         self._memo = _Memo()
         self._fast_data = fast_data  # False: every message by the general path (to compare them)
         self._plans: dict[tuple[EdgeNode, str | None], DataPlan] = {}  # see host_fast
+        if fast_data:
+            WIRE.start()  # compiles the wire reader in the background (host_wire)
         self._queue: list[tuple[list[RawMessage], asyncio.Future[None]]] = []
         self._runner: asyncio.Task[None] | None = None
         self.birth_timestamp_ms: int | None = None  # of the current STATE birth, once announced
@@ -297,31 +301,33 @@ class SparkplugHost:
         target = self._target(binding, topic.device)
         if target is None:
             return False
+        now = msg.received_us
+        latest, earliest = now + self.limits.future_skew_us, now - self.limits.max_age_us
+        seq = WIRE.seq(msg.payload)  # None: not compiled yet, or a payload it does not take
+        if seq is not None:
+            if seq < 0:
+                return False  # no seq: the general path says what is wrong
+            scope = self.state.data_scope(topic, seq)
+            if scope is None:
+                return False
+            plan = self._plan(topic, scope, target)
+            if plan.wire is not None:
+                columns = WIRE.floats(msg.payload, plan.wire, now, latest, earliest)
+                if columns is not None:
+                    self.state.accept_data(topic, seq)
+                    self._store_floats(topic, columns, work)
+                    return True
         message = parse_message(msg.payload)
         if message is None or not message.HasField("seq"):
             return False
         scope = self.state.data_scope(topic, message.seq)
         if scope is None:
             return False
-        key = (topic.node, topic.device)
-        plan = self._plans.get(key)
-        if plan is None or plan.scope is not scope or plan.target is not target:
-            if len(self._plans) >= MAX_PLANS:
-                self._plans.clear()
-            plan = self._plans[key] = make_plan(scope, target)
-        now = msg.received_us
-        columns = read_floats(message, plan, now, now + self.limits.future_skew_us, now - self.limits.max_age_us)
+        plan = self._plan(topic, scope, target)
+        columns = read_floats(message, plan, now, latest, earliest)
         if columns is not None:
             self.state.accept_data(topic, message.seq)
-            sids, times, values = columns
-            if sids:
-                samples, n = work.batch.samples, len(sids)
-                samples.series_id.extend(sids)
-                samples.ts_us.extend(times)
-                samples.value.extend(values)
-                samples.text.extend([None] * n)
-                samples.quality.extend([_GOOD] * n)
-                self._memo.series.setdefault((topic.node, topic.device), set()).update(sids)
+            self._store_floats(topic, columns, work)
             return True
         rows = read_rows(message, plan)
         if rows is None:
@@ -333,6 +339,27 @@ class SparkplugHost:
             for reason, details in errors.items():
                 self._dead(work, msg, binding.tenant_id, binding.username, reason, "; ".join(details))
         return True
+
+    def _plan(self, topic: SparkplugTopic, scope: BirthScope, target: MachineTarget) -> DataPlan:
+        key = (topic.node, topic.device)
+        plan = self._plans.get(key)
+        if plan is None or plan.scope is not scope or plan.target is not target:
+            if len(self._plans) >= MAX_PLANS:
+                self._plans.clear()
+            plan = self._plans[key] = make_plan(scope, target)
+        return plan
+
+    def _store_floats(self, topic: SparkplugTopic, columns: tuple[list[int], list[int], list[float]],
+                      work: _Work) -> None:
+        sids, times, values = columns
+        if sids:
+            samples, n = work.batch.samples, len(sids)
+            samples.series_id.extend(sids)
+            samples.ts_us.extend(times)
+            samples.value.extend(values)
+            samples.text.extend([None] * n)
+            samples.quality.extend([_GOOD] * n)
+            self._memo.series.setdefault((topic.node, topic.device), set()).update(sids)
 
     def _enrol(self, topic: SparkplugTopic, payload: Payload, may: bool) -> None:
         if not may or topic.message_type not in (MessageType.NBIRTH, MessageType.DBIRTH):

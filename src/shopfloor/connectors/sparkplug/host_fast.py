@@ -18,7 +18,8 @@ which finds and reports what is wrong exactly as before. What the host then chec
 (mapping, timestamp limits, value types) is shared by both paths.
 
 Most data messages carry nothing but Float/Double measurements mapped to numeric series, with
-timestamps in range. :func:`read_floats` takes those in one pass straight into three columns
+timestamps in range. Sent by alias, the compiled reader of :mod:`host_wire` takes those from the
+wire bytes before the message is parsed at all. Otherwise :func:`read_floats` takes them in one pass straight into three columns
 (series, ts, value) without a row per metric; at the first metric that is anything else, or a
 value or timestamp that would need a dead letter, it gives up (None) and :func:`read_rows` reads
 the message from the start.
@@ -35,6 +36,7 @@ from shopfloor.connectors.sparkplug import sparkplug_b_pb2 as pb
 from shopfloor.connectors.sparkplug.codec import typed_value
 from shopfloor.connectors.sparkplug.errors import SparkplugDecodeError
 from shopfloor.connectors.sparkplug.host_state import BirthScope, MetricInfo, is_measurement
+from shopfloor.connectors.sparkplug.host_wire import WirePlan, wire_plan
 from shopfloor.connectors.sparkplug.model import METRIC_TYPES, DataType, Value
 from shopfloor.domain.assets import ValueType
 from shopfloor.ports.sparkplug import MachineTarget, MetricTarget
@@ -75,6 +77,7 @@ class DataPlan:
     by_name: Mapping[str, PlanEntry]
     floats_by_alias: Mapping[int, FloatEntry]  # the entries read_floats takes
     floats_by_name: Mapping[str, FloatEntry]
+    wire: WirePlan | None  # floats_by_alias for the compiled reader (host_wire)
 
 
 def make_plan(scope: BirthScope, target: MachineTarget) -> DataPlan:
@@ -90,7 +93,8 @@ def make_plan(scope: BirthScope, target: MachineTarget) -> DataPlan:
 
     by_alias = {alias: entry(info) for alias, info in scope.by_alias.items()}
     by_name = {name: entry(info) for name, info in scope.by_name.items()}
-    return DataPlan(scope, target, by_alias, by_name, floats(by_alias), floats(by_name))
+    by_alias_floats = floats(by_alias)
+    return DataPlan(scope, target, by_alias, by_name, by_alias_floats, floats(by_name), wire_plan(by_alias_floats))
 
 
 def _entry(metric: Any, by_alias: Mapping[int, _E], by_name: Mapping[str, _E]) -> _E | None:
