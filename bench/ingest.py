@@ -51,6 +51,7 @@ from shopfloor.bootstrap import build_platform, embedded_broker
 from shopfloor.config import Settings
 from shopfloor.connectors.mqtt.broker_process import BrokerProcess
 from shopfloor.connectors.mqtt.embedded_broker import EmbeddedBroker
+from shopfloor.connectors.sparkplug.host_wire import WIRE
 from shopfloor.ports.ingest import RawMessage
 from shopfloor.services.devices import DeviceAccessService
 
@@ -449,6 +450,7 @@ def main() -> None:
               else {"json1": 80_000, "json50": 32_000, "spb50": 16_000})
     if args.quick:  # a smaller plant: the registry takes about a second per machine
         setup.MACHINES = setup.SPB_DEVICES = 4
+    WIRE.start(wait=True)  # the Sparkplug host's compiled reader, ready before any clock starts
     started = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
     load = machine_line()
     with tempfile.TemporaryDirectory(prefix="bench-ingest-") as tmp:

@@ -348,6 +348,9 @@ async def _run_worker(kind: str, port: int, repo: Any, cache: Any, clock: Any, s
     subscribed = lambda: loop.call_soon_threadsafe(ready.set)  # noqa: E731
     runner: Any
     if kind == "spb50":  # Sparkplug: one host per group, so one worker whatever ``workers`` says
+        from shopfloor.connectors.sparkplug.host_wire import WIRE
+
+        await asyncio.to_thread(WIRE.start, wait=True)  # the compiled reader is ready before the clock starts
         directory = SparkplugDirectoryService(repo, cache, clock)
         host = SparkplugHost(directory, service, host_id=f"bench-{index}", limits=service.decoder.limits)
         runner = SparkplugWorker(0, 1, "127.0.0.1", port, None, None, host, directory.groups,

@@ -93,6 +93,24 @@ class Stores:
     kpi_tiles: KpiTileStore | None = None  # kept KPI inputs of closed windows
 
 
+def broker_in_child(settings: Settings) -> bool:
+    """Whether the embedded MQTT broker runs in a child process of its own (where it can: POSIX)."""
+    return settings.mqtt_broker_process and os.name == "posix"
+
+
+def duckdb_threads(settings: Settings, cores: int | None = None) -> int | None:
+    """How many threads DuckDB works with: ``duckdb_threads`` if set; else one per core less the one
+    the broker's child process works on (measured on two cores: DuckDB's second thread cost the
+    commits more CPU than it saved, CPU the broker then lacked); None: DuckDB's own default."""
+    if settings.duckdb_threads:
+        return settings.duckdb_threads
+    if settings.broker != "embedded" or not broker_in_child(settings):
+        return None
+    if cores is None:
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    return max(1, cores - 1)
+
+
 def open_stores(settings: Settings, clock: SystemClock) -> Stores:
     staleness_us = settings.staleness_s * 1_000_000
     if settings.store == "postgres":
@@ -120,7 +138,7 @@ def open_stores(settings: Settings, clock: SystemClock) -> Stores:
                       PgBackup(pg.dsn, pg.schema, work_dir=settings.data_dir), ping_pg, close_pg,
                       PostgresAlarmStore(pg), pg=pg, analytics=PostgresAnalyticsStore(pg),
                       kpi_tiles=PostgresKpiTileStore(pg))
-    db = Database(settings.db_path)
+    db = Database(settings.db_path, threads=duckdb_threads(settings))
     historian = DuckDBHistorian(db, rollup_staleness_us=staleness_us)
 
     def close_duckdb() -> None:
@@ -336,7 +354,7 @@ async def embedded_broker(platform: Platform) -> AsyncIterator[LocalBroker]:
     sink = SparkplugRouter(platform.ingest, host)
     broker: LocalBroker = (
         BrokerProcess(s.mqtt_host, s.mqtt_port, sink, access, max_payload=s.max_payload_bytes)
-        if s.mqtt_broker_process and os.name == "posix" else EmbeddedBroker(s.mqtt_host, s.mqtt_port, sink, access,
+        if broker_in_child(s) else EmbeddedBroker(s.mqtt_host, s.mqtt_port, sink, access,
                                                      max_payload=s.max_payload_bytes))
     await broker.start()
     platform.broker = broker

@@ -28,6 +28,9 @@ class Settings(BaseSettings):
     mqtt_broker_process: bool = Field(
         True, description="Run the embedded MQTT broker in a child process of its own, so it works on another "
                           "CPU core than decoding and commits (false, and always on Windows: in this process).")
+    duckdb_threads: int = Field(
+        0, ge=0, le=1024, description="Threads DuckDB works with (0: one per CPU core, less the core the embedded "
+                                      "broker's child process works on when it has one).")
     future_skew_s: int = Field(300, ge=0, description="Reject values whose ts is further in the future.")
     raw_retention_days: int = Field(30, ge=1, description="Keep raw samples this long; older ts are rejected.")
     max_payload_bytes: int = Field(256 * 1024, ge=256, description="Largest MQTT message accepted.")

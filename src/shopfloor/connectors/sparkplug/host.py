@@ -58,7 +58,7 @@ from shopfloor.connectors.sparkplug.host_state import (
     Store,
     is_measurement,
 )
-from shopfloor.connectors.sparkplug.host_wire import WIRE
+from shopfloor.connectors.sparkplug.host_wire import WIRE, WireReader
 from shopfloor.connectors.sparkplug.model import Payload
 from shopfloor.connectors.sparkplug.topics import (
     NAMESPACE,
@@ -127,7 +127,7 @@ class SparkplugHost:
     def __init__(self, directory: SparkplugDirectory, sink: BatchSink, publisher: Publisher | None = None, *,
                  host_id: str = DEFAULT_HOST_ID, limits: Limits | None = None,
                  now_us: Callable[[], int] | None = None, rebirth_retry_s: float = 10.0,
-                 max_batch: int = 5000, fast_data: bool = True) -> None:
+                 max_batch: int = 5000, fast_data: bool = True, wire_reader: bool = True) -> None:
         self.directory = directory
         self.host_id = host_id
         self.limits = limits or Limits()
@@ -141,8 +141,10 @@ class SparkplugHost:
         self._memo = _Memo()
         self._fast_data = fast_data  # False: every message by the general path (to compare them)
         self._plans: dict[tuple[EdgeNode, str | None], DataPlan] = {}  # see host_fast
-        if fast_data:
-            WIRE.start()  # compiles the wire reader in the background (host_wire)
+        # the compiled reader of the fast path (host_wire), compiled in the background; off: protobuf objects only
+        self._wire: WireReader | None = WIRE if fast_data and wire_reader else None
+        if self._wire is not None:
+            self._wire.start()
         self._queue: list[tuple[list[RawMessage], asyncio.Future[None]]] = []
         self._runner: asyncio.Task[None] | None = None
         self.birth_timestamp_ms: int | None = None  # of the current STATE birth, once announced
@@ -303,8 +305,9 @@ class SparkplugHost:
             return False
         now = msg.received_us
         latest, earliest = now + self.limits.future_skew_us, now - self.limits.max_age_us
-        seq = WIRE.seq(msg.payload)  # None: not compiled yet, or a payload it does not take
-        if seq is not None:
+        wire = self._wire
+        seq = wire.seq(msg.payload) if wire is not None else None  # None: not compiled yet, or not its payload
+        if wire is not None and seq is not None:
             if seq < 0:
                 return False  # no seq: the general path says what is wrong
             scope = self.state.data_scope(topic, seq)
@@ -312,7 +315,7 @@ class SparkplugHost:
                 return False
             plan = self._plan(topic, scope, target)
             if plan.wire is not None:
-                columns = WIRE.floats(msg.payload, plan.wire, now, latest, earliest)
+                columns = wire.floats(msg.payload, plan.wire, now, latest, earliest)
                 if columns is not None:
                     self.state.accept_data(topic, seq)
                     self._store_floats(topic, columns, work)

@@ -23,7 +23,8 @@ class DatabaseLocked(ShopfloorError):
 
 
 class Database:
-    def __init__(self, path: str | Path) -> None:
+    def __init__(self, path: str | Path, *, threads: int | None = None) -> None:
+        """``threads``: how many threads DuckDB works with (None: its default, one per core)."""
         self.path = str(path)
         if self.path != ":memory:":
             Path(self.path).parent.mkdir(parents=True, exist_ok=True)
@@ -36,6 +37,8 @@ class Database:
                     "or talk to it through its API with --url"
                 ) from None
             raise StoreUnavailable(f"cannot open {self.path}: {exc}") from None
+        if threads is not None:
+            self._root.execute(f"SET threads = {int(threads)}")
         self._local = threading.local()
         self._cursors: list[duckdb.DuckDBPyConnection] = []
         self._cursors_lock = threading.Lock()
