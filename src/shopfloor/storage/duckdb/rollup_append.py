@@ -32,6 +32,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import duckdb
+import numpy as np
 import pyarrow as pa
 
 from shopfloor.domain.records import Quality
@@ -66,13 +67,19 @@ SELECT s.series_id, s.ts, s.value, s.quality FROM samples s JOIN newest USING (s
 # A new sample holds until the next one of its series (of any quality) or for the staleness; the
 # previous newest sample (one per series, older than every new one) now holds only until the
 # batch's first sample of its series (``next_ts``). ``holds`` has one reader, so it is not
-# materialised; the window runs over the new rows alone.
-_DELTA_SQL = f"""
-WITH holds AS (
+# materialised. Where each series' new rows come in ascending ts (what a plant sends), the end of
+# each hold (h1) is computed beforehand (``_holds_column``: a stable sort by series, measured
+# 15-60 ns a row against ~120 for DuckDB's sorting window) and given with the rows; else the
+# window computes it.
+_WINDOW_HOLDS = """
     SELECT series_id, ts, value, quality,
            least(coalesce(lead(ts) OVER (PARTITION BY series_id ORDER BY ts), ts + $st), ts + $st) AS h1
     FROM _sf_new
-), prev AS (
+"""
+_GIVEN_HOLDS = "SELECT series_id, ts, value, quality, h1 FROM _sf_new"  # h1 from _holds_column
+
+_DELTA_SQL = f"""
+WITH holds AS (__HOLDS__), prev AS (
     SELECT series_id, ts, value, least(next_ts, ts + $st) AS h1, quality < {_BAD} AND value IS NOT NULL AS holds
     FROM _sf_prev
 ), stats AS (
@@ -104,6 +111,8 @@ SELECT k.series_id, k.b AS bucket_us, coalesce(s.n, 0) AS n, coalesce(s.nv, 0) A
 FROM keys k LEFT JOIN stats s USING (series_id, b) LEFT JOIN twa t USING (series_id, b)
 LEFT JOIN prev p USING (series_id)
 """
+_DELTA_WINDOW_SQL = _DELTA_SQL.replace("__HOLDS__", _WINDOW_HOLDS)
+_DELTA_GIVEN_SQL = _DELTA_SQL.replace("__HOLDS__", _GIVEN_HOLDS)
 
 _HOUR_DELTA_SQL = f"""
 SELECT series_id, bucket_us - bucket_us % {HOUR_US} AS bucket_us, sum(n) AS n, sum(nv) AS nv, sum(vsum) AS vsum,
@@ -213,10 +222,12 @@ class AppendPath:
     @staticmethod
     def apply(cur: duckdb.DuckDBPyConnection, plan: Plan, staleness_us: int) -> None:
         """Update the rollup rows for ``plan`` (its samples already stored), inside the caller's transaction."""
-        register(cur, "_sf_new", plan.new)
+        h1 = _holds_column(plan.new, staleness_us)
+        register(cur, "_sf_new", plan.new if h1 is None else plan.new.append_column("h1", h1))
         register(cur, "_sf_prev", plan.prev)
         try:
-            delta = cur.sql(_DELTA_SQL, params={"st": staleness_us}).to_arrow_table()
+            delta = cur.sql(_DELTA_WINDOW_SQL if h1 is None else _DELTA_GIVEN_SQL,
+                            params={"st": staleness_us}).to_arrow_table()
         finally:
             cur.unregister("_sf_new")
             cur.unregister("_sf_prev")
@@ -242,6 +253,28 @@ class AppendPath:
             known = self._newest.get(sid)
             if known is None or hi >= known[0]:
                 self._newest.pop(sid, None)
+
+
+def _holds_column(new: pa.Table, staleness_us: int) -> pa.Array | None:
+    """Where each new sample's hold ends (``h1``, in the rows' order): at the next sample of its
+    series in the batch, at most ``staleness_us`` after it; None when some series' rows do not
+    come in strictly ascending ts (then the delta query's window orders them)."""
+    n = new.num_rows
+    if n == 0:
+        return None
+    sid = new["series_id"].to_numpy()
+    ts = new["ts"].to_numpy()
+    order = np.argsort(sid, kind="stable")  # by series, each series' rows in the order they came
+    s, t = sid[order], ts[order]
+    same = s[1:] == s[:-1]
+    if bool((t[1:][same] <= t[:-1][same]).any()):
+        return None
+    end = t + staleness_us
+    h1_sorted = end.copy()
+    h1_sorted[:-1] = np.where(same, np.minimum(t[1:], end[:-1]), end[:-1])
+    h1 = np.empty_like(h1_sorted)
+    h1[order] = h1_sorted
+    return pa.array(h1, pa.int64())
 
 
 def _merge(cur: duckdb.DuckDBPyConnection, table: str, delta: pa.Table) -> None:
