@@ -24,6 +24,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import gc
 import itertools
 import logging
 import signal
@@ -50,6 +51,7 @@ _START_TIMEOUT_S = 30.0
 _STOP_TIMEOUT_S = 15.0
 _RESTART_DELAY_S = (0.5, 1.0, 2.0, 5.0)
 _STABLE_S = 60.0  # a child that ran this long resets the restart delay
+_GC_THRESHOLD = 50_000  # new container objects between the child's young-generation collections (see main)
 
 _log = logging.getLogger(__name__)
 _encode = msgspec.msgpack.Encoder().encode
@@ -437,6 +439,7 @@ async def _child(fd: int, host: str, port: int, max_payload: int) -> int:
         await writer.drain()
         return 1
     channel.send(_READY, broker.bound_port)
+    gc.freeze()  # what start-up made lives as long as the process: no collection looks at it again
     await stop.wait()
     await broker.stop()
     if tasks:
@@ -460,6 +463,12 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s broker[%(process)d] %(levelname)s %(name)s: "
                         "%(message)s")
     logging.getLogger("amqtt").setLevel(args.log_level)
+    # amqtt makes a few dozen objects per message, and every message waits in flight until the
+    # parent has committed it: at Python's default (a collection every 700 new objects) the child
+    # spent a fifth of its time in the garbage collector with 30 ms commits (measured: json50 ceiling
+    # 830k points/s, with a 30 ms sink 650k; with this threshold 1.04M and 1.06M). Reference counting
+    # frees nearly all of them anyway; the collector is for cycles, which can wait for 50,000.
+    gc.set_threshold(_GC_THRESHOLD, 10, 10)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the whole group; the parent stops us
     return asyncio.run(_child(args.fd, args.host, args.port, args.max_payload))
 
