@@ -102,6 +102,7 @@ def test_changed_and_cut_bytes_never_fool_the_reader(payload: bytes, data: st.Da
 
 def test_the_reader_takes_plain_float_messages_and_leaves_the_rest() -> None:
     plan = press2_plan()
+    assert plan.wire is not None
     target = plan.target
     force, temperature = (target.metrics[n] for n in ("force", "temperature"))
     assert force is not None and temperature is not None
@@ -115,6 +116,10 @@ def test_the_reader_takes_plain_float_messages_and_leaves_the_rest() -> None:
     assert same_as_read_floats(w.payload(w.uint(w.P_SEQ, 3), plain[0])) == (
         [force.series_id], [NOW], [2.5])  # no timestamp anywhere: the time it was received
     assert WIRE.seq(w.payload(plain[0])) == -1  # no seq: the caller's general path says so
+    as_bytearray = bytearray(w.payload(head, *plain))
+    assert WIRE.seq(as_bytearray) == 3  # type: ignore[arg-type]
+    assert WIRE.floats(as_bytearray, plan.wire, NOW, LATEST, EARLIEST) == (  # type: ignore[arg-type]
+        [force.series_id, temperature.series_id], [NOW, NOW - 1_000_000], [2.5, 0.5])
     left = {
         "by name": w.metric(w.text(w.M_NAME, "force"), w.f64(w.M_DOUBLE, 1.0)),
         "name and alias": w.metric(w.uint(w.M_ALIAS, 10), w.text(w.M_NAME, "force"), w.f64(w.M_DOUBLE, 1.0)),

@@ -311,7 +311,7 @@ class WireReader:
         header = self._header
         if header is None:
             return None
-        seq = int(header(np.frombuffer(payload, dtype=np.uint8)))
+        seq = int(header(_bytes(payload)))
         return None if seq == _NOT_MINE else seq
 
     def floats(self, payload: bytes, plan: WirePlan, now_us: int, latest_us: int,
@@ -321,7 +321,7 @@ class WireReader:
         read = self._read
         if read is None:
             return None
-        buf = np.frombuffer(payload, dtype=np.uint8)
+        buf = _bytes(payload)
         if self._header(buf) == _NOT_MINE:  # _read trusts the layout _header checked
             return None
         size = len(payload) // 2 + 1
@@ -331,6 +331,14 @@ class WireReader:
         if rows < 0:
             return None
         return out_series[:rows].tolist(), out_ts[:rows].tolist(), out_value[:rows].tolist()
+
+
+def _bytes(payload: bytes) -> Any:
+    """The payload as a read-only uint8 array: the one array type the functions were compiled for
+    (a bytearray would be writable, and numba would stop to compile another version)."""
+    if type(payload) is not bytes:
+        payload = bytes(payload)
+    return np.frombuffer(payload, dtype=np.uint8)
 
 
 #: The process's one reader (compiled once, shared by every host).
