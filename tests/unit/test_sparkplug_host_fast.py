@@ -13,8 +13,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from shopfloor.connectors.sparkplug.codec import decode_payload
 from shopfloor.connectors.sparkplug.host import SparkplugHost
-from shopfloor.connectors.sparkplug.host_fast import make_plan, parse_message, read_floats, read_rows
+from shopfloor.connectors.sparkplug.host_fast import DataPlan, make_plan, parse_message, read_floats, read_rows
 from shopfloor.connectors.sparkplug.host_state import HostState
 from shopfloor.connectors.sparkplug.host_wire import WIRE
 from shopfloor.connectors.sparkplug.model import DataType
@@ -262,25 +263,30 @@ def test_the_fast_path_and_the_general_path_give_the_same_commits_and_state(
         assert repr(got) == repr(want)  # repr: NaN is not equal to itself, nor are the dicts holding one
 
 
-def test_the_fast_path_takes_plain_data_and_leaves_the_rest_to_the_general_path() -> None:
-    directory_, _ = directory()
-    res = directory_.resolve("acme", "gw-1")
+@functools.cache
+def press2_plan() -> DataPlan:
+    """The plan of device Press2 (DEVICE_METRICS, born by alias) on machine press-2."""
+    res = directory()[0].resolve("acme", "gw-1")
     assert res.binding is not None
-    target: MachineTarget = res.binding.machines["Press2"]
     edge = EdgeNodeSim("acme", "gw-1", devices={"Press2": dict(DEVICE_METRICS)})
     state = HostState()
     for topic, payload in (edge.nbirth({}, NOW_MS), edge.dbirth("Press2", {}, NOW_MS)):
-        from shopfloor.connectors.sparkplug.codec import decode_payload
-
         parsed = parse_topic(topic)
         assert not isinstance(parsed, str)
         state.handle(parsed, decode_payload(payload))  # type: ignore[arg-type]
-    topic, payload = edge.ddata("Press2", {"force": 2.5, "running": True, "mode": "auto"}, NOW_MS)
-    parsed = parse_topic(topic)
-    message = parse_message(payload)
-    scope = state.data_scope(parsed, message.seq)  # type: ignore[arg-type]
+    parsed = parse_topic("spBv1.0/acme/DDATA/gw-1/Press2")
+    assert not isinstance(parsed, str)
+    scope = state.data_scope(parsed, (edge.seq + 1) % 256)
     assert scope is not None
-    plan = make_plan(scope, target)
+    return make_plan(scope, res.binding.machines["Press2"])
+
+
+def test_the_fast_path_takes_plain_data_and_leaves_the_rest_to_the_general_path() -> None:
+    plan = press2_plan()
+    target: MachineTarget = plan.target
+    edge = EdgeNodeSim("acme", "gw-1", devices={"Press2": dict(DEVICE_METRICS)})
+    _, payload = edge.ddata("Press2", {"force": 2.5, "running": True, "mode": "auto"}, NOW_MS)
+    message = parse_message(payload)
     rows = read_rows(message, plan)
     assert rows is not None
     assert [(name, value, ts) for name, _, _, value, ts, _, _ in rows] == [

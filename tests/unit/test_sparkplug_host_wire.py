@@ -5,21 +5,16 @@ Float/Double-by-alias messages."""
 
 from __future__ import annotations
 
-import functools
 import math
 
 import pytest
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
-from shopfloor.connectors.sparkplug.codec import decode_payload
-from shopfloor.connectors.sparkplug.host_fast import DataPlan, make_plan, parse_message, read_floats
-from shopfloor.connectors.sparkplug.host_state import HostState
+from shopfloor.connectors.sparkplug.host_fast import parse_message, read_floats
 from shopfloor.connectors.sparkplug.host_wire import WIRE, WireReader, wire_plan
-from shopfloor.connectors.sparkplug.topics import parse_topic
-from shopfloor.testing.sparkplug_edge import EdgeNodeSim
 from tests.unit import sparkplug_wire as w
-from tests.unit.test_sparkplug_host_fast import DEVICE_METRICS, FLOATS, NOW_MS, directory, metrics
+from tests.unit.test_sparkplug_host_fast import DEVICE_METRICS, FLOATS, NOW_MS, metrics, press2_plan
 
 NOW = NOW_MS * 1000
 LATEST, EARLIEST = NOW + 300_000_000, NOW - 86_400_000_000
@@ -29,24 +24,6 @@ LATEST, EARLIEST = NOW + 300_000_000, NOW - 86_400_000_000
 def compiled() -> None:
     WIRE.start(wait=True)
     assert WIRE.ready
-
-
-@functools.cache
-def press2_plan() -> DataPlan:
-    """The plan of device Press2 (DEVICE_METRICS, born by alias) on machine press-2."""
-    res = directory()[0].resolve("acme", "gw-1")
-    assert res.binding is not None
-    edge = EdgeNodeSim("acme", "gw-1", devices={"Press2": dict(DEVICE_METRICS)})
-    state = HostState()
-    for topic, payload in (edge.nbirth({}, NOW_MS), edge.dbirth("Press2", {}, NOW_MS)):
-        parsed = parse_topic(topic)
-        assert not isinstance(parsed, str)
-        state.handle(parsed, decode_payload(payload))  # type: ignore[arg-type]
-    parsed = parse_topic("spBv1.0/acme/DDATA/gw-1/Press2")
-    assert not isinstance(parsed, str)
-    scope = state.data_scope(parsed, (edge.seq + 1) % 256)
-    assert scope is not None
-    return make_plan(scope, res.binding.machines["Press2"])
 
 
 def same_as_read_floats(payload: bytes) -> object:
