@@ -41,6 +41,25 @@ _NOT_MINE = -2  # _header / _read: the payload is not one this reader takes
 _MAX_TS_MS = 1 << 53  # beyond this ts * 1000 could overflow; such payloads go the general way
 
 
+def _varint_py(buf: Any, pos: int, end: int) -> tuple[int, int]:
+    """The varint at ``pos`` and the position after it; position -1 when it runs past ``end`` or
+    holds more than 63 bits (not this reader's)."""
+    value = 0
+    shift = 0
+    while True:
+        if pos >= end or shift > 56:
+            return 0, -1
+        b = buf[pos]
+        pos += 1
+        value |= (b & 0x7F) << shift
+        shift += 7
+        if b < 0x80:
+            return value, pos
+
+
+_varint: Any = _varint_py  # compiled (and inlined) before the two functions below are compiled
+
+
 def _header_py(buf: Any) -> int:
     """The payload's seq (0 … 2**63-1), ``_NO_SEQ`` when it has none, ``_NOT_MINE`` when the payload
     holds any top-level field other than timestamp (1), metrics (2) and seq (3), one of them twice
@@ -51,42 +70,22 @@ def _header_py(buf: Any) -> int:
     seen = 0
     while pos < n:
         tag = buf[pos]
-        pos += 1
-        if tag == 0x12:  # metrics (2), length-delimited
-            length = 0
-            shift = 0
-            while True:
-                if pos >= n or shift > 28:
-                    return _NOT_MINE
-                b = buf[pos]
-                pos += 1
-                length |= (b & 0x7F) << shift
-                shift += 7
-                if b < 0x80:
-                    break
-            if length > n - pos:
-                return _NOT_MINE
-            pos += length
-        elif tag == 0x08 or tag == 0x18:  # timestamp (1), seq (3): varints
-            bit = 1 << (tag >> 3)
-            if seen & bit:
-                return _NOT_MINE
-            seen |= bit
-            value = 0
-            shift = 0
-            while True:
-                if pos >= n or shift > 56:
-                    return _NOT_MINE  # over 63 bits (or malformed): not mine
-                b = buf[pos]
-                pos += 1
-                value |= (b & 0x7F) << shift
-                shift += 7
-                if b < 0x80:
-                    break
-            if tag == 0x18:
-                seq = value
-        else:
+        if tag != 0x08 and tag != 0x12 and tag != 0x18:  # timestamp (1), metrics (2), seq (3)
             return _NOT_MINE
+        value, pos = _varint(buf, pos + 1, n)
+        if pos < 0:
+            return _NOT_MINE
+        if tag == 0x12:  # length-delimited
+            if value > n - pos:
+                return _NOT_MINE
+            pos += value
+            continue
+        bit = 1 << (tag >> 3)
+        if seen & bit:
+            return _NOT_MINE
+        seen |= bit
+        if tag == 0x18:
+            seq = value
     return seq
 
 
@@ -102,53 +101,19 @@ def _read_py(buf: Any, aliases: Any, series: Any, scales: Any, offsets: Any, now
     pos = 0
     while pos < n:
         tag = buf[pos]
-        pos += 1
-        if tag == 0x08:  # timestamp (1), varint
-            value = 0
-            shift = 0
-            while True:
-                b = buf[pos]
-                pos += 1
-                value |= (b & 0x7F) << shift
-                shift += 7
-                if b < 0x80:
-                    break
+        value, pos = _varint(buf, pos + 1, n)
+        if tag == 0x12:
+            pos += value  # a metric: later
+        elif tag == 0x08:
             payload_ts = value
-        elif tag == 0x18:  # seq (3), varint
-            while buf[pos] >= 0x80:
-                pos += 1
-            pos += 1
-        else:  # metrics (2), length-delimited (_header checked the layout)
-            length = 0
-            shift = 0
-            while True:
-                b = buf[pos]
-                pos += 1
-                length |= (b & 0x7F) << shift
-                shift += 7
-                if b < 0x80:
-                    break
-            pos += length
     rows = 0
     pos = 0
     while pos < n:
         tag = buf[pos]
-        pos += 1
+        value, pos = _varint(buf, pos + 1, n)
         if tag != 0x12:
-            while buf[pos] >= 0x80:  # timestamp or seq: skip the varint
-                pos += 1
-            pos += 1
-            continue
-        length = 0
-        shift = 0
-        while True:
-            b = buf[pos]
-            pos += 1
-            length |= (b & 0x7F) << shift
-            shift += 7
-            if b < 0x80:
-                break
-        end = pos + length
+            continue  # timestamp or seq
+        end = pos + value
         seen = 0
         alias = 0
         ts_ms = 0
@@ -177,17 +142,9 @@ def _read_py(buf: Any, aliases: Any, series: Any, scales: Any, offsets: Any, now
                 pos += 8
             elif tag == 0x10 or tag == 0x18 or tag == 0x20 or tag == 0x28 or tag == 0x30:
                 # alias (2), timestamp (3), datatype (4), is_historical (5), is_transient (6): varints
-                value = 0
-                shift = 0
-                while True:
-                    if pos >= end or shift > 56:
-                        return _NOT_MINE
-                    b = buf[pos]
-                    pos += 1
-                    value |= (b & 0x7F) << shift
-                    shift += 7
-                    if b < 0x80:
-                        break
+                value, pos = _varint(buf, pos, end)
+                if pos < 0:
+                    return _NOT_MINE
                 if field == 2:
                     alias = value
                 elif field == 3:
@@ -200,8 +157,6 @@ def _read_py(buf: Any, aliases: Any, series: Any, scales: Any, offsets: Any, now
                     transient = value != 0
             else:
                 return _NOT_MINE  # name, is_null, metadata, properties, another value, another wire type
-        if pos != end:
-            return _NOT_MINE
         if not seen & (1 << 2) or not seen & ((1 << 12) | (1 << 13)):
             return _NOT_MINE  # found by name or not at all, or no value: read_floats judges it
         if code != 0 and code != _FLOAT and code != _DOUBLE:
@@ -293,6 +248,8 @@ class WireReader:
         try:
             import numba
 
+            global _varint
+            _varint = numba.njit(cache=True, nogil=True, inline="always")(_varint_py)
             jit = numba.njit(cache=True, nogil=True)
             header, read = jit(_header_py), jit(_read_py)
             buf = np.frombuffer(b"\x18\x01", dtype=np.uint8)  # compile now, not at the first message
