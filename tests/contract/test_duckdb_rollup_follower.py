@@ -9,6 +9,7 @@ import os
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -24,6 +25,18 @@ from shopfloor.testing.store_contract import ALIGNED_GRIDS, D0, GRIDS, H, check_
 from tests.contract.test_duckdb_rollup_append import _commit, _rows, _same, _stream
 
 ST = DEFAULT_ROLLUP_STALENESS_US
+
+
+Manual = tuple[Database, DuckDBHistorian]
+
+
+@pytest.fixture
+def manual(tmp_path: Path) -> Iterator[Manual]:
+    """A database and its historian whose follower runs only when a test calls catch_up_rollups;
+    closed after the test."""
+    db = Database(tmp_path / "h.duckdb")
+    yield db, DuckDBHistorian(db, rollup_interval_s=None)
+    db.close()
 
 
 def _commit_samples(store: DuckDBHistorian, samples: list[Sample]) -> None:
@@ -48,9 +61,8 @@ def _equal_to_a_rebuild(db: Database, store: DuckDBHistorian) -> None:
     _same(kept[1], _rows(db, "rollup_1h"))
 
 
-def test_commits_leave_the_rollups_to_the_follower(tmp_path: Path) -> None:
-    db = Database(tmp_path / "h.duckdb")
-    store = DuckDBHistorian(db, rollup_interval_s=None)
+def test_commits_leave_the_rollups_to_the_follower(manual: Manual) -> None:
+    db, store = manual
     data = irregular_samples(1, D0, D0 + 50 * H, seed=1)
     _commit_samples(store, data)
     assert _rows(db, "rollup_1m") == [] and _mark(db) == 0
@@ -59,15 +71,13 @@ def test_commits_leave_the_rollups_to_the_follower(tmp_path: Path) -> None:
     assert _mark(db) == store.last_seq() and store.rollups_pending() == 0
     assert store.catch_up_rollups() == 0
     _equal_to_a_rebuild(db, store)
-    db.close()
 
 
 @pytest.mark.parametrize("late", [False, True], ids=["in order", "with late samples"])
-def test_a_lagging_follower_answers_exactly(tmp_path: Path, late: bool) -> None:
+def test_a_lagging_follower_answers_exactly(manual: Manual, late: bool) -> None:
     """Half the data merged, the rest committed (in order, or partly between merged samples) and
     not: every grid and aggregate equals the reference; the old buckets come from rollups."""
-    db = Database(tmp_path / "h.duckdb")
-    store = DuckDBHistorian(db, rollup_interval_s=None)
+    db, store = manual
     data = irregular_samples(1, D0, D0 + 50 * H, seed=1)
     cut = D0 + 30 * H
     merged = [s for s in data if s.ts_us < cut and (not late or s.ts_us % 3)]
@@ -85,12 +95,10 @@ def test_a_lagging_follower_answers_exactly(tmp_path: Path, late: bool) -> None:
     store.catch_up_rollups()
     _check_all(store, data, "caught up")
     _equal_to_a_rebuild(db, store)
-    db.close()
 
 
-def test_retention_merges_pending_rows_first(tmp_path: Path) -> None:
-    db = Database(tmp_path / "h.duckdb")
-    store = DuckDBHistorian(db, rollup_interval_s=None)
+def test_retention_merges_pending_rows_first(manual: Manual) -> None:
+    db, store = manual
     data = irregular_samples(1, D0, D0 + 50 * H, seed=1)
     _commit_samples(store, data)
     store.delete_before(D0 + 60 * H)  # raw gone: only the rollups can answer, and they hold it all
@@ -98,7 +106,6 @@ def test_retention_merges_pending_rows_first(tmp_path: Path) -> None:
     for name, grid in ALIGNED_GRIDS.items():
         for agg in Agg:
             check_aggregates(store, 1, data, grid, agg, ST, name)
-    db.close()
 
 
 _CRASHING_WRITER = """
@@ -140,9 +147,8 @@ def test_a_crash_after_a_catch_up_continues_from_the_mark(tmp_path: Path) -> Non
     db.close()
 
 
-def test_a_failed_catch_up_changes_nothing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    db = Database(tmp_path / "h.duckdb")
-    store = DuckDBHistorian(db, rollup_interval_s=None)
+def test_a_failed_catch_up_changes_nothing(manual: Manual, monkeypatch: pytest.MonkeyPatch) -> None:
+    db, store = manual
     rows = _stream(6, 3, 900)
     _commit(store, rows[:400])
     store.catch_up_rollups()
@@ -162,7 +168,6 @@ def test_a_failed_catch_up_changes_nothing(tmp_path: Path, monkeypatch: pytest.M
     monkeypatch.undo()
     assert store.catch_up_rollups() == 500
     _equal_to_a_rebuild(db, store)
-    db.close()
 
 
 def test_the_thread_keeps_up_and_close_catches_up(tmp_path: Path) -> None:
@@ -189,11 +194,10 @@ def test_the_thread_keeps_up_and_close_catches_up(tmp_path: Path) -> None:
 
 
 def test_the_follower_merges_the_rows_commits_hand_over_without_reading_them_back(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+        manual: Manual, monkeypatch: pytest.MonkeyPatch) -> None:
     """In-order commits hand their rows over; a commit on the anti-join path (late samples) or a
     restart means reading by seq again. Either way the rollups equal a rebuild from raw."""
-    db = Database(tmp_path / "h.duckdb")
-    store = DuckDBHistorian(db, rollup_interval_s=None)
+    db, store = manual
     rows = _stream(8, 3, 900)
     real_sql = rollup_follower._PENDING_SQL
     monkeypatch.setattr(rollup_follower, "_PENDING_SQL", "SELECT error('read back ' || $mark || '-' || $upto)")
@@ -207,13 +211,11 @@ def test_the_follower_merges_the_rows_commits_hand_over_without_reading_them_bac
     monkeypatch.setattr(rollup_follower, "_PENDING_SQL", real_sql)
     assert store.catch_up_rollups() == 300  # read back: the repeated 50 were not stored again
     _equal_to_a_rebuild(db, store)
-    db.close()
 
 
-def test_a_failed_commit_hands_nothing_over(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_failed_commit_hands_nothing_over(manual: Manual, monkeypatch: pytest.MonkeyPatch) -> None:
     """A commit whose transaction fails after its samples went in: none of them reaches the rollups."""
-    db = Database(tmp_path / "h.duckdb")
-    store = DuckDBHistorian(db, rollup_interval_s=None)
+    db, store = manual
     rows = _stream(9, 3, 300)
     _commit(store, rows[:100])
 
@@ -231,4 +233,3 @@ def test_a_failed_commit_hands_nothing_over(tmp_path: Path, monkeypatch: pytest.
     _commit(store, rows[200:])  # takes the failed commit's seq
     assert store.catch_up_rollups() == 200
     _equal_to_a_rebuild(db, store)
-    db.close()
