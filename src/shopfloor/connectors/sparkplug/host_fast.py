@@ -19,10 +19,10 @@ which finds and reports what is wrong exactly as before. What the host then chec
 
 Most data messages carry nothing but Float/Double measurements mapped to numeric series, with
 timestamps in range. Sent by alias, the compiled reader of :mod:`host_wire` takes those from the
-wire bytes before the message is parsed at all. Otherwise :func:`read_floats` takes them in one pass straight into three columns
-(series, ts, value) without a row per metric; at the first metric that is anything else, or a
-value or timestamp that would need a dead letter, it gives up (None) and :func:`read_rows` reads
-the message from the start.
+wire bytes before the message is parsed at all. Otherwise :func:`read_floats` takes them in one
+pass straight into three columns (series, ts, value) without a row per metric; at the first metric
+that is anything else, or a value or timestamp that would need a dead letter, it gives up (None)
+and :func:`read_rows` reads the message from the start.
 """
 
 from __future__ import annotations
