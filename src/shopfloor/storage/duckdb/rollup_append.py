@@ -32,10 +32,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import duckdb
-import numpy as np
 import pyarrow as pa
 
 from shopfloor.domain.records import Quality
+from shopfloor.storage.duckdb import rollup_delta
+from shopfloor.storage.duckdb.rollup_delta import Ordered, ordered
 from shopfloor.storage.duckdb.rollups import HOUR_US, MINUTE_US, Marks, register
 
 _BAD = int(Quality.BAD)
@@ -67,19 +68,15 @@ SELECT s.series_id, s.ts, s.value, s.quality FROM samples s JOIN newest USING (s
 # A new sample holds until the next one of its series (of any quality) or for the staleness; the
 # previous newest sample (one per series, older than every new one) now holds only until the
 # batch's first sample of its series (``next_ts``). ``holds`` has one reader, so it is not
-# materialised. Where each series' new rows come in ascending ts (what a plant sends), the end of
-# each hold (h1) is computed beforehand (``_holds_column``: a stable sort by series, measured
-# 15-60 ns a row against ~120 for DuckDB's sorting window) and given with the rows; else the
-# window computes it.
-_WINDOW_HOLDS = """
+# materialised. The follower works this out in numpy (``rollup_delta.py``, several times faster);
+# this query takes the batches it does not order (a (series, ts) twice, NaN values); the tests
+# compare the two.
+_DELTA_SQL = f"""
+WITH holds AS (
     SELECT series_id, ts, value, quality,
            least(coalesce(lead(ts) OVER (PARTITION BY series_id ORDER BY ts), ts + $st), ts + $st) AS h1
     FROM _sf_new
-"""
-_GIVEN_HOLDS = "SELECT series_id, ts, value, quality, h1 FROM _sf_new"  # h1 from _holds_column
-
-_DELTA_SQL = f"""
-WITH holds AS (__HOLDS__), prev AS (
+), prev AS (
     SELECT series_id, ts, value, least(next_ts, ts + $st) AS h1, quality < {_BAD} AND value IS NOT NULL AS holds
     FROM _sf_prev
 ), stats AS (
@@ -111,8 +108,6 @@ SELECT k.series_id, k.b AS bucket_us, coalesce(s.n, 0) AS n, coalesce(s.nv, 0) A
 FROM keys k LEFT JOIN stats s USING (series_id, b) LEFT JOIN twa t USING (series_id, b)
 LEFT JOIN prev p USING (series_id)
 """
-_DELTA_WINDOW_SQL = _DELTA_SQL.replace("__HOLDS__", _WINDOW_HOLDS)
-_DELTA_GIVEN_SQL = _DELTA_SQL.replace("__HOLDS__", _GIVEN_HOLDS)
 
 _HOUR_DELTA_SQL = f"""
 SELECT series_id, bucket_us - bucket_us % {HOUR_US} AS bucket_us, sum(n) AS n, sum(nv) AS nv, sum(vsum) AS vsum,
@@ -159,6 +154,7 @@ class Plan:
     newest: dict[int, Newest]  # per series, its newest sample once this batch is committed
     prev: pa.Table  # series_id, ts, value, quality, next_ts: the newest stored sample of series that have
     # one, and the ts of the batch's first sample of that series
+    ordered: Ordered | None  # the rows in order, for the numpy delta (None: the SQL delta)
 
 
 _PREV_SCHEMA = pa.schema([("series_id", pa.int32()), ("ts", pa.int64()), ("value", pa.float64()),
@@ -182,11 +178,16 @@ class AppendPath:
         ``rows``: the batch's rows, already free of duplicates (series_id, ts, value, text,
         quality; then ``_sf_samples`` is not read)."""
         new = cur.sql(_DEDUP_SQL).to_arrow_table() if rows is None else rows
-        register(cur, "_sf_new", new)
-        try:
-            summary = cur.execute(_SUMMARY_SQL).fetchall()
-        finally:
-            cur.unregister("_sf_new")
+        in_order = ordered(new)
+        summary: list[tuple[int, int, int, float | None, int]]
+        if in_order is not None:
+            summary = in_order.summary()
+        else:
+            register(cur, "_sf_new", new)
+            try:
+                summary = cur.execute(_SUMMARY_SQL).fetchall()
+            finally:
+                cur.unregister("_sf_new")
         unknown = [int(r[0]) for r in summary if int(r[0]) not in self._newest]
         if unknown:
             self._seed(cur, unknown, 2**62 if upto_seq is None else upto_seq)
@@ -211,7 +212,7 @@ class AppendPath:
             newest[sid] = (int(hi), value, int(quality))
         cols: list[Sequence[object]] = [[r[k] for r in prev_rows] for k in range(5)]
         prev = pa.table([pa.array(c, f.type) for c, f in zip(cols, _PREV_SCHEMA, strict=True)], schema=_PREV_SCHEMA)
-        return Plan(new, newest, prev)
+        return Plan(new, newest, prev, in_order)
 
     def _seed(self, cur: duckdb.DuckDBPyConnection, series_ids: Sequence[int], upto_seq: int) -> None:
         found = {int(r[0]): (int(r[1]), r[2], int(r[3]))
@@ -222,15 +223,16 @@ class AppendPath:
     @staticmethod
     def apply(cur: duckdb.DuckDBPyConnection, plan: Plan, staleness_us: int) -> None:
         """Update the rollup rows for ``plan`` (its samples already stored), inside the caller's transaction."""
-        h1 = _holds_column(plan.new, staleness_us)
-        register(cur, "_sf_new", plan.new if h1 is None else plan.new.append_column("h1", h1))
-        register(cur, "_sf_prev", plan.prev)
-        try:
-            delta = cur.sql(_DELTA_WINDOW_SQL if h1 is None else _DELTA_GIVEN_SQL,
-                            params={"st": staleness_us}).to_arrow_table()
-        finally:
-            cur.unregister("_sf_new")
-            cur.unregister("_sf_prev")
+        if plan.ordered is not None:
+            delta = rollup_delta.delta(plan.ordered, plan.prev, staleness_us)
+        else:
+            register(cur, "_sf_new", plan.new)
+            register(cur, "_sf_prev", plan.prev)
+            try:
+                delta = cur.sql(_DELTA_SQL, params={"st": staleness_us}).to_arrow_table()
+            finally:
+                cur.unregister("_sf_new")
+                cur.unregister("_sf_prev")
         if delta.num_rows == 0:
             return
         _merge(cur, "rollup_1m", delta)
@@ -253,28 +255,6 @@ class AppendPath:
             known = self._newest.get(sid)
             if known is None or hi >= known[0]:
                 self._newest.pop(sid, None)
-
-
-def _holds_column(new: pa.Table, staleness_us: int) -> pa.Array | None:
-    """Where each new sample's hold ends (``h1``, in the rows' order): at the next sample of its
-    series in the batch, at most ``staleness_us`` after it; None when some series' rows do not
-    come in strictly ascending ts (then the delta query's window orders them)."""
-    n = new.num_rows
-    if n == 0:
-        return None
-    sid = new["series_id"].to_numpy()
-    ts = new["ts"].to_numpy()
-    order = np.argsort(sid, kind="stable")  # by series, each series' rows in the order they came
-    s, t = sid[order], ts[order]
-    same = s[1:] == s[:-1]
-    if bool((t[1:][same] <= t[:-1][same]).any()):
-        return None
-    end = t + staleness_us
-    h1_sorted = end.copy()
-    h1_sorted[:-1] = np.where(same, np.minimum(t[1:], end[:-1]), end[:-1])
-    h1 = np.empty_like(h1_sorted)
-    h1[order] = h1_sorted
-    return pa.array(h1, pa.int64())
 
 
 def _merge(cur: duckdb.DuckDBPyConnection, table: str, delta: pa.Table) -> None:
