@@ -218,10 +218,31 @@ def fresh_dir(run: Run, what: str) -> Path:
     return directory
 
 
+@contextmanager
+def neighbour(on: bool) -> Iterator[None]:
+    """With ``on``: a process copying memory on the other core meanwhile (``procs.memory_neighbour``)."""
+    if not on:
+        yield
+        return
+    ready, stop = MP.Event(), MP.Event()
+    proc = MP.Process(target=procs.memory_neighbour, args=(ready, stop), daemon=True)
+    proc.start()
+    try:
+        if not ready.wait(60):
+            raise SystemExit("the memory-bound neighbour did not start")
+        yield
+    finally:
+        stop.set()
+        proc.join(30)
+        if proc.is_alive():
+            proc.kill()
+
+
 async def embedded(run: Run, plant: setup.Plant, kind: str, ceiling: bool,
-                   in_process: bool = False) -> tuple[float, bool]:
+                   in_process: bool = False, beside: bool = False) -> tuple[float, bool]:
     """The embedded mode (broker in a child process, or with ``in_process`` in this one), or its
-    ceiling: the same broker with a sink that only counts."""
+    ceiling: the same broker with a sink that only counts (with ``beside``: while a process copies
+    memory on the other core)."""
     p = build_platform(Settings(data_dir=fresh_dir(run, f"embedded-{kind}"), mqtt_port=setup.free_port(),
                                 mqtt_broker_process=not in_process))
     try:
@@ -233,10 +254,11 @@ async def embedded(run: Run, plant: setup.Plant, kind: str, ceiling: bool,
             broker = kind_of_broker("127.0.0.1", p.settings.mqtt_port, sink, DeviceAccessService(p.cache, p.stats))
             await broker.start()
             try:
-                return await asyncio.to_thread(
-                    publish_and_time, broker.bound_port, kind, count,
-                    lambda: (sink.messages - prelude) * setup.POINTS[kind], count * setup.POINTS[kind],
-                    run.deadline_s, plant.device, plant.secret)
+                with neighbour(beside):
+                    return await asyncio.to_thread(
+                        publish_and_time, broker.bound_port, kind, count,
+                        lambda: (sink.messages - prelude) * setup.POINTS[kind], count * setup.POINTS[kind],
+                        run.deadline_s, plant.device, plant.secret)
             finally:
                 await broker.stop()
         async with embedded_broker(p) as broker:
@@ -273,6 +295,10 @@ def run_payload(run: Run, plant: setup.Plant, schema: str, kind: str) -> None:
     rate, partial = median(ceilings)
     run.add(f"embedded broker {kind}", Row("embedded broker in a child process, counting sink (ceiling)", "-", kind,
                                            rate, partial=partial))
+    # the same ceiling while a memory-bound process runs on the other core, as shopfloor's does
+    rate, partial = asyncio.run(embedded(run, plant, kind, ceiling=True, beside=True))
+    run.add(f"embedded broker beside {kind}", Row("the same ceiling, a memory-copying process on the other core", "-",
+                                                  kind, rate, f"embedded broker {kind}", partial))
     if run.rounds > 1:
         run.notes.append(f"{kind}: " + ", ".join(f"{r[0] / c[0]:.2f}" for c, r in zip(ceilings, reals, strict=True)))
     if run.postgres:  # the PostgreSQL rows' ceiling

@@ -43,6 +43,7 @@ def test_quick_run_writes_a_row_per_figure(tmp_path: Path) -> None:
         for mode in ("embedded broker in a child process, counting sink (ceiling)",
                      "Mosquitto, bare subscriber (ceiling)", "bare paho → decode → Arrow → DuckDB (ceiling)",
                      "embedded (broker in a child process)", "Mosquitto + 1 ingest process",
+                     "the same ceiling, a memory-copying process on the other core",
                      "Mosquitto + 1 ingest worker(s)", "embedded broker in this process, counting sink (ceiling)",
                      "embedded, broker in the same process (mqtt_broker_process = false)"):
             assert any(k[0] == mode and k[2] == payload for k in figures), (mode, payload, section)
