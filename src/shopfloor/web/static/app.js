@@ -116,6 +116,7 @@
     let pending = null;
     const again = () => { if (!pending) pending = setTimeout(() => { pending = null; tileAlarms(); }, 500); };
     for (const ev of ["activate", "clear", "acknowledge", "shelve", "unshelve"]) alarmsLive.addEventListener(ev, again);
+    alarmsLive.onopen = again;  // (re)connected: what changed before the stream was open is read again
     const source = new EventSource(API + "/stream/states");
     source.addEventListener("states", (ev) => applyStates(JSON.parse(ev.data)));
     source.addEventListener("heartbeat", () => status("live · " + new Date().toLocaleTimeString()));
@@ -318,12 +319,14 @@
     });
     for (const id of ["#f-view", "#f-priority", "#f-asset"]) $(id).addEventListener("change", load);
     await load();
+    // An alarm that changes between that load and the stream's opening sends its event to nobody:
+    // every (re)opening of the stream loads the page again, after which events keep it current.
     const source = new EventSource(API + "/alarms/stream");
     let pending = null;
     const again = () => { if (!pending) pending = setTimeout(() => { pending = null; load(); }, 300); };
     for (const ev of ["activate", "clear", "acknowledge", "shelve", "unshelve", "suppress", "unsuppress",
       "out_of_service", "return_to_service"]) source.addEventListener(ev, again);
-    source.onopen = () => status("live · " + new Date().toLocaleTimeString());
+    source.onopen = () => { status("live · " + new Date().toLocaleTimeString()); again(); };
     source.onerror = () => status("live alarm updates interrupted; retrying…", true);
   }
 
