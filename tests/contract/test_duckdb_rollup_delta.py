@@ -97,6 +97,16 @@ def test_sums_beyond_a_double_become_infinite_as_in_duckdb() -> None:
     _same(sorted(out.to_pylist(), key=lambda r: (r["series_id"], r["bucket_us"])), _sql_delta(new, prev, 5 * MIN))
 
 
+def test_more_pieces_than_allowed_go_the_sql_way() -> None:
+    """A sparse sample holds for the staleness: with two hours, each makes about 121 minute pieces."""
+    rows: list[Row] = [(sid, D0 + sid * S, 1.0, None, 0) for sid in range(1, 11)]
+    new, prev = _tables(rows, [])
+    got = ordered(new)
+    assert got is not None
+    assert delta(got, prev, 2 * H, max_pieces=1_000) is None
+    assert delta(got, prev, 2 * H, max_pieces=1_300) is not None
+
+
 def test_summary_per_series() -> None:
     rows: list[Row] = [(2, D0 + 5, 1.0, None, 0), (1, D0 + 3, None, "x", 0), (2, D0 + 1, 4.0, None, 1),
                        (1, D0 + 9, 7.5, None, 2)]

@@ -223,9 +223,8 @@ class AppendPath:
     @staticmethod
     def apply(cur: duckdb.DuckDBPyConnection, plan: Plan, staleness_us: int) -> None:
         """Update the rollup rows for ``plan`` (its samples already stored), inside the caller's transaction."""
-        if plan.ordered is not None:
-            delta = rollup_delta.delta(plan.ordered, plan.prev, staleness_us)
-        else:
+        delta = None if plan.ordered is None else rollup_delta.delta(plan.ordered, plan.prev, staleness_us)
+        if delta is None:
             register(cur, "_sf_new", plan.new)
             register(cur, "_sf_prev", plan.prev)
             try:

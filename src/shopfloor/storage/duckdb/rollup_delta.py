@@ -12,7 +12,7 @@ then spends 0.1-0.2 µs a row on that shape (see bench/ingest_limits.md).
 The rows it returns are the SQL delta's, column for column (the tests compare both on generated
 streams, and the whole follower with a rebuild); sums may differ in the last bits (another order).
 A batch with NaN values or a (series, ts) twice goes the SQL way (its ordering and NULL rules are
-DuckDB's there).
+DuckDB's there), and so does one whose holds make more than ``MAX_PIECES`` minute pieces.
 """
 
 from __future__ import annotations
@@ -32,6 +32,9 @@ _M = MINUTE_US
 I64 = npt.NDArray[np.int64]
 F64 = npt.NDArray[np.float64]
 Bools = npt.NDArray[np.bool_]
+# Pieces (a hold's share of one minute) held in memory at once, ~70 bytes each while they are
+# worked out: a dense stream makes about one per sample, a sparse one up to staleness/minute + 1.
+MAX_PIECES = 2_000_000
 
 DELTA_SCHEMA = pa.schema([
     ("series_id", pa.int32()), ("bucket_us", pa.int64()), ("n", pa.int64()), ("nv", pa.int64()),
@@ -115,24 +118,32 @@ def _floor(x: I64) -> I64:
     return x - x % _M  # numpy's % takes the divisor's sign: a floor also below zero
 
 
+def _minutes(t0: I64, t1: I64) -> I64:
+    """How many minutes each span [t0, t1) touches."""
+    minutes: I64 = np.maximum(0, (t1 - _floor(t0) + _M - 1) // _M)
+    return minutes
+
+
 def _spread(t0: I64, t1: I64) -> tuple[I64, I64]:
     """The minutes each span [t0, t1) touches: (row of each piece, the piece's minute)."""
     b0 = _floor(t0)
-    k = np.maximum(0, (t1 - b0 + _M - 1) // _M)
+    k = _minutes(t0, t1)
     row = np.repeat(np.arange(len(t0)), k)
     offset = np.arange(len(row)) - np.repeat(np.cumsum(k) - k, k)
     return row, b0[row] + offset * _M
 
 
-def delta(rows: Ordered, prev: pa.Table, staleness_us: int) -> pa.Table:
+def delta(rows: Ordered, prev: pa.Table, staleness_us: int, max_pieces: int = MAX_PIECES) -> pa.Table | None:
     """The SQL delta's rows (see ``rollup_append._DELTA_SQL``) for ``rows`` and the newest stored
-    samples ``prev`` (series_id, ts, value, quality, next_ts). Sums and products beyond the range
-    of a double become infinite (or NaN), as in DuckDB."""
+    samples ``prev`` (series_id, ts, value, quality, next_ts); None when the new samples' holds
+    would make more than ``max_pieces`` (series, minute) pieces, which are all held in memory here
+    (the SQL query streams them). Sums and products beyond the range of a double become infinite
+    (or NaN), as in DuckDB."""
     with np.errstate(over="ignore", invalid="ignore"):
-        return _delta(rows, prev, staleness_us)
+        return _delta(rows, prev, staleness_us, max_pieces)
 
 
-def _delta(rows: Ordered, prev: pa.Table, staleness_us: int) -> pa.Table:
+def _delta(rows: Ordered, prev: pa.Table, staleness_us: int, max_pieces: int) -> pa.Table | None:
     s, t, v, ok, q = rows.sid, rows.ts, rows.value, rows.has_value, rows.quality
     st = staleness_us
     # statistics of the good samples, per (series, minute): runs of adjacent rows
@@ -155,6 +166,8 @@ def _delta(rows: Ordered, prev: pa.Table, staleness_us: int) -> pa.Table:
     h1[:-1] = np.where(same, np.minimum(t[1:], end[:-1]), end[:-1])
     holding = good & ok
     hs, ht, hv, hh1 = s[holding], t[holding], v[holding], h1[holding]
+    if int(_minutes(ht, hh1).sum()) > max_pieces:
+        return None
     row, pb = _spread(ht, hh1)
     pdt = np.minimum(hh1[row], pb + _M) - np.maximum(ht[row], pb)
     ps = hs[row]
