@@ -218,26 +218,6 @@ def fresh_dir(run: Run, what: str) -> Path:
     return directory
 
 
-@contextmanager
-def neighbour(on: bool) -> Iterator[None]:
-    """With ``on``: a process copying memory on the other core meanwhile (``procs.memory_neighbour``)."""
-    if not on:
-        yield
-        return
-    ready, stop = MP.Event(), MP.Event()
-    proc = MP.Process(target=procs.memory_neighbour, args=(ready, stop), daemon=True)
-    proc.start()
-    try:
-        if not ready.wait(60):
-            raise SystemExit("the memory-bound neighbour did not start")
-        yield
-    finally:
-        stop.set()
-        proc.join(30)
-        if proc.is_alive():
-            proc.kill()
-
-
 async def embedded(run: Run, plant: setup.Plant, kind: str, ceiling: bool,
                    in_process: bool = False, beside: bool = False) -> tuple[float, bool]:
     """The embedded mode (broker in a child process, or with ``in_process`` in this one), or its
@@ -254,7 +234,7 @@ async def embedded(run: Run, plant: setup.Plant, kind: str, ceiling: bool,
             broker = kind_of_broker("127.0.0.1", p.settings.mqtt_port, sink, DeviceAccessService(p.cache, p.stats))
             await broker.start()
             try:
-                with neighbour(beside):
+                with consumers([(procs.memory_neighbour, ())] if beside else []):
                     return await asyncio.to_thread(
                         publish_and_time, broker.bound_port, kind, count,
                         lambda: (sink.messages - prelude) * setup.POINTS[kind], count * setup.POINTS[kind],

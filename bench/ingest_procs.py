@@ -180,9 +180,10 @@ def publisher(port: int, username: str | None, password: str | None, prelude: li
 
 # -- ceilings --------------------------------------------------------------------------------------------
 
-def memory_neighbour(ready: Event, stop: Event, megabytes: int = 128) -> None:
-    """Copy one large array into another until ``stop``: a process that keeps the other core and
-    the memory bus busy, as the platform's own work does beside its broker (see the embedded rows)."""
+def memory_neighbour(counter: Counter, ready: Event, stop: Event, megabytes: int = 128) -> None:
+    """Copy one large array into another until ``stop`` (counting the copies): a process that keeps
+    the other core and the memory bus busy, as the platform's own work does beside its broker (see
+    the embedded rows)."""
     import numpy as np
 
     a = np.ones(megabytes * 131_072)  # float64: 8 bytes each
@@ -190,6 +191,7 @@ def memory_neighbour(ready: Event, stop: Event, megabytes: int = 128) -> None:
     ready.set()
     while not stop.is_set():
         np.copyto(b, a)
+        counter.value += 1
 
 
 def _subscriber(port: int, on_message: Callable[[mqtt.MQTTMessage], None], ready: Event) -> mqtt.Client:

@@ -124,10 +124,9 @@ def _minutes(t0: I64, t1: I64) -> I64:
     return minutes
 
 
-def _spread(t0: I64, t1: I64) -> tuple[I64, I64]:
-    """The minutes each span [t0, t1) touches: (row of each piece, the piece's minute)."""
+def _spread(t0: I64, k: I64) -> tuple[I64, I64]:
+    """The ``k`` minutes each span from ``t0`` touches (``_minutes``): (row of each piece, its minute)."""
     b0 = _floor(t0)
-    k = _minutes(t0, t1)
     row = np.repeat(np.arange(len(t0)), k)
     offset = np.arange(len(row)) - np.repeat(np.cumsum(k) - k, k)
     return row, b0[row] + offset * _M
@@ -166,9 +165,10 @@ def _delta(rows: Ordered, prev: pa.Table, staleness_us: int, max_pieces: int) ->
     h1[:-1] = np.where(same, np.minimum(t[1:], end[:-1]), end[:-1])
     holding = good & ok
     hs, ht, hv, hh1 = s[holding], t[holding], v[holding], h1[holding]
-    if int(_minutes(ht, hh1).sum()) > max_pieces:
+    minutes = _minutes(ht, hh1)
+    if int(minutes.sum()) > max_pieces:
         return None
-    row, pb = _spread(ht, hh1)
+    row, pb = _spread(ht, minutes)
     pdt = np.minimum(hh1[row], pb + _M) - np.maximum(ht[row], pb)
     ps = hs[row]
     pw = hv[row] * pdt
@@ -189,7 +189,7 @@ def _delta(rows: Ordered, prev: pa.Table, staleness_us: int, max_pieces: int) ->
     p_end = p_ts + st
     p_h1 = np.minimum(prev["next_ts"].to_numpy().astype(np.int64), p_end)
     cut = p_holds & (p_h1 < p_end)
-    row, cb = _spread(p_h1[cut], p_end[cut])
+    row, cb = _spread(p_h1[cut], _minutes(p_h1[cut], p_end[cut]))
     cdt = -(np.minimum(p_end[cut][row], cb + _M) - np.maximum(p_h1[cut][row], cb))
     cs = p_sid[cut][row]
     cw = p_value[cut][row] * cdt
