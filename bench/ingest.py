@@ -45,6 +45,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+import ingest_cpu as cpu
 import ingest_procs as procs
 import ingest_setup as setup
 from shopfloor.bootstrap import build_platform, embedded_broker
@@ -69,6 +70,16 @@ class Row:
     ceiling: str | None = None  # key of the ceiling row it is judged against
     partial: bool = False
     note: str = ""
+    cpu: cpu.CpuSplit | None = None  # where the CPU went in the clocked window (Linux)
+
+
+@dataclass
+class Figure:
+    """One clocked measurement: its rate, whether the deadline cut it, and its CPU split."""
+
+    rate: float
+    partial: bool
+    cpu: cpu.CpuSplit | None = None
 
 
 @dataclass
@@ -88,7 +99,11 @@ class Run:
         ratio = ""
         if row.ceiling and row.ceiling in self.rows and self.rows[row.ceiling].points_s:
             ratio = f" ({row.points_s / self.rows[row.ceiling].points_s:.2f} of {row.ceiling})"
-        print(f"{key:28} {row.points_s:>12,.0f} points/s{ratio}{' PARTIAL' if row.partial else ''}", flush=True)
+        where = ""
+        if row.cpu is not None:
+            where = f"  [busy {row.cpu.busy:.0%}; µs/msg " + ", ".join(
+                f"{role} {row.cpu.per_message_us(role):.1f}" for role in cpu.ROLES if row.cpu.seconds.get(role)) + "]"
+        print(f"{key:28} {row.points_s:>12,.0f} points/s{ratio}{' PARTIAL' if row.partial else ''}{where}", flush=True)
 
 
 _SLOTS = iter(range(1_000_000))
@@ -119,9 +134,16 @@ def prelude_points(kind: str) -> tuple[int, int]:
 
 # -- one measurement: a publisher process against consumers ----------------------------------------
 
+@dataclass
+class Consumers:
+    counters: list[Any]
+    pids: list[int]
+
+
 @contextmanager
-def consumers(targets: list[tuple[Callable[..., None], tuple[Any, ...]]]) -> Iterator[list[Any]]:
-    """Start each ``target(*args, counter, ready, stop)`` in a process; yield the counters once all are ready."""
+def consumers(targets: list[tuple[Callable[..., None], tuple[Any, ...]]]) -> Iterator[Consumers]:
+    """Start each ``target(*args, counter, ready, stop)`` in a process; yield their counters and
+    pids once all are ready."""
     stop = MP.Event()
     started = []
     for target, args in targets:
@@ -133,7 +155,7 @@ def consumers(targets: list[tuple[Callable[..., None], tuple[Any, ...]]]) -> Ite
         for proc, _, ready in started:
             if not ready.wait(120):
                 raise SystemExit(f"consumer {proc.name} did not subscribe")
-        yield [c for _, c, _ in started]
+        yield Consumers([c for _, c, _ in started], [p.pid for p, _, _ in started if p.pid is not None])
     finally:
         stop.set()
         for proc, _, _ in started:
@@ -144,9 +166,11 @@ def consumers(targets: list[tuple[Callable[..., None], tuple[Any, ...]]]) -> Ite
 
 def publish_and_time(port: int, kind: str, count: int, progress: Callable[[], int], expected: int,
                      deadline_s: float, user: str | None = None, secret: str | None = None,
-                     extra: int = 0) -> tuple[float, bool]:
-    """Publish ``count`` messages from a process; return (points/s, partial). ``progress()`` is
-    the points committed so far (``extra`` of them from the prelude), polled until ``expected``."""
+                     extra: int = 0, roles: dict[int, str] | None = None) -> Figure:
+    """Publish ``count`` messages from a process; return the points/s, whether the deadline cut
+    it, and the CPU split of the window (``roles``: pid -> role of the bench's processes; this
+    process is the receiver unless named). ``progress()`` is the points committed so far (``extra``
+    of them from the prelude), polled until ``expected``."""
     prelude, data = messages(kind, count)
     ready, go, result = MP.Event(), MP.Event(), MP.Queue()
     pub = MP.Process(target=procs.publisher, args=(port, user, secret, prelude, data, ready, go, result),
@@ -156,6 +180,10 @@ def publish_and_time(port: int, kind: str, count: int, progress: Callable[[], in
         raise SystemExit("publisher did not get ready")
     while progress() < extra:  # the births are committed before the clock starts
         time.sleep(0.01)
+    named = {os.getpid(): "receiver", **(roles or {})}
+    if pub.pid is not None:
+        named[pub.pid] = "publisher"
+    before = cpu.snapshot()
     go.set()
     t_go = time.monotonic()
     done = None
@@ -164,23 +192,25 @@ def publish_and_time(port: int, kind: str, count: int, progress: Callable[[], in
             done = time.monotonic()
             break
         time.sleep(0.002)
+    after = cpu.snapshot()
     got = progress() - extra
     t0, _, _ = result.get(timeout=deadline_s + 30)
     pub.join(30)
     end = done if done is not None else time.monotonic()
-    return got / max(end - t0, 1e-9), done is None
+    return Figure(got / max(end - t0, 1e-9), done is None, cpu.split(before, after, count, named))
 
 
 def through_mosquitto(run: Run, kind: str, targets: Callable[[int], list[tuple[Callable[..., None], tuple[Any, ...]]]],
-                      per_message: int, extra: int = 0) -> tuple[float, bool]:
-    """Fresh Mosquitto, consumers from ``targets(port)``, publisher; points/s."""
+                      per_message: int, extra: int = 0) -> Figure:
+    """Fresh Mosquitto, consumers from ``targets(port)`` (the receivers), publisher; points/s."""
     broker = setup.Mosquitto(run.tmp / f"mosquitto-{uuid.uuid4().hex[:6]}")
     try:
-        with consumers(targets(broker.port)) as counters:
+        with consumers(targets(broker.port)) as started:
             count = run.counts[kind]
-            return publish_and_time(broker.port, kind, count, lambda: sum(c.value for c in counters) * per_message,
-                                    count * setup.POINTS[kind], run.deadline_s,
-                                    extra=extra)
+            roles = {broker.proc.pid: "broker", os.getpid(): "other"} | dict.fromkeys(started.pids, "receiver")
+            return publish_and_time(broker.port, kind, count,
+                                    lambda: sum(c.value for c in started.counters) * per_message,
+                                    count * setup.POINTS[kind], run.deadline_s, extra=extra, roles=roles)
     finally:
         broker.stop()
 
@@ -205,10 +235,10 @@ class CountingSink:
         self.messages += len(messages)
 
 
-def median(figures: list[tuple[float, bool]]) -> tuple[float, bool]:
-    """The median rate of several rounds, and whether any was cut at the deadline."""
-    rates = sorted(rate for rate, _ in figures)
-    return rates[len(rates) // 2], any(partial for _, partial in figures)
+def median(figures: list[Figure]) -> Figure:
+    """The round with the median rate (marked partial if any round was cut at the deadline)."""
+    middle = sorted(figures, key=lambda f: f.rate)[len(figures) // 2]
+    return Figure(middle.rate, any(f.partial for f in figures), middle.cpu)
 
 
 def fresh_dir(run: Run, what: str) -> Path:
@@ -219,7 +249,7 @@ def fresh_dir(run: Run, what: str) -> Path:
 
 
 async def embedded(run: Run, plant: setup.Plant, kind: str, ceiling: bool,
-                   in_process: bool = False, beside: bool = False) -> tuple[float, bool]:
+                   in_process: bool = False, beside: bool = False) -> Figure:
     """The embedded mode (broker in a child process, or with ``in_process`` in this one), or its
     ceiling: the same broker with a sink that only counts (with ``beside``: while a process copies
     memory on the other core)."""
@@ -234,20 +264,27 @@ async def embedded(run: Run, plant: setup.Plant, kind: str, ceiling: bool,
             broker = kind_of_broker("127.0.0.1", p.settings.mqtt_port, sink, DeviceAccessService(p.cache, p.stats))
             await broker.start()
             try:
-                with consumers([(procs.memory_neighbour, ())] if beside else []):
+                with consumers([(procs.memory_neighbour, ())] if beside else []) as started:
+                    roles = {**broker_role(broker), **dict.fromkeys(started.pids, "neighbour")}
                     return await asyncio.to_thread(
                         publish_and_time, broker.bound_port, kind, count,
                         lambda: (sink.messages - prelude) * setup.POINTS[kind], count * setup.POINTS[kind],
-                        run.deadline_s, plant.device, plant.secret)
+                        run.deadline_s, plant.device, plant.secret, roles=roles)
             finally:
                 await broker.stop()
         async with embedded_broker(p) as broker:
             return await asyncio.to_thread(publish_and_time, broker.bound_port, kind, count,
                                            lambda: p.stats.points, count * setup.POINTS[kind], run.deadline_s,
-                                           plant.device, plant.secret, extra)
+                                           plant.device, plant.secret, extra, broker_role(broker))
     finally:
         await p.ingest.drain()
         p.close()
+
+
+def broker_role(broker: object) -> dict[int, str]:
+    """The broker's child process, if it has one (in the other case this process is both)."""
+    pid = getattr(broker, "pid", None)
+    return {pid: "broker"} if isinstance(pid, int) else {}
 
 
 def run_all(run: Run, payloads: tuple[str, ...]) -> None:
@@ -263,56 +300,55 @@ def run_all(run: Run, payloads: tuple[str, ...]) -> None:
             drop_schema(run.dsn, schema)
 
 
+def figure_row(mode: str, store: str, payload: str, fig: Figure, ceiling: str | None = None) -> Row:
+    return Row(mode, store, payload, fig.rate, ceiling, fig.partial, cpu=fig.cpu)
+
+
 def run_payload(run: Run, plant: setup.Plant, schema: str, kind: str) -> None:
     per = setup.POINTS[kind]
     prelude, extra = prelude_points(kind)
     # the embedded mode and its ceiling, in alternating rounds (the medians are the figures)
-    ceilings: list[tuple[float, bool]] = []
-    reals: list[tuple[float, bool]] = []
+    ceilings: list[Figure] = []
+    reals: list[Figure] = []
     for _ in range(run.rounds):
         ceilings.append(asyncio.run(embedded(run, plant, kind, ceiling=True)))
         reals.append(asyncio.run(embedded(run, plant, kind, ceiling=False)))
-    rate, partial = median(ceilings)
-    run.add(f"embedded broker {kind}", Row("embedded broker in a child process, counting sink (ceiling)", "-", kind,
-                                           rate, partial=partial))
+    run.add(f"embedded broker {kind}", figure_row("embedded broker in a child process, counting sink (ceiling)", "-",
+                                                  kind, median(ceilings)))
     # the same ceiling while a memory-bound process runs on the other core, as shopfloor's does
-    rate, partial = asyncio.run(embedded(run, plant, kind, ceiling=True, beside=True))
-    run.add(f"embedded broker beside {kind}", Row("the same ceiling, a memory-copying process on the other core", "-",
-                                                  kind, rate, f"embedded broker {kind}", partial))
+    run.add(f"embedded broker beside {kind}", figure_row(
+        "the same ceiling, a memory-copying process on the other core", "-", kind,
+        asyncio.run(embedded(run, plant, kind, ceiling=True, beside=True)), f"embedded broker {kind}"))
     if run.rounds > 1:
-        run.notes.append(f"{kind}: " + ", ".join(f"{r[0] / c[0]:.2f}" for c, r in zip(ceilings, reals, strict=True)))
+        run.notes.append(f"{kind}: " + ", ".join(f"{r.rate / c.rate:.2f}" for c, r in zip(ceilings, reals, strict=True)))
     if run.postgres:  # the PostgreSQL rows' ceiling
-        rate, partial = through_mosquitto(run, kind, lambda port: [(procs.bare_subscriber, (port,))], per,
-                                          prelude * per)
-        run.add(f"mosquitto {kind}", Row("Mosquitto, bare subscriber (ceiling)", "-", kind, rate, partial=partial))
+        fig = through_mosquitto(run, kind, lambda port: [(procs.bare_subscriber, (port,))], per, prelude * per)
+        run.add(f"mosquitto {kind}", figure_row("Mosquitto, bare subscriber (ceiling)", "-", kind, fig))
     db_path = str(run.tmp / f"bare-{kind}.duckdb")
-    rate, partial = through_mosquitto(
+    fig = through_mosquitto(
         run, kind, lambda port: [(procs.bare_pipeline, (port, kind, plant.series, db_path))], 1,
         0 if kind == "spb50" else extra)  # the bare pipeline skips the births
-    run.add(f"bare pipeline {kind}", Row("bare paho → decode → Arrow → DuckDB (ceiling)", "DuckDB", kind, rate,
-                                         partial=partial))
+    run.add(f"bare pipeline {kind}", figure_row("bare paho → decode → Arrow → DuckDB (ceiling)", "DuckDB", kind, fig))
     # the real thing
-    rate, partial = median(reals)
-    run.add(f"embedded {kind}", Row("embedded (broker in a child process)", "DuckDB", kind, rate,
-                                    f"embedded broker {kind}", partial))
+    run.add(f"embedded {kind}", figure_row("embedded (broker in a child process)", "DuckDB", kind, median(reals),
+                                           f"embedded broker {kind}"))
     # the same with the broker inside the platform's process, against that broker's own ceiling
-    rate, partial = asyncio.run(embedded(run, plant, kind, ceiling=True, in_process=True))
-    run.add(f"in-process broker {kind}", Row("embedded broker in this process, counting sink (ceiling)", "-",
-                                             kind, rate, partial=partial))
-    rate, partial = asyncio.run(embedded(run, plant, kind, ceiling=False, in_process=True))
-    run.add(f"embedded in-process {kind}", Row("embedded, broker in the same process (mqtt_broker_process = false)",
-                                               "DuckDB", kind, rate, f"in-process broker {kind}", partial))
+    run.add(f"in-process broker {kind}", figure_row(
+        "embedded broker in this process, counting sink (ceiling)", "-", kind,
+        asyncio.run(embedded(run, plant, kind, ceiling=True, in_process=True))))
+    run.add(f"embedded in-process {kind}", figure_row(
+        "embedded, broker in the same process (mqtt_broker_process = false)", "DuckDB", kind,
+        asyncio.run(embedded(run, plant, kind, ceiling=False, in_process=True)), f"in-process broker {kind}"))
     directory = str(fresh_dir(run, f"worker-{kind}"))
-    rate, partial = through_mosquitto(
-        run, kind, lambda port: [(procs.duckdb_ingest, (directory, port, kind))], 1, extra)
-    run.add(f"mosquitto duckdb {kind}", Row("Mosquitto + 1 ingest process", "DuckDB", kind, rate,
-                                            f"bare pipeline {kind}", partial))
+    fig = through_mosquitto(run, kind, lambda port: [(procs.duckdb_ingest, (directory, port, kind))], 1, extra)
+    run.add(f"mosquitto duckdb {kind}", figure_row("Mosquitto + 1 ingest process", "DuckDB", kind, fig,
+                                                   f"bare pipeline {kind}"))
     for workers in ((1, 2) if kind != "spb50" else (1,)) if run.postgres else ():
-        rate, partial = through_mosquitto(
+        fig = through_mosquitto(
             run, kind, lambda port, w=workers: [  # type: ignore[misc]
                 (procs.pg_ingest, (i, w, run.dsn, schema, port, kind)) for i in range(w)], 1, extra)
-        run.add(f"mosquitto pg{workers} {kind}", Row(f"Mosquitto + {workers} ingest worker(s)", "PostgreSQL", kind,
-                                                     rate, f"mosquitto {kind}", partial))
+        run.add(f"mosquitto pg{workers} {kind}", figure_row(f"Mosquitto + {workers} ingest worker(s)", "PostgreSQL",
+                                                            kind, fig, f"mosquitto {kind}"))
 
 
 def pg_plant(dsn: str, schema: str) -> None:
@@ -420,9 +456,32 @@ def section(run: Run, started: str, load: str, cmd: str, limits: str, carried: l
     if run.notes:
         lines += ["", f"The embedded rows are the medians of {run.rounds} alternating rounds (ceiling, then embedded); "
                   "the embedded mode's ratio in each round: " + "; ".join(run.notes) + "."]
+    lines += cpu_table(run)
     if limits:
         lines += ["", limits.strip()]
     return "\n".join(lines) + "\n"
+
+
+def cpu_table(run: Run) -> list[str]:
+    """Where the CPU went in each figure's clocked window (none where /proc is missing)."""
+    measured = [r for r in run.rows.values() if r.cpu is not None]
+    if not measured:
+        return []
+    cores = measured[0].cpu.cores if measured[0].cpu else 1
+    lines = ["", "Where the CPU went in each clocked window (user + system time of each process, from /proc), in "
+             f"µs of CPU per message; \"busy\": the whole machine's share of its {cores} cores. broker: Mosquitto, "
+             "or the embedded broker's child process (the in-process rows have none: their broker is in the "
+             "receiver's process); receiver: shopfloor's ingest process(es), or a ceiling's counting sink, bare "
+             "subscriber or bare pipeline; PostgreSQL: its backends; other: the bench's own polling, the "
+             "kernel and the rest of the box.", "",
+             "| mode | store | payload | busy | broker | receiver | PostgreSQL | publisher | neighbour | other |",
+             "|---|---|---|---:|---:|---:|---:|---:|---:|---:|"]
+    for r in measured:
+        split = r.cpu
+        assert split is not None
+        cells = [f"{split.per_message_us(role):,.1f}" if split.seconds.get(role) else "—" for role in cpu.ROLES]
+        lines.append(f"| {r.mode} | {r.store} | {r.payload} | {split.busy:.0%} | " + " | ".join(cells) + " |")
+    return lines
 
 
 def write_section(path: Path, title: str, text: str) -> None:

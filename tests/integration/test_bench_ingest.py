@@ -7,6 +7,7 @@ per figure, with the ratio to its ceiling, into the file it is given, leaving ot
 
 from __future__ import annotations
 
+import itertools
 import os
 import re
 import subprocess
@@ -36,9 +37,8 @@ def test_quick_run_writes_a_row_per_figure(tmp_path: Path) -> None:
     text = doc.read_text()
     assert "## Another bench\n\nits own text" in text
     section = text[text.index("## Ingest end to end"):]
-    rows = [line for line in section.splitlines() if line.startswith("| ") and not line.startswith("| mode")]
-    figures = {(cells[0], cells[1], cells[2]): cells for cells in
-               ([c.strip() for c in line.strip("|").split("|")] for line in rows)}
+    figures = table(section, "| mode | store | payload | points/s |")
+    where = table(section, "| mode | store | payload | busy |")
     for payload in ("json1", "json50", "spb50"):
         for mode in ("embedded broker in a child process, counting sink (ceiling)",
                      "Mosquitto, bare subscriber (ceiling)", "bare paho → decode → Arrow → DuckDB (ceiling)",
@@ -56,3 +56,15 @@ def test_quick_run_writes_a_row_per_figure(tmp_path: Path) -> None:
         if cells[4] != "—":
             assert re.fullmatch(r"\d+\.\d\d|—", cells[5]), cells
     assert re.search(r"Measured \d{4}-\d\d-\d\d \d\d:\d\d UTC on .+ cores", section)
+    # where the CPU went: a row per end-to-end figure, the machine's busy share and µs per message
+    assert set(where) == {k for k in figures if k[2] != "rows"}, sorted(set(figures) ^ set(where))
+    for cells in where.values():
+        assert re.fullmatch(r"\d+%", cells[3]), cells
+        assert all(re.fullmatch(r"[\d,]+\.\d|—", c) for c in cells[4:]), cells
+
+
+def table(section: str, header: str) -> dict[tuple[str, str, str], list[str]]:
+    """The rows of the Markdown table under ``header``, by (mode, store, payload)."""
+    rows = itertools.takewhile(lambda line: line.startswith("| "), section[section.index(header):].splitlines()[2:])
+    cells = ([c.strip() for c in line.strip("|").split("|")] for line in rows)
+    return {(c[0], c[1], c[2]): c for c in cells}
