@@ -473,7 +473,7 @@ def cpu_table(run: Run) -> list[str]:
              "or the embedded broker's child process (the in-process rows have none: their broker is in the "
              "receiver's process); receiver: shopfloor's ingest process(es), or a ceiling's counting sink, bare "
              "subscriber or bare pipeline; PostgreSQL: its backends; other: the bench's own polling, the "
-             "kernel and the rest of the box.", "",
+             "kernel (among others writing back the files of the figure before) and the rest of the box.", "",
              "| mode | store | payload | busy | broker | receiver | PostgreSQL | publisher | neighbour | other |",
              "|---|---|---|---:|---:|---:|---:|---:|---:|---:|"]
     for r in measured:

@@ -5,7 +5,8 @@ A snapshot reads every process's user + system time and the machine's busy and t
 snapshots (at the first PUBLISH and when the store had committed the last message) give the window's
 split. Processes are grouped into roles: the ones the bench names (its broker, the receiving side,
 the publisher, a neighbour), PostgreSQL's backends by their name, and the rest of the machine as
-"other" (the bench's own polling, the kernel, whatever else the shared box runs).
+"other" (the bench's own polling, the kernel, among others writing back the files of the figure
+before, and whatever else the shared box runs).
 """
 
 from __future__ import annotations
@@ -19,8 +20,9 @@ PROC = Path("/proc")
 #: The roles, in the order the report shows them.
 ROLES = ("broker", "receiver", "PostgreSQL", "publisher", "neighbour", "other")
 
-#: Processes named by their command rather than by the bench.
-_BY_COMMAND = {"postgres": "PostgreSQL", "mosquitto": "broker"}
+#: Processes named by their command rather than by the bench (the brokers are named by their pid:
+#: the machine's own Mosquitto service is not the one measured).
+_BY_COMMAND = {"postgres": "PostgreSQL"}
 
 
 @dataclass(frozen=True)

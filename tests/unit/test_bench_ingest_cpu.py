@@ -41,20 +41,21 @@ def test_split_groups_named_processes_commands_and_the_rest() -> None:
         15: ("python", 40)})
     after = cpu.Snapshot(busy_ticks=1_300, total_ticks=2_400, procs={
         10: ("python", 180),  # the receiver: 80 ticks
-        11: ("mosquitto", 90),  # Mosquitto by its command: 40
+        11: ("mosquitto", 90),  # the broker measured, by its pid: 40
         12: ("postgres", 15), 13: ("postgres", 17),  # two backends: 20
         14: ("python", 3),  # idle: nothing
         16: ("sh", 6),  # began inside the window: all of its 6 ticks go to "other"
         15: ("bash", 9),  # pid 15 ended and a new process took its number: 9
-        20: ("python", 30)})  # the publisher, started inside the window
-    split = cpu.split(before, after, messages=1_000, named={10: "receiver", 20: "publisher"}, cores=2, tick_s=0.01)
+        20: ("python", 30),  # the publisher, started inside the window
+        21: ("mosquitto", 2)})  # the machine's own Mosquitto service, not the one measured: "other"
+    split = cpu.split(before, after, messages=1_000, named={10: "receiver", 11: "broker", 20: "publisher"}, cores=2, tick_s=0.01)
     assert split is not None
     assert split.busy == pytest.approx(300 / 400)
     assert split.seconds["receiver"] == pytest.approx(0.8)
     assert split.seconds["broker"] == pytest.approx(0.4)
     assert split.seconds["PostgreSQL"] == pytest.approx(0.2)
     assert split.seconds["publisher"] == pytest.approx(0.3)
-    assert split.seconds["other"] == pytest.approx(0.15)
+    assert split.seconds["other"] == pytest.approx(0.17)
     assert split.seconds["neighbour"] == 0
     assert split.per_message_us("receiver") == pytest.approx(800.0)
     assert split.cores == 2
