@@ -301,6 +301,35 @@ async def test_edge_nodes_cannot_publish_as_another_and_strangers_wait_in_quaran
         assert run.hosts[0].stats.quarantined >= 3
 
 
+async def test_a_worker_whose_connection_drops_reconnects_to_its_session_and_is_born_again(s: Setup) -> None:
+    async with workers(s, count=1) as run:
+        [worker], [host] = run.workers, run.hosts
+        edge = s.edge("acme")
+        await asyncio.to_thread(edge.connect)
+        for _ in range(5):
+            await asyncio.to_thread(edge.data)
+        assert await eventually(lambda: s.good("acme") == sorted(edge.expected))
+        first_birth = host.birth_timestamp_ms
+        assert first_birth is not None and worker.stats.connects == 1
+
+        link = worker._link
+        assert link is not None
+        link.abort()  # the connection drops without DISCONNECT: the broker keeps the session, sends the Will
+        assert await eventually(lambda: worker.stats.connects == 2 and host.birth_timestamp_ms != first_birth)
+        # (NDATA is QoS 0, which a broker does not queue for an absent session: what a node sends
+        # meanwhile is lost, and the host asks for a rebirth at the next sequence gap)
+        for _ in range(10):
+            await asyncio.to_thread(edge.data)
+        assert await eventually(lambda: s.good("acme") == sorted(edge.expected)), "data after the reconnect is missing"
+        good = s.good("acme")
+        assert len(good) == len(set((n, ts) for n, ts, _ in good))  # once each
+        assert worker.stats.sessions_lost == 0 and edge.rebirths == 0 and host.stats.rebirths == 0
+        states = await asyncio.to_thread(_retained_states, s, 1)
+        # born again, with the timestamp of the new connection's Will
+        assert {k: (v.online, v.timestamp) for k, v in states.items()} == {  # type: ignore[attr-defined]
+            "shopfloor": (True, host.birth_timestamp_ms)}
+
+
 async def test_an_api_process_sends_commands_through_mosquitto(s: Setup) -> None:
     async with workers(s, count=1):
         edge = s.edge("globex")
@@ -330,7 +359,7 @@ def _status(s: Setup, tenant: str, status: str) -> list[object]:
     return [e for e in s.historian.events(s.ctx[tenant].require_tenant(), kinds=["status"]) if e.type == status]
 
 
-def _retained_states(s: Setup) -> dict[str, object]:
+def _retained_states(s: Setup, expected: int = 2) -> dict[str, object]:
     got: dict[str, object] = {}
     done = threading.Event()
     client = mqtt.Client(CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
@@ -338,7 +367,7 @@ def _retained_states(s: Setup) -> dict[str, object]:
 
     def on_message(_c: mqtt.Client, _u: object, msg: mqtt.MQTTMessage) -> None:
         got[msg.topic.rsplit("/", 1)[1]] = parse_state_payload(msg.payload)
-        if len(got) == 2:
+        if len(got) == expected:
             done.set()
 
     client.on_message = on_message

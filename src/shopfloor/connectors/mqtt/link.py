@@ -8,10 +8,11 @@ event loop that also batches and commits (no thread hop, no lock), and writes th
 a committed batch in one write.
 
 It is a client for workers, not a general one: CONNECT (persistent or clean session, Session Expiry,
-Receive Maximum, user/password, TLS), SUBSCRIBE/UNSUBSCRIBE awaiting their acknowledgements,
-incoming PUBLISH at QoS 0 and 1 handed to a callback, PUBACK on request, QoS 1 PUBLISH awaiting its
-PUBACK, keep-alive pings, DISCONNECT with an optional Session Expiry. Reconnecting is the owner's
-job: ``closed`` completes when the connection ends, for whatever reason.
+Receive Maximum, user/password, TLS, a Will), SUBSCRIBE (optionally No Local) and UNSUBSCRIBE
+awaiting their acknowledgements, incoming PUBLISH at QoS 0 and 1 handed to a callback, PUBACK on
+request, QoS 1 PUBLISH awaiting its PUBACK, keep-alive pings, DISCONNECT with an optional Session
+Expiry. Reconnecting is the owner's job: ``closed`` completes when the connection ends, for
+whatever reason.
 
 A packet the codec cannot read (a protocol violation by the broker) ends the connection, as MQTT 5
 asks of a receiver of a malformed packet.
@@ -71,8 +72,10 @@ class MqttLink(asyncio.Protocol):
     async def open(cls, host: str, port: int, *, client_id: str, on_publish: OnPublish,
                    username: str | None = None, password: str | None = None, clean_start: bool = True,
                    session_expiry_s: int = 0, receive_maximum: int = 65535, keepalive_s: int = 30,
-                   tls: ssl.SSLContext | None = None, timeout_s: float = 10.0) -> tuple[MqttLink, bool]:
-        """Connect, send CONNECT and wait for CONNACK; return (link, session_present).
+                   tls: ssl.SSLContext | None = None, will: mqtt5.Will | None = None,
+                   timeout_s: float = 10.0) -> tuple[MqttLink, bool]:
+        """Connect, send CONNECT (with ``will``, the message the broker publishes if the connection
+        ends without DISCONNECT) and wait for CONNACK; return (link, session_present).
 
         Raises ``OSError``/``TimeoutError`` when the broker cannot be reached, ``LinkRefused`` when it
         refuses the connection.
@@ -85,7 +88,7 @@ class MqttLink(asyncio.Protocol):
             link._send(mqtt5.ConnectPacket(
                 client_id, username=username, password=password.encode() if password is not None else None,
                 clean_start=clean_start, keep_alive=keepalive_s, session_expiry_interval=session_expiry_s,
-                receive_max=receive_maximum).write())
+                receive_max=receive_maximum, will=will).write())
             try:
                 connack = await asyncio.shield(link._connack)
             except BaseException:
@@ -115,11 +118,12 @@ class MqttLink(asyncio.Protocol):
         return self._transport is not None and not self._transport.is_closing()
 
     # -- requests ----------------------------------------------------------------------------------
-    async def subscribe(self, filters: Sequence[str], qos: int = 1) -> list[int]:
-        """SUBSCRIBE and wait for SUBACK; return its reason codes (>= 0x80: refused)."""
+    async def subscribe(self, filters: Sequence[str], qos: int = 1, no_local: bool = False) -> list[int]:
+        """SUBSCRIBE and wait for SUBACK; return its reason codes (>= 0x80: refused). With
+        ``no_local`` the broker does not send this connection's own publications back to it."""
         pid = next(self._ids)
         wanted = mqtt5.QoS(qos)
-        packet = mqtt5.SubscribePacket(pid, [mqtt5.TopicFilter(f, max_qos=wanted) for f in filters])
+        packet = mqtt5.SubscribePacket(pid, [mqtt5.TopicFilter(f, max_qos=wanted, no_local=no_local) for f in filters])
         suback = await self._request(mqtt5.SubAckPacket, pid, packet.write())
         assert isinstance(suback, mqtt5.SubAckPacket)
         return [int(r) for r in suback.reason_codes]

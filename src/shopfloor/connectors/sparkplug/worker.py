@@ -9,8 +9,9 @@ again every ``refresh_s`` and subscribes to new groups, and on every connect it 
 groups that are no longer its own (after N changed).
 
 Like the JSON ingest workers it uses a persistent session (client id ``sparkplug-{i}``,
-``clean_start=False``, a long Session Expiry Interval) and acknowledges a message only after the
-host committed it; a failed commit is retried with back-off, and the host restores its state so the
+``clean_start=False``, a long Session Expiry Interval) over their MQTT 5 connection
+(``connectors/mqtt/link.py``: a TCP read's messages are handled on the event loop that commits, with
+no thread between), and acknowledges a message only after the host committed it; a failed commit is retried with back-off, and the host restores its state so the
 retry meets the same state. If the broker lost the session (``session present`` false on a
 reconnect), the host marks every node stale and asks each for a rebirth.
 
@@ -30,19 +31,14 @@ import logging
 import random
 import signal
 import ssl
-import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Coroutine, Iterable
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 
-import paho.mqtt.client as mqtt
-from paho.mqtt.enums import CallbackAPIVersion
-from paho.mqtt.packettypes import PacketTypes
-from paho.mqtt.properties import Properties
-from paho.mqtt.reasoncodes import ReasonCode
-from paho.mqtt.subscribeoptions import SubscribeOptions
+import mqtt5
 
+from shopfloor.connectors.mqtt.link import LinkClosed, LinkRefused, MqttLink, close_quietly
 from shopfloor.connectors.sparkplug.host import SparkplugHost
 from shopfloor.connectors.sparkplug.topics import NAMESPACE, state_topic
 from shopfloor.domain.errors import InvalidInput, ShopfloorError, StoreUnavailable
@@ -53,6 +49,8 @@ _log = logging.getLogger(__name__)
 
 DEFAULT_SESSION_EXPIRY_S = 7 * 86_400
 _RETRY_MIN_S = 0.1
+_SUBSCRIBE_TIMEOUT_S = 30.0
+_PUBLISH_TIMEOUT_S = 10.0
 
 
 def client_id_for(index: int) -> str:
@@ -73,16 +71,23 @@ class SparkplugWorkerError(ShopfloorError):
     title = "Sparkplug worker failed"
 
 
-class PahoPublisher:
-    """``ports.sparkplug.Publisher`` over a paho client (thread-safe publish)."""
+class LinkPublisher:
+    """``ports.sparkplug.Publisher`` over the worker's current MQTT connection (QoS 1 waits for the
+    broker's PUBACK); raises ``SparkplugWorkerError`` while there is none."""
 
-    def __init__(self, client: mqtt.Client) -> None:
-        self._client = client
+    def __init__(self, link: Callable[[], MqttLink | None], timeout_s: float = _PUBLISH_TIMEOUT_S) -> None:
+        self._link = link
+        self._timeout_s = timeout_s
 
     async def publish(self, topic: str, payload: bytes, qos: int = 1, retain: bool = False) -> None:
-        info = self._client.publish(topic, payload, qos=qos, retain=retain)
-        if info.rc != mqtt.MQTT_ERR_SUCCESS:
-            raise SparkplugWorkerError(f"publish to {topic} failed: {mqtt.error_string(info.rc)}")
+        link = self._link()
+        if link is None or not link.is_open:
+            raise SparkplugWorkerError(f"publish to {topic} failed: not connected to the broker")
+        try:
+            async with asyncio.timeout(self._timeout_s):
+                await link.publish(topic, payload, qos=min(qos, 1), retain=retain)
+        except (LinkClosed, TimeoutError) as exc:
+            raise SparkplugWorkerError(f"publish to {topic} failed: {exc or 'no PUBACK in time'}") from exc
 
 
 @dataclass(slots=True)
@@ -121,6 +126,7 @@ class SparkplugWorker:
         self.index, self.count = index, count
         self.client_id = client_id_for(index)
         self.host, self.port = host, port
+        self.username, self.password, self.tls = username, password, tls
         self.app = app
         self.stats = SparkplugWorkerStats()
         self._groups = groups
@@ -130,41 +136,25 @@ class SparkplugWorker:
         self.session_expiry_s = session_expiry_s
         self.keepalive_s = keepalive_s
         self.refresh_s = refresh_s
+        self.reconnect_min_s = reconnect_min_s
+        self.reconnect_max_s = max(reconnect_min_s, reconnect_max_s)
         self.retry_max_s = retry_max_s
         self._on_subscribed = on_subscribed
 
         self._inbox: collections.deque[_Delivery] = collections.deque()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._arrived = asyncio.Event()
-        self._wake_pending = False  # a wake-up of the loop is on its way (paho thread sets, loop clears)
         self._stopping = asyncio.Event()
-        self._gen = 0
-        self._gen_lock = threading.Lock()
-        self._lock = threading.Lock()  # the subscription sets (paho thread and loop)
+        self._gen = 0  # the connection generation: bumped when a connection ends, compared when acking
+        self._link: MqttLink | None = None
         self._mine: set[str] = set()  # filters this worker should hold
         self._others: set[str] = set()  # filters of groups that are not (or no longer) its own
-        self._first_mid: int | None = None  # the subscribe of a connect, whose answer births our STATE
-        self._connected_will_ts: int | None = None
         self._will_ts = 0
         self._ever_connected = False
+        self._unreachable = False  # the last connection attempt failed (logged once)
+        self._tasks: set[asyncio.Task[None]] = set()
         self.failure: BaseException | None = None
-
-        client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=self.client_id, protocol=mqtt.MQTTv5,
-                             manual_ack=True)
-        if username is not None:
-            client.username_pw_set(username, password)
-        if tls is not None:
-            client.tls_set_context(tls)
-        client.reconnect_delay_set(reconnect_min_s, max(reconnect_min_s, reconnect_max_s))  # type: ignore[arg-type]
-        client.enable_logger(_log.getChild("paho"))
-        client.suppress_exceptions = True
-        client.on_connect = self._on_connect
-        client.on_disconnect = self._on_disconnect
-        client.on_subscribe = self._on_subscribe
-        client.on_message = self._on_message
-        self._client = client
-        self._set_will()
-        app.set_publisher(PahoPublisher(client))
+        app.set_publisher(LinkPublisher(lambda: self._link))
 
     # -- lifecycle ------------------------------------------------------------------------------
     def my_groups(self, groups: Iterable[str]) -> list[str]:
@@ -173,14 +163,9 @@ class SparkplugWorker:
     async def run(self) -> None:
         """Consume, commit and acknowledge until ``stop()``; reconnects by itself."""
         self._loop = asyncio.get_running_loop()
-        await self._plan(await asyncio.to_thread(lambda: list(self._groups())))
-        props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
-        props.SessionExpiryInterval = self.session_expiry_s
-        props.ReceiveMaximum = self.receive_maximum
+        self._plan(await asyncio.to_thread(lambda: list(self._groups())))
         _log.info("%s: host %s, groups %s", self.client_id, self.app.host_id, ", ".join(sorted(self._mine)) or "-")
-        self._client.connect_async(self.host, self.port, keepalive=self.keepalive_s, clean_start=False,
-                                   properties=props)
-        self._client.loop_start()
+        connection = self._loop.create_task(self._connect_loop())
         refresher = self._loop.create_task(self._refresh())
         try:
             await self._consume()
@@ -191,15 +176,18 @@ class SparkplugWorker:
                 await refresher
             with contextlib.suppress(Exception):
                 await self.app.retire()  # our STATE death: a clean disconnect sends no Will
-                await asyncio.sleep(0.05)
-            with contextlib.suppress(Exception):
-                self._client.disconnect()
-            await asyncio.to_thread(self._client.loop_stop)
+            await close_quietly(self._link)  # the session stays (its expiry was set at CONNECT)
+            connection.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await connection
+            for task in list(self._tasks):
+                task.cancel()
             _log.info("%s: stopped; %s", self.client_id, self.stats)
         if self.failure is not None:
             raise self.failure
 
     def stop(self) -> None:
+        """Stop taking batches and disconnect; safe from any thread."""
         loop = self._loop
         if loop is None:
             self._stopping.set()
@@ -210,14 +198,18 @@ class SparkplugWorker:
         self._stopping.set()
         self._arrived.set()
 
+    def _spawn(self, work: Coroutine[object, object, None]) -> None:
+        task = asyncio.get_running_loop().create_task(work)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
     # -- subscriptions ----------------------------------------------------------------------------
-    async def _plan(self, groups: list[str]) -> tuple[set[str], set[str]]:
+    def _plan(self, groups: list[str]) -> tuple[set[str], set[str]]:
         """Work out which filters to hold; return (to subscribe, to unsubscribe) compared with now."""
         mine = {group_filter(g) for g in self.my_groups(groups)}
         others = {group_filter(g) for g in groups} - mine
-        with self._lock:
-            added, removed = mine - self._mine, self._mine - mine
-            self._mine, self._others = mine, others | removed
+        added, removed = mine - self._mine, self._mine - mine
+        self._mine, self._others = mine, others | removed
         return added, removed
 
     async def _refresh(self) -> None:
@@ -228,92 +220,114 @@ class SparkplugWorker:
             except Exception as exc:  # the registry is away: keep what we have
                 _log.warning("%s: cannot read the Sparkplug groups: %s", self.client_id, exc)
                 continue
-            added, removed = await self._plan(groups)
-            if not self._client.is_connected():
+            added, removed = self._plan(groups)
+            link = self._link
+            if link is None or not link.is_open:
                 continue  # the next connect subscribes everything
-            if added:
-                _log.info("%s: now also owns %s", self.client_id, ", ".join(sorted(added)))
-                self._client.subscribe([(f, SubscribeOptions(qos=1, noLocal=True)) for f in sorted(added)])
-            if removed:
-                _log.info("%s: no longer owns %s", self.client_id, ", ".join(sorted(removed)))
-                self._client.unsubscribe(sorted(removed))
+            try:
+                async with asyncio.timeout(_SUBSCRIBE_TIMEOUT_S):
+                    if added:
+                        _log.info("%s: now also owns %s", self.client_id, ", ".join(sorted(added)))
+                        if not self._granted(await link.subscribe(sorted(added), qos=1, no_local=True), sorted(added)):
+                            return
+                    if removed:
+                        _log.info("%s: no longer owns %s", self.client_id, ", ".join(sorted(removed)))
+                        await link.unsubscribe(sorted(removed))
+            except (LinkClosed, TimeoutError):
+                continue  # the next connect subscribes everything
 
-    def _set_will(self) -> None:
+    def _next_will(self) -> mqtt5.Will:
+        """The STATE death of the next connection, with a timestamp of its own."""
         self._will_ts = max(time.time_ns() // 1_000_000, self._will_ts + 1)
         will = self.app.state_will(self._will_ts)
-        self._client.will_set(will.topic, will.payload, qos=will.qos, retain=will.retain)
+        return mqtt5.Will(will.topic, payload=will.payload, qos=mqtt5.QoS(min(will.qos, 1)), retain=will.retain)
 
-    # -- paho thread --------------------------------------------------------------------------------
-    def _on_connect(self, client: mqtt.Client, _userdata: object, flags: mqtt.ConnectFlags, reason: ReasonCode,
-                    _props: Properties | None) -> None:
-        if reason.is_failure:
-            _log.error("%s: the broker refused the connection: %s", self.client_id, reason)
-            return
+    def _granted(self, reasons: list[int], filters: list[str]) -> bool:
+        """False (and the worker stops with a failure) when the broker refused a subscription."""
+        refused = [f"{f} (reason {r:#x})" for f, r in zip(filters, reasons, strict=False) if r >= 0x80]
+        if not refused:
+            return True
+        _log.error("%s: the broker refused subscriptions: %s; the service user needs read access to "
+                   "spBv1.0/#", self.client_id, ", ".join(refused))
+        self.failure = SparkplugWorkerError(f"{self.client_id}: subscriptions refused: {', '.join(refused)}")
+        self._stop_now()
+        return False
+
+    # -- the connection ---------------------------------------------------------------------------
+    async def _connect_loop(self) -> None:
+        """Connect (with the STATE death as Will), subscribe, wait for the end, reconnect with back-off."""
+        delay = self.reconnect_min_s
+        while not self._stopping.is_set():
+            will = self._next_will()
+            try:
+                link, present = await MqttLink.open(
+                    self.host, self.port, client_id=self.client_id, on_publish=self._on_publish,
+                    username=self.username, password=self.password, clean_start=False,
+                    session_expiry_s=self.session_expiry_s, receive_maximum=self.receive_maximum,
+                    keepalive_s=self.keepalive_s, tls=self.tls, will=will)
+            except LinkRefused as exc:
+                _log.error("%s: %s; retrying", self.client_id, exc)
+            except (OSError, TimeoutError) as exc:
+                level = logging.DEBUG if self._unreachable else logging.WARNING
+                self._unreachable = True
+                _log.log(level, "%s: cannot reach the broker at %s:%d (%s); retrying", self.client_id,
+                         self.host, self.port, exc or type(exc).__name__)
+            else:
+                delay = self.reconnect_min_s
+                await self._connected(link, present, self._will_ts)
+                continue
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stopping.wait(), delay)
+            delay = min(delay * 2, self.reconnect_max_s)
+
+    async def _connected(self, link: MqttLink, session_present: bool, will_ts: int) -> None:
+        self._link = link
         self.stats.connects += 1
-        self._connected_will_ts = self._will_ts
-        lost = self._ever_connected and not flags.session_present
+        self._unreachable = False
+        lost = self._ever_connected and not session_present
         self._ever_connected = True
-        _log.info("%s: connected (session present: %s)", self.client_id, flags.session_present)
-        with self._lock:
-            mine, others = sorted(self._mine), sorted(self._others)
-        subs = [(state_topic(self.app.host_id), SubscribeOptions(qos=1))]
-        subs += [(f, SubscribeOptions(qos=1, noLocal=True)) for f in mine]
-        rc, mid = client.subscribe(subs)
-        if rc == mqtt.MQTT_ERR_SUCCESS:
-            self._first_mid = mid
-        if others:
-            client.unsubscribe(others)
-        if lost and self._loop is not None:
-            self.stats.sessions_lost += 1
-            asyncio.run_coroutine_threadsafe(self.app.session_lost(), self._loop)
-
-    def _on_subscribe(self, _client: mqtt.Client, _userdata: object, mid: int, reasons: list[ReasonCode],
-                      _props: Properties | None) -> None:
-        refused = [str(r) for r in reasons if r.is_failure]
-        if refused:
-            _log.error("%s: the broker refused subscriptions: %s; the service user needs read access to "
-                       "spBv1.0/#", self.client_id, ", ".join(refused))
-            if self._loop is not None:
-                self.failure = SparkplugWorkerError(f"{self.client_id}: subscriptions refused: {', '.join(refused)}")
-                self.stop()
-            return
-        if mid == self._first_mid and self._loop is not None and self._connected_will_ts is not None:
-            ts = self._connected_will_ts
-            asyncio.run_coroutine_threadsafe(self.app.announce(ts), self._loop)
-            if self._on_subscribed is not None:
-                self._loop.call_soon_threadsafe(self._on_subscribed)
-
-    def _on_disconnect(self, _client: mqtt.Client, _userdata: object, _flags: mqtt.DisconnectFlags,
-                       reason: ReasonCode, _props: Properties | None) -> None:
-        with self._gen_lock:
-            self._gen += 1
-        self._set_will()  # the next connection's Will, with its own timestamp
-        if not self._stopping.is_set():
-            _log.warning("%s: disconnected (%s); reconnecting", self.client_id, reason)
-
-    def _on_message(self, _client: mqtt.Client, _userdata: object, msg: mqtt.MQTTMessage) -> None:
+        _log.info("%s: connected (session present: %s)", self.client_id, session_present)
         try:
-            topic = msg.topic
-        except UnicodeDecodeError:
-            topic = bytes(msg._topic).decode("utf-8", "replace")
+            async with asyncio.timeout(_SUBSCRIBE_TIMEOUT_S):
+                mine, others = sorted(self._mine), sorted(self._others)
+                state = state_topic(self.app.host_id)
+                if not self._granted(await link.subscribe([state], qos=1), [state]):
+                    return
+                if mine and not self._granted(await link.subscribe(mine, qos=1, no_local=True), mine):
+                    return
+                if others:
+                    await link.unsubscribe(others)
+            if lost:
+                self.stats.sessions_lost += 1
+                self._spawn(self.app.session_lost())
+            self._spawn(self.app.announce(will_ts))  # our STATE birth, with this connection's Will's timestamp
+            if self._on_subscribed is not None:
+                self._on_subscribed()
+            await link.closed
+        except LinkClosed:
+            pass
+        except TimeoutError:
+            _log.warning("%s: no answer to (UN)SUBSCRIBE within %.0f s; reconnecting", self.client_id,
+                         _SUBSCRIBE_TIMEOUT_S)
+        finally:
+            link.abort()  # no-op when already closed
+            self._gen += 1  # from now on, acks for what this connection delivered are not sent
+            self._link = None
+            if not self._stopping.is_set():
+                _log.warning("%s: disconnected; reconnecting", self.client_id)
+
+    def _on_publish(self, topic: str, payload: bytes, qos: int, packet_id: int, _dup: bool) -> None:
+        """A delivery (on the event loop, from the connection's read)."""
         self.stats.received += 1
         parts = topic.split("/", 2)
-        if len(parts) == 3 and parts[1] != "STATE":
-            with self._lock:
-                foreign = group_filter(parts[1]) not in self._mine
-            if foreign:  # its owner asks the node for a rebirth; we must not follow it too
-                self.stats.foreign += 1
-                if msg.qos:
-                    self._client.ack(msg.mid, msg.qos)
-                return
-        self._inbox.append(_Delivery(msg.mid, msg.qos, self._gen, RawMessage("", topic, bytes(msg.payload),
-                                                                             time.time_ns() // 1000)))
-        if self._loop is not None and not self._wake_pending:  # one wake-up per loop turn, not per message
-            self._wake_pending = True
-            self._loop.call_soon_threadsafe(self._wake)
-
-    def _wake(self) -> None:
-        self._wake_pending = False  # cleared before the consumer drains, so no append goes unnoticed
+        if len(parts) == 3 and parts[1] != "STATE" and group_filter(parts[1]) not in self._mine:
+            # its owner asks the node for a rebirth; we must not follow it too
+            self.stats.foreign += 1
+            if qos and self._link is not None:
+                self._link.ack((packet_id,))
+            return
+        self._inbox.append(_Delivery(packet_id, qos, self._gen, RawMessage("", topic, payload,
+                                                                           time.time_ns() // 1000)))
         self._arrived.set()
 
     # -- event loop -------------------------------------------------------------------------------
@@ -336,8 +350,6 @@ class SparkplugWorker:
             if batch and deadline is None:
                 deadline = time.monotonic() + self.flush_s
             self._arrived.clear()
-            if self._inbox:
-                continue
             timeout = None if deadline is None else deadline - time.monotonic()
             if timeout is not None and timeout <= 0:
                 break
@@ -368,15 +380,15 @@ class SparkplugWorker:
             delay = min(delay * 2, self.retry_max_s)
 
     def _ack(self, batch: list[_Delivery]) -> None:
-        with self._gen_lock:
-            for d in batch:
-                if d.qos == 0:
-                    continue
-                if d.gen == self._gen:
-                    self._client.ack(d.mid, d.qos)
-                    self.stats.acked += 1
-                else:
-                    self.stats.stale_acks += 1
+        """PUBACK the batch's QoS 1 deliveries of the current connection in one write."""
+        gen, link = self._gen, self._link
+        current = [d.mid for d in batch if d.qos and d.gen == gen]
+        stale = sum(1 for d in batch if d.qos and d.gen != gen)
+        self.stats.stale_acks += stale
+        if current and link is not None:
+            sent = link.ack(current)
+            self.stats.acked += sent
+            self.stats.stale_acks += len(current) - sent
 
 
 # -- processes ----------------------------------------------------------------------------------------
