@@ -11,9 +11,10 @@ groups that are no longer its own (after N changed).
 Like the JSON ingest workers it uses a persistent session (client id ``sparkplug-{i}``,
 ``clean_start=False``, a long Session Expiry Interval) over their MQTT 5 connection
 (``connectors/mqtt/link.py``: a TCP read's messages are handled on the event loop that commits, with
-no thread between), and acknowledges a message only after the host committed it; a failed commit is retried with back-off, and the host restores its state so the
-retry meets the same state. If the broker lost the session (``session present`` false on a
-reconnect), the host marks every node stale and asks each for a rebirth.
+no thread between), and acknowledges a message only after the host committed it; a failed commit
+is retried with back-off, and the host restores its state so the retry meets the same state. If
+the broker lost the session (``session present`` false on a reconnect), the host marks every node
+stale and asks each for a rebirth.
 
 Host duties on the wire: the worker connects with its STATE death as the MQTT Will
 (``spBv1.0/STATE/{host_id}``, QoS 1, retained, ``online: false``), publishes the STATE birth with
