@@ -102,6 +102,42 @@ def test_the_link_closes_when_the_broker_goes(broker: Mosquitto) -> None:
     asyncio.run(main())
 
 
+def test_the_will_is_published_when_the_link_drops_and_no_local_keeps_own_publications_away(
+        broker: Mosquitto) -> None:
+    async def main() -> None:
+        watched = _Got(1)
+        watcher, _ = await MqttLink.open("127.0.0.1", broker.port, client_id="link-watch", on_publish=watched)
+        assert await watcher.subscribe(["wills/#"], qos=1) == [1]
+        will = mqtt5.Will("wills/dev", payload=b"gone", qos=mqtt5.QoS.AT_LEAST_ONCE, retain=True)
+        own = _Got(1)
+        link, _ = await MqttLink.open("127.0.0.1", broker.port, client_id="link-will", on_publish=own, will=will)
+        assert await link.subscribe(["echo/quiet"], qos=1, no_local=True) == [1]
+        assert await link.subscribe(["echo/loud"], qos=1) == [1]
+        await link.publish("echo/quiet", b"not back")
+        await link.publish("echo/loud", b"back")
+        await own.wait()
+        await asyncio.sleep(0.2)
+        assert [(t, p) for t, p, *_ in own] == [("echo/loud", b"back")]  # No Local held the other back
+        assert not watched  # a live connection's Will is not sent
+        link.abort()  # dropped without DISCONNECT: the broker publishes the Will
+        await watched.wait()
+        assert [(t, p, q) for t, p, q, *_ in watched] == [("wills/dev", b"gone", 1)]
+        watcher.disconnect()
+
+        # a clean DISCONNECT sends no Will
+        calm = _Got(1)
+        watcher, _ = await MqttLink.open("127.0.0.1", broker.port, client_id="link-watch2", on_publish=calm)
+        assert await watcher.subscribe(["wills/other"], qos=1) == [1]
+        link, _ = await MqttLink.open("127.0.0.1", broker.port, client_id="link-calm", on_publish=own,
+                                      will=mqtt5.Will("wills/other", payload=b"gone", qos=mqtt5.QoS.AT_LEAST_ONCE))
+        link.disconnect()
+        await asyncio.sleep(0.3)
+        assert not calm
+        watcher.disconnect()
+
+    asyncio.run(main())
+
+
 @pytest.fixture
 def secured(tmp_path: Path) -> Iterator[Mosquitto]:
     binary = _mosquitto_binary()

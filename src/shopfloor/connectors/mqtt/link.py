@@ -26,7 +26,7 @@ import itertools
 import logging
 import ssl
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 
 import mqtt5
 
@@ -269,3 +269,47 @@ async def close_quietly(link: MqttLink | None, session_expiry_s: int | None = No
     with contextlib.suppress(TimeoutError):
         async with asyncio.timeout(2.0):
             await asyncio.shield(link.closed)
+
+
+async def keep_connected(open_link: Callable[[], Awaitable[tuple[MqttLink, bool]]],
+                         connected: Callable[[MqttLink, bool], Awaitable[None]], stopping: asyncio.Event, *,
+                         name: str, where: str, min_s: float, max_s: float) -> None:
+    """Until ``stopping`` is set: open a link and hand it (with ``session_present``) to ``connected``,
+    which returns when the connection has ended; after a failed attempt wait, from ``min_s``
+    doubling up to ``max_s``. An unreachable broker is logged as a warning once, then at debug
+    level until a connection succeeds; a refusal every time."""
+    delay = min_s
+    unreachable = False
+    while not stopping.is_set():
+        try:
+            link, present = await open_link()
+        except LinkRefused as exc:
+            _log.error("%s: %s; retrying", name, exc)
+        except (OSError, TimeoutError) as exc:
+            _log.log(logging.DEBUG if unreachable else logging.WARNING,
+                     "%s: cannot reach the broker at %s (%s); retrying", name, where, exc or type(exc).__name__)
+            unreachable = True
+        else:
+            delay, unreachable = min_s, False
+            await connected(link, present)
+            continue
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stopping.wait(), delay)
+        delay = min(delay * 2, max_s)
+
+
+async def serve(link: MqttLink, setup: Callable[[], Awaitable[bool]], *, name: str, timeout_s: float) -> None:
+    """Run ``setup`` (the connection's (un)subscriptions; False: give this connection up) with at
+    most ``timeout_s`` for the broker's answers, then wait for the connection to end. Returns when
+    it has ended, the link aborted (if it still was open)."""
+    try:
+        async with asyncio.timeout(timeout_s):
+            if not await setup():
+                return
+        await link.closed
+    except LinkClosed:
+        pass
+    except TimeoutError:
+        _log.warning("%s: no answer to (UN)SUBSCRIBE within %.0f s; reconnecting", name, timeout_s)
+    finally:
+        link.abort()  # no-op when already closed

@@ -43,7 +43,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
-from shopfloor.connectors.mqtt.link import LinkClosed, LinkRefused, MqttLink, close_quietly
+from shopfloor.connectors.mqtt.link import MqttLink, close_quietly, keep_connected, serve
 from shopfloor.domain.errors import InvalidInput, ShopfloorError, StoreUnavailable
 from shopfloor.domain.topics import ROOT, UPLINK_KINDS
 from shopfloor.ports.ingest import MessageSink, RawMessage
@@ -153,7 +153,6 @@ class IngestWorker:
         self._end_session = False
         self._last_delivery = time.monotonic()
         self._in_sink = 0  # batches handed to the sink and not yet settled
-        self._unreachable = False  # the last connection attempt failed (logged once)
 
     # -- lifecycle ------------------------------------------------------------------------------
     async def run(self) -> None:
@@ -233,66 +232,47 @@ class IngestWorker:
         messages across a restart but not its shared subscriptions, so until a worker subscribes
         again, what devices publish matches nobody.
         """
-        delay = self.reconnect_min_s
-        while not self._stopping.is_set():
-            try:
-                link, present = await MqttLink.open(
-                    self.host, self.port, client_id=self.client_id, on_publish=self._on_publish,
-                    username=self.username, password=self.password, clean_start=False,
-                    session_expiry_s=self.session_expiry_s, receive_maximum=self.receive_maximum,
-                    keepalive_s=self.keepalive_s, tls=self.tls)
-            except LinkRefused as exc:
-                _log.error("%s: %s; retrying", self.client_id, exc)
-            except (OSError, TimeoutError) as exc:
-                level = logging.DEBUG if self._unreachable else logging.WARNING
-                self._unreachable = True
-                _log.log(level, "%s: cannot reach the broker at %s:%d (%s); retrying", self.client_id,
-                         self.host, self.port, exc or type(exc).__name__)
-            else:
-                delay = self.reconnect_min_s
-                await self._connected(link, present)
-                continue
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._stopping.wait(), delay)
-            delay = min(delay * 2, self.reconnect_max_s)
+        await keep_connected(
+            lambda: MqttLink.open(
+                self.host, self.port, client_id=self.client_id, on_publish=self._on_publish,
+                username=self.username, password=self.password, clean_start=False,
+                session_expiry_s=self.session_expiry_s, receive_maximum=self.receive_maximum,
+                keepalive_s=self.keepalive_s, tls=self.tls),
+            self._connected, self._stopping, name=self.client_id, where=f"{self.host}:{self.port}",
+            min_s=self.reconnect_min_s, max_s=self.reconnect_max_s)
 
     async def _connected(self, link: MqttLink, session_present: bool) -> None:
         self._link = link
         self.stats.connects += 1
-        self._unreachable = False
         _log.info("%s: connected (session present: %s)", self.client_id, session_present)
         try:
-            if self._retiring:
-                async with asyncio.timeout(_SUBSCRIBE_TIMEOUT_S):
-                    await link.unsubscribe(self._filters())
-                _log.info("%s: left share group %s; draining its session", self.client_id, self.share_group)
-                self._last_delivery = time.monotonic()  # the quiet period starts now
-                self._left_group.set()
-            else:
-                async with asyncio.timeout(_SUBSCRIBE_TIMEOUT_S):
-                    reasons = await link.subscribe(self._filters(), qos=1)
-                refused = [f"{t} (reason {r:#x})" for t, r in zip(self.topics, reasons, strict=False) if r >= 0x80]
-                if refused:
-                    self._fail(WorkerError(f"{self.client_id}: the broker refused the subscription to "
-                                           f"{', '.join(refused)}; the ingest user needs read access to them"))
-                    return
-                _log.info("%s: subscribed to %d filter(s) in share group %s", self.client_id, len(self.topics),
-                          self.share_group)
-                if self._on_subscribed is not None:
-                    self._on_subscribed()
-            await link.closed
-        except LinkClosed:
-            pass
-        except TimeoutError:
-            _log.warning("%s: no answer to (UN)SUBSCRIBE within %.0f s; reconnecting", self.client_id,
-                         _SUBSCRIBE_TIMEOUT_S)
+            await serve(link, lambda: self._subscribe(link), name=self.client_id, timeout_s=_SUBSCRIBE_TIMEOUT_S)
         finally:
-            link.abort()  # no-op when already closed
             self._gen += 1  # from now on, acks for what this connection delivered are not sent
             self._link = None
             self.stats.disconnects += 1
             if not self._stopping.is_set():
                 _log.warning("%s: disconnected; reconnecting", self.client_id)
+
+    async def _subscribe(self, link: MqttLink) -> bool:
+        """Join the share group (or, retiring, leave it); False when the broker refused."""
+        if self._retiring:
+            await link.unsubscribe(self._filters())
+            _log.info("%s: left share group %s; draining its session", self.client_id, self.share_group)
+            self._last_delivery = time.monotonic()  # the quiet period starts now
+            self._left_group.set()
+            return True
+        reasons = await link.subscribe(self._filters(), qos=1)
+        refused = [f"{t} (reason {r:#x})" for t, r in zip(self.topics, reasons, strict=False) if r >= 0x80]
+        if refused:
+            self._fail(WorkerError(f"{self.client_id}: the broker refused the subscription to "
+                                   f"{', '.join(refused)}; the ingest user needs read access to them"))
+            return False
+        _log.info("%s: subscribed to %d filter(s) in share group %s", self.client_id, len(self.topics),
+                  self.share_group)
+        if self._on_subscribed is not None:
+            self._on_subscribed()
+        return True
 
     def _filters(self) -> list[str]:
         return [f"$share/{self.share_group}/{t}" for t in self.topics]

@@ -39,7 +39,7 @@ from dataclasses import dataclass
 
 import mqtt5
 
-from shopfloor.connectors.mqtt.link import LinkClosed, LinkRefused, MqttLink, close_quietly
+from shopfloor.connectors.mqtt.link import LinkClosed, MqttLink, close_quietly, keep_connected, serve
 from shopfloor.connectors.sparkplug.host import SparkplugHost
 from shopfloor.connectors.sparkplug.topics import NAMESPACE, state_topic
 from shopfloor.domain.errors import InvalidInput, ShopfloorError, StoreUnavailable
@@ -152,7 +152,6 @@ class SparkplugWorker:
         self._others: set[str] = set()  # filters of groups that are not (or no longer) its own
         self._will_ts = 0
         self._ever_connected = False
-        self._unreachable = False  # the last connection attempt failed (logged once)
         self._tasks: set[asyncio.Task[None]] = set()
         self.failure: BaseException | None = None
         app.set_publisher(LinkPublisher(lambda: self._link))
@@ -257,65 +256,51 @@ class SparkplugWorker:
     # -- the connection ---------------------------------------------------------------------------
     async def _connect_loop(self) -> None:
         """Connect (with the STATE death as Will), subscribe, wait for the end, reconnect with back-off."""
-        delay = self.reconnect_min_s
-        while not self._stopping.is_set():
-            will = self._next_will()
-            try:
-                link, present = await MqttLink.open(
-                    self.host, self.port, client_id=self.client_id, on_publish=self._on_publish,
-                    username=self.username, password=self.password, clean_start=False,
-                    session_expiry_s=self.session_expiry_s, receive_maximum=self.receive_maximum,
-                    keepalive_s=self.keepalive_s, tls=self.tls, will=will)
-            except LinkRefused as exc:
-                _log.error("%s: %s; retrying", self.client_id, exc)
-            except (OSError, TimeoutError) as exc:
-                level = logging.DEBUG if self._unreachable else logging.WARNING
-                self._unreachable = True
-                _log.log(level, "%s: cannot reach the broker at %s:%d (%s); retrying", self.client_id,
-                         self.host, self.port, exc or type(exc).__name__)
-            else:
-                delay = self.reconnect_min_s
-                await self._connected(link, present, self._will_ts)
-                continue
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._stopping.wait(), delay)
-            delay = min(delay * 2, self.reconnect_max_s)
+        async def open_link() -> tuple[MqttLink, bool]:
+            return await MqttLink.open(
+                self.host, self.port, client_id=self.client_id, on_publish=self._on_publish,
+                username=self.username, password=self.password, clean_start=False,
+                session_expiry_s=self.session_expiry_s, receive_maximum=self.receive_maximum,
+                keepalive_s=self.keepalive_s, tls=self.tls, will=self._next_will())
 
-    async def _connected(self, link: MqttLink, session_present: bool, will_ts: int) -> None:
+        await keep_connected(open_link, self._connected, self._stopping, name=self.client_id,
+                             where=f"{self.host}:{self.port}", min_s=self.reconnect_min_s,
+                             max_s=self.reconnect_max_s)
+
+    async def _connected(self, link: MqttLink, session_present: bool) -> None:
+        will_ts = self._will_ts  # the Will this connection was opened with
         self._link = link
         self.stats.connects += 1
-        self._unreachable = False
         lost = self._ever_connected and not session_present
         self._ever_connected = True
         _log.info("%s: connected (session present: %s)", self.client_id, session_present)
         try:
-            async with asyncio.timeout(_SUBSCRIBE_TIMEOUT_S):
-                mine, others = sorted(self._mine), sorted(self._others)
-                state = state_topic(self.app.host_id)
-                if not self._granted(await link.subscribe([state], qos=1), [state]):
-                    return
-                if mine and not self._granted(await link.subscribe(mine, qos=1, no_local=True), mine):
-                    return
-                if others:
-                    await link.unsubscribe(others)
-            if lost:
-                self.stats.sessions_lost += 1
-                self._spawn(self.app.session_lost())
-            self._spawn(self.app.announce(will_ts))  # our STATE birth, with this connection's Will's timestamp
-            if self._on_subscribed is not None:
-                self._on_subscribed()
-            await link.closed
-        except LinkClosed:
-            pass
-        except TimeoutError:
-            _log.warning("%s: no answer to (UN)SUBSCRIBE within %.0f s; reconnecting", self.client_id,
-                         _SUBSCRIBE_TIMEOUT_S)
+            await serve(link, lambda: self._subscribe(link, lost, will_ts), name=self.client_id,
+                        timeout_s=_SUBSCRIBE_TIMEOUT_S)
         finally:
-            link.abort()  # no-op when already closed
             self._gen += 1  # from now on, acks for what this connection delivered are not sent
             self._link = None
             if not self._stopping.is_set():
                 _log.warning("%s: disconnected; reconnecting", self.client_id)
+
+    async def _subscribe(self, link: MqttLink, lost: bool, will_ts: int) -> bool:
+        """Our STATE topic and our groups' filters, leave the groups no longer ours, then the STATE
+        birth (and, if the broker lost our session, rebirth requests); False when refused."""
+        mine, others = sorted(self._mine), sorted(self._others)
+        state = state_topic(self.app.host_id)
+        if not self._granted(await link.subscribe([state], qos=1), [state]):
+            return False
+        if mine and not self._granted(await link.subscribe(mine, qos=1, no_local=True), mine):
+            return False
+        if others:
+            await link.unsubscribe(others)
+        if lost:
+            self.stats.sessions_lost += 1
+            self._spawn(self.app.session_lost())
+        self._spawn(self.app.announce(will_ts))  # our STATE birth, with this connection's Will's timestamp
+        if self._on_subscribed is not None:
+            self._on_subscribed()
+        return True
 
     def _on_publish(self, topic: str, payload: bytes, qos: int, packet_id: int, _dup: bool) -> None:
         """A delivery (on the event loop, from the connection's read)."""
