@@ -16,6 +16,10 @@ with a sink that only counts; Mosquitto with a bare paho subscriber that only co
 msgspec (protobuf for Sparkplug) → Arrow → DuckDB pipeline with none of our checks; bare DuckDB
 Arrow append and bare PostgreSQL binary COPY of the same rows, against the historians' ``commit``.
 
+Each figure also records where the CPU went while it was clocked (``ingest_cpu.py``, from /proc):
+the machine's busy share and the CPU per message of the broker, the receiving side, PostgreSQL, the
+publisher and the rest; the section shows it in a second table.
+
 Writes the "Ingest end to end" section of docs/PERFORMANCE.md (``--doc`` another file, ``--no-doc`` none).
 ``--store duckdb`` runs only the DuckDB modes, their ceilings and the DuckDB store-only rows; the
 section then keeps the PostgreSQL rows it had, marked with the date of the run that measured them.
