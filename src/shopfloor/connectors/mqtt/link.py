@@ -271,6 +271,11 @@ async def close_quietly(link: MqttLink | None, session_expiry_s: int | None = No
             await asyncio.shield(link.closed)
 
 
+def refused(filters: Sequence[str], reasons: Sequence[int]) -> list[str]:
+    """The filters a SUBACK refused (reason code 0x80 or above), each with its reason, for messages."""
+    return [f"{f} (reason {r:#x})" for f, r in zip(filters, reasons, strict=False) if r >= 0x80]
+
+
 async def keep_connected(open_link: Callable[[], Awaitable[tuple[MqttLink, bool]]],
                          connected: Callable[[MqttLink, bool], Awaitable[None]], stopping: asyncio.Event, *,
                          name: str, where: str, min_s: float, max_s: float) -> None:

@@ -43,7 +43,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
-from shopfloor.connectors.mqtt.link import MqttLink, close_quietly, keep_connected, serve
+from shopfloor.connectors.mqtt.link import MqttLink, close_quietly, keep_connected, refused, serve
 from shopfloor.domain.errors import InvalidInput, ShopfloorError, StoreUnavailable
 from shopfloor.domain.topics import ROOT, UPLINK_KINDS
 from shopfloor.ports.ingest import MessageSink, RawMessage
@@ -263,10 +263,10 @@ class IngestWorker:
             self._left_group.set()
             return True
         reasons = await link.subscribe(self._filters(), qos=1)
-        refused = [f"{t} (reason {r:#x})" for t, r in zip(self.topics, reasons, strict=False) if r >= 0x80]
-        if refused:
+        denied = refused(self.topics, reasons)
+        if denied:
             self._fail(WorkerError(f"{self.client_id}: the broker refused the subscription to "
-                                   f"{', '.join(refused)}; the ingest user needs read access to them"))
+                                   f"{', '.join(denied)}; the ingest user needs read access to them"))
             return False
         _log.info("%s: subscribed to %d filter(s) in share group %s", self.client_id, len(self.topics),
                   self.share_group)

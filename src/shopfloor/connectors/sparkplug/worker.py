@@ -39,7 +39,7 @@ from dataclasses import dataclass
 
 import mqtt5
 
-from shopfloor.connectors.mqtt.link import LinkClosed, MqttLink, close_quietly, keep_connected, serve
+from shopfloor.connectors.mqtt.link import LinkClosed, MqttLink, close_quietly, keep_connected, refused, serve
 from shopfloor.connectors.sparkplug.host import SparkplugHost
 from shopfloor.connectors.sparkplug.topics import NAMESPACE, state_topic
 from shopfloor.domain.errors import InvalidInput, ShopfloorError, StoreUnavailable
@@ -244,12 +244,12 @@ class SparkplugWorker:
 
     def _granted(self, reasons: list[int], filters: list[str]) -> bool:
         """False (and the worker stops with a failure) when the broker refused a subscription."""
-        refused = [f"{f} (reason {r:#x})" for f, r in zip(filters, reasons, strict=False) if r >= 0x80]
-        if not refused:
+        denied = refused(filters, reasons)
+        if not denied:
             return True
         _log.error("%s: the broker refused subscriptions: %s; the service user needs read access to "
-                   "spBv1.0/#", self.client_id, ", ".join(refused))
-        self.failure = SparkplugWorkerError(f"{self.client_id}: subscriptions refused: {', '.join(refused)}")
+                   "spBv1.0/#", self.client_id, ", ".join(denied))
+        self.failure = SparkplugWorkerError(f"{self.client_id}: subscriptions refused: {', '.join(denied)}")
         self._stop_now()
         return False
 
