@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 
 import pytest
 
+from shopfloor.connectors.sparkplug import host as host_module
 from shopfloor.connectors.sparkplug.codec import decode_payload
 from shopfloor.connectors.sparkplug.commands import SparkplugCommander, command_datatype
 from shopfloor.connectors.sparkplug.host import SparkplugHost, SparkplugRouter
@@ -385,3 +386,23 @@ def test_commands_are_ncmd_and_dcmd_with_names_and_types() -> None:
             asyncio.run(commander.send("acme", "gw-1", None, [bad]))
     with pytest.raises(InvalidInput):
         asyncio.run(commander.send("acme", "gw/1", None, [MetricWrite("x", 1)]))
+
+
+def test_topics_are_read_once_but_a_malformed_one_is_a_dead_letter_every_time(
+        w: World, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(host_module, "MAX_PLANS", 2)  # the memo of topics read is cleared every 2 topics
+    edge = w.edge()
+    t1 = w.tick()
+    w.send(edge.nbirth({"Oil/Temp": 215}, t1), edge.dbirth("Press2", {"force": 12.5}, t1))
+    for _ in range(3):
+        t = w.tick()
+        w.send(edge.ndata({"Oil/Temp": 220}, t), edge.ddata("Press2", {"force": 13.0}, t),
+               ("spBv1.0/acme/NDATA", b""), ("spBv1.0/acme/NDATA/gw-1/Press2", b""))
+    s = w.series
+    stored = w.sink.good()
+    assert len(stored) == 2 + 3 * 2
+    assert stored.count((s["press-2/force"], t * 1000, 13.0, None)) == 1
+    topics = [detail for reason, detail in w.sink.dead() if reason is Reason.UNKNOWN_TOPIC]
+    assert topics == ["malformed Sparkplug topic: 'spBv1.0/acme/NDATA'",
+                      "NDATA takes no device id: 'spBv1.0/acme/NDATA/gw-1/Press2'"] * 3
+    assert w.host.state.status(edge.node) is NodeStatus.ONLINE and _rebirths(w) == []

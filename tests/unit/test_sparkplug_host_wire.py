@@ -36,6 +36,10 @@ def same_as_read_floats(payload: bytes) -> object:
     if seq is not None and message is not None:  # (a metric's inner bytes are read by floats)
         assert seq == (message.seq if message.HasField("seq") else -1)
     got = WIRE.floats(payload, plan.wire, NOW, LATEST, EARLIEST)
+    opened = WIRE.open(payload)  # the host's way: checked once, then read
+    assert (opened is None) == (seq is None) and (opened is None or opened.seq == seq)
+    if opened is not None:
+        assert repr(WIRE.floats(opened, plan.wire, NOW, LATEST, EARLIEST)) == repr(got)
     if got is not None:
         assert seq is not None and message is not None
         assert repr(got) == repr(read_floats(message, plan, NOW, LATEST, EARLIEST))

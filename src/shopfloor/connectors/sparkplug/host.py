@@ -141,6 +141,8 @@ class SparkplugHost:
         self._memo = _Memo()
         self._fast_data = fast_data  # False: every message by the general path (to compare them)
         self._plans: dict[tuple[EdgeNode, str | None], DataPlan] = {}  # see host_fast
+        self._topics: dict[str, SparkplugTopic | StateTopic] = {}  # topics read before (immutable answers)
+        self._node_keys: dict[EdgeNode, EdgeNode] = {}
         # the compiled reader of the fast path (host_wire), compiled in the background; off: protobuf objects only
         self._wire: WireReader | None = WIRE if fast_data and wire_reader else None
         if self._wire is not None:
@@ -252,11 +254,20 @@ class SparkplugHost:
 
     # -- one message -----------------------------------------------------------------------------
     def _process(self, msg: RawMessage, work: _Work) -> None:
-        try:
-            topic = parse_topic(msg.topic)
-        except SparkplugDecodeError as exc:
-            self._dead(work, msg, None, msg.device, Reason.UNKNOWN_TOPIC, exc.message)
-            return
+        topic = self._topics.get(msg.topic)
+        if topic is None:
+            try:
+                topic = parse_topic(msg.topic)
+            except SparkplugDecodeError as exc:
+                self._dead(work, msg, None, msg.device, Reason.UNKNOWN_TOPIC, exc.message)
+                return
+            if len(self._topics) >= MAX_PLANS:
+                self._topics.clear()
+                self._node_keys.clear()
+            if isinstance(topic, SparkplugTopic):  # one EdgeNode object per node: look-ups by it compare identity
+                node = self._node_keys.setdefault(topic.node, topic.node)
+                topic = SparkplugTopic(node, topic.message_type, topic.device)
+            self._topics[msg.topic] = topic
         downlink = isinstance(topic, StateTopic) or topic.message_type in (MessageType.NCMD, MessageType.DCMD)
         if downlink and msg.device:  # a device sent it (the embedded broker says who): never its right
             self._dead(work, msg, None, msg.device, Reason.OUTSIDE_PREFIX,
@@ -306,8 +317,9 @@ class SparkplugHost:
         now = msg.received_us
         latest, earliest = now + self.limits.future_skew_us, now - self.limits.max_age_us
         wire = self._wire
-        seq = wire.seq(msg.payload) if wire is not None else None  # None: not compiled yet, or not its payload
-        if wire is not None and seq is not None:
+        opened = wire.open(msg.payload) if wire is not None else None  # None: not compiled yet, or not its payload
+        if wire is not None and opened is not None:
+            seq = opened.seq
             if seq < 0:
                 return False  # no seq: the general path says what is wrong
             scope = self.state.data_scope(topic, seq)
@@ -315,7 +327,7 @@ class SparkplugHost:
                 return False
             plan = self._plan(topic, scope, target)
             if plan.wire is not None:
-                columns = wire.floats(msg.payload, plan.wire, now, latest, earliest)
+                columns = wire.floats(opened, plan.wire, now, latest, earliest)
                 if columns is not None:
                     self.state.accept_data(topic, seq)
                     self._store_floats(topic, columns, work)

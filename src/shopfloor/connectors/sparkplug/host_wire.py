@@ -223,6 +223,7 @@ class WireReader:
         self._started = False
         self._lock = threading.Lock()
         self._compiling = threading.Lock()  # one compilation; a waiting start() waits for it
+        self._scratch = threading.local()  # the output arrays of floats(), per thread (copied out)
 
     def start(self, *, wait: bool = False) -> None:
         """Compile in a background thread (``wait``: here, and return when it is done)."""
@@ -265,29 +266,52 @@ class WireReader:
     def seq(self, payload: bytes) -> int | None:
         """The payload's seq if the reader may take it (``-1``: it has none); None: not mine, or
         not compiled yet."""
+        opened = self.open(payload)
+        return None if opened is None else opened.seq
+
+    def open(self, payload: bytes) -> Opened | None:
+        """The payload checked once for :meth:`floats` (its seq, ``-1`` if it has none); None: not
+        mine, or not compiled yet."""
         header = self._header
         if header is None:
             return None
-        seq = int(header(_bytes(payload)))
-        return None if seq == _NOT_MINE else seq
+        buf = _bytes(payload)
+        seq = int(header(buf))
+        return None if seq == _NOT_MINE else Opened(buf, seq)
 
-    def floats(self, payload: bytes, plan: WirePlan, now_us: int, latest_us: int,
+    def floats(self, payload: bytes | Opened, plan: WirePlan, now_us: int, latest_us: int,
                earliest_us: int) -> tuple[list[int], list[int], list[float]] | None:
         """What ``read_floats`` returns for the same payload and plan, or None when the reader does
-        not take the payload (a payload ``seq`` said was not mine must not come here)."""
+        not take the payload (a payload ``seq`` said was not mine must not come here). ``payload``
+        may be what :meth:`open` returned for it (then it is not checked again)."""
         read = self._read
         if read is None:
             return None
-        buf = _bytes(payload)
-        if self._header(buf) == _NOT_MINE:  # _read trusts the layout _header checked
-            return None
-        size = len(payload) // 2 + 1
-        out_series, out_ts, out_value = np.empty(size, np.int64), np.empty(size, np.int64), np.empty(size, np.float64)
+        if isinstance(payload, Opened):
+            buf = payload.buf
+        else:
+            buf = _bytes(payload)
+            if self._header(buf) == _NOT_MINE:  # _read trusts the layout _header checked
+                return None
+        size = len(buf) // 2 + 1
+        scratch = self._scratch.__dict__
+        out = scratch.get("out")
+        if out is None or len(out[0]) < size:  # each thread's own, grown to the largest payload
+            out = scratch["out"] = (np.empty(size, np.int64), np.empty(size, np.int64), np.empty(size, np.float64))
+        out_series, out_ts, out_value = out
         rows = read(buf, plan.aliases, plan.series, plan.scales, plan.offsets, now_us, latest_us, earliest_us,
                     out_series, out_ts, out_value)
         if rows < 0:
             return None
         return out_series[:rows].tolist(), out_ts[:rows].tolist(), out_value[:rows].tolist()
+
+
+@dataclass(frozen=True, slots=True)
+class Opened:
+    """A payload :meth:`WireReader.open` checked: its bytes as the compiled functions take them, and its seq."""
+
+    buf: Any
+    seq: int
 
 
 def _bytes(payload: bytes) -> Any:
