@@ -330,6 +330,39 @@ def test_the_thread_keeps_up_and_close_catches_up(pg_db: PgDatabase) -> None:
     store.close()
 
 
+def test_with_several_committing_processes_one_follower_keeps_the_rollups(
+        pg_db: PgDatabase, pg_schema: tuple[str, str]) -> None:
+    """Two processes commit, each with its follower thread: once one of them keeps the rollups up
+    to date, the other skips its turns (a catch-up recomputes the current minute of every live
+    series, so two would read it twice as often) and forgets the commits of its own the other
+    merged; the rollups end as a rebuild gives them."""
+    dbs = [PgDatabase(*pg_schema, max_size=2) for _ in range(2)]
+    stores = [PostgresHistorian(db, rollup_interval_s=0.1) for db in dbs]
+    rows = _stream(6, 3, 900)
+    try:
+        for k in range(0, 600, 10):  # both commit, turn about, for a second or so
+            _commit_rows(stores[(k // 10) % 2], rows[k:k + 10])
+            time.sleep(0.02)
+        deadline = time.monotonic() + 20
+        while (_mark(pg_db) < max(s.last_seq() for s in stores) or any(s.rollups_pending() for s in stores)) \
+                and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert [s.rollups_pending() for s in stores] == [0, 0]  # each forgot what the other merged
+        assert _mark(pg_db) == max(s.last_seq() for s in stores)
+        runs = sorted(s._follower.catch_ups for s in stores)
+        # the turns: about one catch-up per 0.1 s in all, nearly all by one of the two
+        assert runs[1] >= 3 and runs[0] <= max(2, runs[1] // 3), runs
+    finally:
+        for s in stores:
+            s.close()
+        for db in dbs:
+            db.close()
+    store = PostgresHistorian(pg_db, rollup_interval_s=None)
+    assert store.count_samples() == 600
+    _equal_to_a_rebuild(pg_db, store)
+    store.close()
+
+
 def test_a_database_of_schema_version_3_upgrades_with_nothing_pending(pg_db: PgDatabase) -> None:
     """Version 3 kept the rollups in every commit: they are complete, so the mark starts at the
     last seq."""

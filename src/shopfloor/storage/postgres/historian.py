@@ -216,7 +216,7 @@ class PostgresHistorian:
             except psycopg.Error as exc:
                 raise StoreUnavailable(f"could not commit ingest batch: {exc}") from exc
         if stored_rows:
-            self._follower.committed(stored_rows)
+            self._follower.committed(seq, stored_rows)
         return seq
 
     def last_seq(self) -> int:

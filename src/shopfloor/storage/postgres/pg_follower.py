@@ -48,6 +48,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections import deque
 from collections.abc import Sequence
 
 import numpy as np
@@ -155,7 +156,12 @@ class PgRollupFollower:
         self._staleness_us = staleness_us  # used only until a rebuild has stored one
         self._interval_s = interval_s
         self._batch_rows = batch_rows
-        self._pending = 0  # rows this process committed since its last catch-up began (an upper bound)
+        # this process's commits (seq, samples) not known to be merged yet, and their samples in all
+        # (after a restart: one entry for everything pending then); whoever merged them
+        self._own: deque[tuple[int, int]] = deque()
+        self._pending = 0
+        self._seen_mark: int | None = None  # the mark as this process's thread last saw it
+        self.catch_ups = 0  # catch-ups this follower ran that merged something
         self._count_lock = threading.Lock()
         self._wake = threading.Event()
         self._stop = threading.Event()
@@ -166,17 +172,22 @@ class PgRollupFollower:
     def start(self) -> None:
         """Count what is pending (after a restart) and start the thread, if ``interval_s > 0``."""
         with self._db.connection() as conn:
-            row = conn.execute("SELECT coalesce(sum(samples), 0) FROM rollup_pending"
+            row = conn.execute("SELECT coalesce(sum(samples), 0), max(seq) FROM rollup_pending"
                                " WHERE seq > (SELECT seq FROM rollup_follow)").fetchone()
         with self._count_lock:
-            self._pending = int(row[0]) if row else 0
+            self._own.clear()
+            self._pending = 0
+            if row is not None and row[1] is not None and int(row[0]) > 0:
+                self._own.append((int(row[1]), int(row[0])))
+                self._pending = int(row[0])
         if self._interval_s:
             self._thread = threading.Thread(target=self._run, name="pg-rollup-follower", daemon=True)
             self._thread.start()
 
-    def committed(self, rows: int) -> None:
-        """A commit of ``rows`` samples has returned."""
+    def committed(self, seq: int, rows: int) -> None:
+        """This process's commit ``seq`` of ``rows`` samples has returned."""
         with self._count_lock:
+            self._own.append((seq, rows))
             self._pending += rows
             pending = self._pending
         if self._interval_s == 0 or pending >= _BACKPRESSURE * self._batch_rows:
@@ -196,6 +207,14 @@ class PgRollupFollower:
         with self._count_lock:
             return self._pending
 
+    def _merged(self, mark: int) -> int:
+        """Forget this process's commits up to ``mark`` (merged, by whichever process); return the
+        samples of those left."""
+        with self._count_lock:
+            while self._own and self._own[0][0] <= mark:
+                self._pending -= self._own.popleft()[1]
+            return self._pending
+
     def _run(self) -> None:
         interval = self._interval_s or DEFAULT_INTERVAL_S
         while not self._stop.is_set():
@@ -205,9 +224,30 @@ class PgRollupFollower:
                 return
             if self.pending() > 0:
                 try:
-                    self._catch_up_logged(wait=False)
+                    if self._my_turn():
+                        self._catch_up_logged(wait=False)
                 except Exception:  # a bug: say so, and keep the thread (the rows stay pending)
                     log.exception("rollup catch-up failed")
+
+    def _my_turn(self) -> bool:
+        """Whether this thread should catch up now. Several processes commit into one installation,
+        and each has a follower thread: when another moved the mark since this one last looked, it
+        is keeping the rollups up to date, so this turn is skipped (each catch-up recomputes the
+        minutes the pending commits touch, the current minute of every live series among them:
+        one follower every ``interval_s`` reads that minute half as often as two). Not skipped when
+        this process's own commits left unmerged reach ``batch_rows`` (the other is not keeping up)."""
+        try:
+            with self._db.connection() as conn:
+                row = conn.execute("SELECT seq FROM rollup_follow").fetchone()
+        except psycopg.Error as exc:
+            raise StoreUnavailable(f"could not read the rollup mark: {exc}") from exc
+        if row is None:
+            return True
+        mark = int(row[0])
+        left = self._merged(mark)
+        moved = self._seen_mark is not None and mark != self._seen_mark
+        self._seen_mark = mark
+        return left > 0 and (not moved or left >= self._batch_rows)
 
     def _catch_up_logged(self, *, wait: bool) -> None:
         try:
@@ -220,19 +260,20 @@ class PgRollupFollower:
     def catch_up(self, *, wait: bool = True) -> int:
         """Merge every committed sample not yet in the rollups; return how many samples the
         merged commits stored. ``wait=False``: skip (return 0) while another catch-up runs."""
-        with self._count_lock:
-            counted = self._pending
         try:
             with self._db.connection() as conn:
                 conn.execute(f"SELECT {pg_rollups.FOLLOWER_SETTINGS}")
                 mark = lock_mark(conn, wait=wait)
-                merged = None if mark is None else self.merge(conn, mark)
+                if mark is None:
+                    return 0
+                upto = _last_seq(conn)
+                merged = self.merge(conn, mark, upto)
         except psycopg.Error as exc:
             raise StoreUnavailable(f"rollup catch-up failed: {exc}") from exc
-        if merged is None:
-            return 0
-        with self._count_lock:
-            self._pending = max(0, self._pending - counted)
+        self._merged(max(mark, upto))
+        self._seen_mark = max(mark, upto)
+        if merged:
+            self.catch_ups += 1
         return merged
 
     def settle(self, conn: psycopg.Connection) -> None:
@@ -249,10 +290,7 @@ class PgRollupFollower:
         """With the mark row locked: merge the commits in (mark, upto] (default: up to the last
         committed one) and move the mark; return how many samples they stored."""
         if upto is None:
-            row = conn.execute("SELECT last_seq FROM historian_seq").fetchone()
-            if row is None:
-                raise StoreUnavailable("the historian's sequence row is missing")
-            upto = int(row[0])
+            upto = _last_seq(conn)
         if upto <= mark:
             return 0
         row = conn.execute("SELECT coalesce(sum(samples), 0) FROM rollup_pending WHERE seq > %s AND seq <= %s",
@@ -268,6 +306,13 @@ class PgRollupFollower:
         conn.execute("UPDATE rollup_follow SET seq = %s", [upto])
         conn.execute("DELETE FROM rollup_pending WHERE seq <= %s", [upto])
         return rows
+
+
+def _last_seq(conn: psycopg.Connection) -> int:
+    row = conn.execute("SELECT last_seq FROM historian_seq").fetchone()
+    if row is None:
+        raise StoreUnavailable("the historian's sequence row is missing")
+    return int(row[0])
 
 
 def lock_mark(conn: psycopg.Connection, *, wait: bool) -> int | None:
