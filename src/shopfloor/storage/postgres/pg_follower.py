@@ -45,7 +45,7 @@ When it runs (``interval_s``), as in DuckDB (``storage/duckdb/rollup_follower.py
   commits reach ``batch_rows``). So one follower runs every ``interval_s``, not one per process:
   each catch-up recomputes the current minute of every live series it touches, and with two
   workers each doing so every 5 s PostgreSQL spent about three times the CPU per 1-point message
-  (``bench/ingest.py``: 15 against 5 µs; 4-6 µs since).
+  that it spent with one (``bench/ingest.py``: 15 against 5 µs; with two workers 6-9 µs since).
 * ``0``: after every commit, in the committing thread.
 * ``None``: only when asked (``catch_up``), plus the backpressure above, before retention and
   rebuilds, and on ``close``.
