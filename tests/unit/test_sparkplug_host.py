@@ -15,7 +15,7 @@ from shopfloor.connectors.sparkplug.host import SparkplugHost, SparkplugRouter
 from shopfloor.connectors.sparkplug.host_messages import REBIRTH_METRIC, parse_state_payload, state_message
 from shopfloor.connectors.sparkplug.host_state import NodeStatus
 from shopfloor.connectors.sparkplug.model import DataType
-from shopfloor.connectors.sparkplug.topics import EdgeNode
+from shopfloor.connectors.sparkplug.topics import EdgeNode, SparkplugTopic, parse_topic
 from shopfloor.domain.assets import Level, MeasurementDef, ValueType
 from shopfloor.domain.errors import InvalidInput, StoreUnavailable
 from shopfloor.domain.records import IngestBatch, Quality, Reason
@@ -390,7 +390,7 @@ def test_commands_are_ncmd_and_dcmd_with_names_and_types() -> None:
 
 def test_topics_are_read_once_but_a_malformed_one_is_a_dead_letter_every_time(
         w: World, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(host_module, "MAX_PLANS", 2)  # the memo of topics read is cleared every 2 topics
+    monkeypatch.setattr(host_module, "MAX_PLANS", 2)  # the host's data plans are made again every 2 look-ups
     edge = w.edge()
     t1 = w.tick()
     w.send(edge.nbirth({"Oil/Temp": 215}, t1), edge.dbirth("Press2", {"force": 12.5}, t1))
@@ -406,3 +406,6 @@ def test_topics_are_read_once_but_a_malformed_one_is_a_dead_letter_every_time(
     assert topics == ["malformed Sparkplug topic: 'spBv1.0/acme/NDATA'",
                       "NDATA takes no device id: 'spBv1.0/acme/NDATA/gw-1/Press2'"] * 3
     assert w.host.state.status(edge.node) is NodeStatus.ONLINE and _rebirths(w) == []
+    # every topic of a node carries one EdgeNode object: look-ups by it compare identity
+    birth, data = (parse_topic(edge.nbirth({}, t)[0]), parse_topic(edge.ddata("Press2", {}, t)[0]))
+    assert isinstance(birth, SparkplugTopic) and isinstance(data, SparkplugTopic) and birth.node is data.node

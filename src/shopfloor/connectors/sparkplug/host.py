@@ -141,8 +141,6 @@ class SparkplugHost:
         self._memo = _Memo()
         self._fast_data = fast_data  # False: every message by the general path (to compare them)
         self._plans: dict[tuple[EdgeNode, str | None], DataPlan] = {}  # see host_fast
-        self._topics: dict[str, SparkplugTopic | StateTopic] = {}  # topics read before (immutable answers)
-        self._node_keys: dict[EdgeNode, EdgeNode] = {}
         # the compiled reader of the fast path (host_wire), compiled in the background; off: protobuf objects only
         self._wire: WireReader | None = WIRE if fast_data and wire_reader else None
         if self._wire is not None:
@@ -254,20 +252,11 @@ class SparkplugHost:
 
     # -- one message -----------------------------------------------------------------------------
     def _process(self, msg: RawMessage, work: _Work) -> None:
-        topic = self._topics.get(msg.topic)
-        if topic is None:
-            try:
-                topic = parse_topic(msg.topic)
-            except SparkplugDecodeError as exc:
-                self._dead(work, msg, None, msg.device, Reason.UNKNOWN_TOPIC, exc.message)
-                return
-            if len(self._topics) >= MAX_PLANS:
-                self._topics.clear()
-                self._node_keys.clear()
-            if isinstance(topic, SparkplugTopic):  # one EdgeNode object per node: look-ups by it compare identity
-                node = self._node_keys.setdefault(topic.node, topic.node)
-                topic = SparkplugTopic(node, topic.message_type, topic.device)
-            self._topics[msg.topic] = topic
+        try:
+            topic = parse_topic(msg.topic)  # read once per topic string (see topics.py)
+        except SparkplugDecodeError as exc:
+            self._dead(work, msg, None, msg.device, Reason.UNKNOWN_TOPIC, exc.message)
+            return
         downlink = isinstance(topic, StateTopic) or topic.message_type in (MessageType.NCMD, MessageType.DCMD)
         if downlink and msg.device:  # a device sent it (the embedded broker says who): never its right
             self._dead(work, msg, None, msg.device, Reason.OUTSIDE_PREFIX,

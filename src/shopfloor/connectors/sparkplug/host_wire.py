@@ -294,10 +294,9 @@ class WireReader:
             if self._header(buf) == _NOT_MINE:  # _read trusts the layout _header checked
                 return None
         size = len(buf) // 2 + 1
-        scratch = self._scratch.__dict__
-        out = scratch.get("out")
+        out = getattr(self._scratch, "out", None)
         if out is None or len(out[0]) < size:  # each thread's own, grown to the largest payload
-            out = scratch["out"] = (np.empty(size, np.int64), np.empty(size, np.int64), np.empty(size, np.float64))
+            out = self._scratch.out = (np.empty(size, np.int64), np.empty(size, np.int64), np.empty(size, np.float64))
         out_series, out_ts, out_value = out
         rows = read(buf, plan.aliases, plan.series, plan.scales, plan.offsets, now_us, latest_us, earliest_us,
                     out_series, out_ts, out_value)

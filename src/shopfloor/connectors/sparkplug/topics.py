@@ -8,6 +8,7 @@ strings without ``+``, ``/`` or ``#``; the device id is present exactly for the 
 from __future__ import annotations
 
 import enum
+import functools
 from dataclasses import dataclass
 
 from shopfloor.connectors.sparkplug.errors import SparkplugDecodeError
@@ -79,6 +80,18 @@ def state_topic(host_id: str) -> str:
     return f"{NAMESPACE}/STATE/{host_id}"
 
 
+# A host reads the same few topics over and over: each is read once (the answers are immutable), and
+# every topic of one edge node carries the same EdgeNode object, so look-ups keyed by it compare
+# identity first. A topic that does not parse raises every time (exceptions are not cached).
+_CACHED_TOPICS = 65_536
+
+
+@functools.lru_cache(maxsize=_CACHED_TOPICS)
+def _edge_node(group: str, edge_node: str) -> EdgeNode:
+    return EdgeNode(group, edge_node)
+
+
+@functools.lru_cache(maxsize=_CACHED_TOPICS)
 def parse_topic(topic: str) -> SparkplugTopic | StateTopic:
     """Read a topic of the ``spBv1.0`` namespace; raises :class:`SparkplugDecodeError` for anything else."""
     parts = topic.split("/")
@@ -99,4 +112,4 @@ def parse_topic(topic: str) -> SparkplugTopic | StateTopic:
         raise SparkplugDecodeError(f"{message_type} {'needs' if device is None else 'takes no'} device id: {topic!r}")
     if not all(valid_id(part) for part in (parts[1], parts[3], *([device] if device is not None else []))):
         raise SparkplugDecodeError(f"empty id in Sparkplug topic {topic!r}")
-    return SparkplugTopic(EdgeNode(parts[1], parts[3]), message_type, device)
+    return SparkplugTopic(_edge_node(parts[1], parts[3]), message_type, device)
